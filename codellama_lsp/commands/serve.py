@@ -1,0 +1,12 @@
+"""`codellama-lsp serve` (not yet implemented)."""
+
+from __future__ import annotations
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def run(args) -> int:
+    print("codellama-lsp serve: not implemented yet")
+    return 1
