@@ -1,0 +1,358 @@
+"""Token-exact encoding and decoding for code models, independent of transformers' tokenizer rebuilds.
+
+Why this module exists: transformers 5.x rebuilds the Code Llama tokenizer's normalizer and
+pre-tokenizer (``Metaspace(prepend_scheme="first")``), which silently adds a "▁" in front of texts
+that must not have one (the FIM suffix), and its decode drops the leading space of a continuation.
+Both break token-exactness with Meta's reference (``llama/generation.py``). So the wrapper encodes
+with its own copy of the model's ``tokenizer.json`` (the publisher's ground truth) in which the
+implicit leading space is switched off, and adds that space back explicitly when asked:
+
+* ``encode(text)`` == SentencePiece's ``sp.encode(text)`` (implicit leading "▁"),
+* ``encode(text, leading_space=False)`` == Meta's ``encode_infilling(text)``,
+* ``decode(ids)`` == Meta's ``decode_infilling(ids)``: an anchor token is decoded in front so the
+  continuation's leading space survives the decoder's strip of the first space.
+
+Special-token strings that occur in user text ("<s>" in HTML, "</s>") are encoded as text, the way
+SentencePiece does; control tokens only ever enter a prompt as ids, through ``templates.py``.
+
+:class:`StreamDetokenizer` turns a growing id sequence into text pieces whose concatenation is
+exactly ``decode(all_ids)``; it decodes only the tokens since the last safe boundary, so the cost
+per token stays constant however long the output grows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .backend import ModelLoadError
+
+__all__ = ["Tokenizer", "StreamDetokenizer", "load_tokenizer", "CONTROL_PIECES"]
+
+# Pieces that steer the model rather than carry text, across the supported families. They are
+# never returned by ``decode`` even when a tokenizer does not flag them as special.
+CONTROL_PIECES: tuple[str, ...] = (
+    # Code Llama
+    "▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>", "<step>",
+    # StarCoder / StarCoder2
+    "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<fim_pad>", "<file_sep>", "<repo_name>",
+    "<filename>", "<gh_stars>", "<reponame>", "<|endoftext|>",
+    # DeepSeek-Coder
+    "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", "<｜begin▁of▁sentence｜>",
+    "<｜end▁of▁sentence｜>", "<|EOT|>",
+    # Qwen2.5-Coder
+    "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|fim_pad|>", "<|repo_name|>",
+    "<|file_sep|>", "<|im_start|>", "<|im_end|>",
+    # Codestral / Mistral
+    "[PREFIX]", "[SUFFIX]", "[MIDDLE]", "[INST]", "[/INST]",
+)
+
+_BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+_REPLACEMENT = "\ufffd"
+
+
+def _strip_implicit_space(node: Any) -> tuple[Any, str]:
+    """Return (node without any automatic leading-space insertion, the text it would have added).
+
+    Handles the three places tokenizer.json files put it: a ``Prepend`` normalizer (Llama 2 /
+    Code Llama hub files), a ``Metaspace`` pre-tokenizer with ``prepend_scheme`` first/always (or the
+    older ``add_prefix_space``), and ``ByteLevel(add_prefix_space=True)``.
+    """
+    if not isinstance(node, dict):
+        return node, ""
+    kind = node.get("type")
+    if kind == "Prepend":
+        return None, node.get("prepend", "▁")
+    if kind == "Sequence":
+        key = "normalizers" if "normalizers" in node else "pretokenizers"
+        kept, added = [], ""
+        for child in node.get(key, []):
+            new, text = _strip_implicit_space(child)
+            added = added or text
+            if new is not None:
+                kept.append(new)
+        return {**node, key: kept}, added
+    if kind == "Metaspace":
+        scheme = node.get("prepend_scheme")
+        if scheme is None:
+            scheme = "always" if node.get("add_prefix_space", True) else "never"
+        new = {**node, "prepend_scheme": "never"}
+        if "add_prefix_space" in new:
+            new["add_prefix_space"] = False
+        return new, (node.get("replacement", "▁") if scheme in ("first", "always") else "")
+    if kind == "ByteLevel" and node.get("add_prefix_space"):
+        return {**node, "add_prefix_space": False}, " "
+    return node, ""
+
+
+class Tokenizer:
+    """A model's tokenizer with exact ``encode``/``decode``; see the module docstring for why.
+
+    ``hf`` is the transformers tokenizer (loaded with ``add_prefix_space=False``) for whatever else
+    callers need from it (chat templates, special-token maps); encoding never goes through it.
+    """
+
+    def __init__(self, tokenizer_json: str, *, hf: Any = None, bos_token: str | None = None,
+                 eos_token: str | None = None, chat_template: str | None = None,
+                 source: str = "") -> None:
+        from tokenizers import Tokenizer as RawTokenizer
+
+        spec = json.loads(tokenizer_json)
+        normalizer, added_n = _strip_implicit_space(spec.get("normalizer"))
+        pre_tokenizer, added_p = _strip_implicit_space(spec.get("pre_tokenizer"))
+        spec["normalizer"], spec["pre_tokenizer"] = normalizer, pre_tokenizer
+        self._implicit = added_n or added_p
+        clean = json.dumps(spec)
+        # One object for plain text: special-token strings in the text stay text (SentencePiece
+        # behaviour); one for markup that is meant to contain control tokens (chat templates).
+        self._text = RawTokenizer.from_str(clean)
+        self._text.encode_special_tokens = True
+        self._markup = RawTokenizer.from_str(clean)
+        self.hf = hf
+        self.source = source
+        self.chat_template = chat_template
+        self.vocab_size = self._text.get_vocab_size(with_added_tokens=True)
+
+        added = spec.get("added_tokens") or []
+        special = {t["content"]: t["id"] for t in added if t.get("special")}
+        self.bos_token = bos_token if bos_token else None
+        self.eos_token = eos_token if eos_token else None
+        self.bos_id = self.token_id(self.bos_token) if self.bos_token else None
+        self.eos_id = self.token_id(self.eos_token) if self.eos_token else None
+        control = set(special.values())
+        control.update(i for i in (self.token_id(p) for p in CONTROL_PIECES) if i is not None)
+        self.control_ids: frozenset[int] = frozenset(control)
+        vocab = self._text.get_vocab(with_added_tokens=True)
+        self.byte_ids: frozenset[int] = frozenset(i for p, i in vocab.items() if _BYTE_PIECE.match(p))
+        self._anchor_id, self._anchor_text = self._pick_anchor()
+        self._check_leading_space()
+
+    # -- encoding -------------------------------------------------------------------------------
+
+    @property
+    def implicit_space(self) -> str:
+        """What the model's own tokenizer puts in front of a text ("▁" for SentencePiece-style
+        vocabularies, "" for byte-level ones, where ``leading_space`` makes no difference)."""
+        return self._implicit
+
+    def encode(self, text: str, *, leading_space: bool = True) -> list[int]:
+        """Ids of ``text`` without BOS. ``leading_space=True`` matches ``sp.encode(text)``;
+        ``False`` matches Meta's ``encode_infilling`` (no implicit leading "▁")."""
+        if not text:
+            return []
+        if leading_space and self._implicit:
+            text = self._implicit + text
+        return self._text.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str], *, leading_space: bool = True) -> list[list[int]]:
+        """``encode`` for many texts at once (the Rust side runs them in parallel)."""
+        prefix = self._implicit if leading_space else ""
+        inputs = [prefix + t if t else "" for t in texts]
+        out = self._text.encode_batch(inputs, add_special_tokens=False)
+        return [e.ids if t else [] for e, t in zip(out, texts)]
+
+    def encode_markup(self, text: str) -> list[int]:
+        """Ids of a rendered template (e.g. a chat template's output) in which special-token
+        strings are meant as the special tokens. Not for user text."""
+        if not text:
+            return []
+        return self._markup.encode(text, add_special_tokens=False).ids
+
+    def count(self, text: str) -> int:
+        """Number of tokens ``text`` takes in a prompt (with the implicit leading space)."""
+        return len(self.encode(text))
+
+    def token_id(self, piece: str | None) -> int | None:
+        """The id of a vocabulary piece or added token, or None when the vocabulary lacks it."""
+        if not piece:
+            return None
+        return self._text.token_to_id(piece)
+
+    def piece(self, token_id: int) -> str | None:
+        return self._text.id_to_token(token_id)
+
+    # -- decoding -------------------------------------------------------------------------------
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Exact text of ``ids`` as a continuation: the leading space is kept, control pieces
+        (FIM markers, EOS, ...) are dropped."""
+        kept = [i for i in ids if i not in self.control_ids]
+        return self._decode_text(kept)
+
+    def _decode_text(self, ids: list[int]) -> str:
+        """Decode ids already free of control pieces, keeping their leading space."""
+        if not ids:
+            return ""
+        if self._anchor_id is None:
+            return self._text.decode(ids, skip_special_tokens=False)
+        text = self._text.decode([self._anchor_id, *ids], skip_special_tokens=False)
+        return text[len(self._anchor_text):]
+
+    def _pick_anchor(self) -> tuple[int | None, str]:
+        """A token decoded in front of every continuation so the decoder's strip of the first
+        leading space (SentencePiece style) hits the anchor instead of the text."""
+        for candidate in ("a", "x", "0"):
+            ids = self.encode(candidate)
+            if len(ids) != 1 or ids[0] in self.control_ids:
+                continue
+            anchor = ids[0]
+            text = self._text.decode([anchor], skip_special_tokens=False)
+            probe = self.encode(" b", leading_space=False)
+            joined = self._text.decode([anchor, *probe], skip_special_tokens=False)
+            if text and joined.startswith(text) and joined[len(text):] == " b":
+                return anchor, text
+        return None, ""
+
+    def _check_leading_space(self) -> None:
+        """Fail loudly if the leading-space handling does not behave as documented (a tokenizer
+        format this wrapper does not understand would otherwise corrupt every prompt)."""
+        if self.vocab_size < 4:
+            return
+        plain = self.decode(self.encode("hello", leading_space=False))
+        spaced = self.decode(self.encode("hello", leading_space=True))
+        expected = ("" if not self._implicit else " ") + "hello"
+        if plain != "hello" or spaced != expected:
+            raise ModelLoadError(
+                f"tokenizer {self.source or ''} does not round-trip text exactly "
+                f"({plain!r}, {spaced!r}); use a model directory with the publisher's tokenizer.json"
+            )
+
+    def adds_bos(self) -> bool:
+        """Whether the model's own tokenizer starts every text with BOS (Llama-style)."""
+        if self.bos_id is None:
+            return False
+        if self.hf is not None:
+            try:
+                ids = list(self.hf("a", add_special_tokens=True)["input_ids"])
+                return bool(ids) and ids[0] == self.bos_id
+            except Exception:  # noqa: BLE001 - a broken hf tokenizer must not break encoding
+                pass
+        return True
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.source or '?'}, vocab={self.vocab_size}, implicit_space={self._implicit!r})"
+
+
+class StreamDetokenizer:
+    """Incremental detokenizer: ``"".join(push(i) for i in ids) + flush() == tokenizer.decode(ids)``.
+
+    Text is released at *safe boundaries* only: after a token that does not end in the middle of a
+    byte-fallback run (SentencePiece splits rare characters into ``<0xNN>`` pieces that must be
+    decoded together) and whose decoded text does not end in an incomplete UTF-8 sequence (shown
+    as U+FFFD by byte-level decoders). Each boundary becomes the start of the next decode window,
+    decoded behind an anchor token, so spaces and indentation at window starts survive (unlike
+    transformers' ``TextIteratorStreamer``) and the cost per token does not grow with the output.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tok = tokenizer
+        self._window: list[int] = []  # ids since the last safe boundary
+
+    def push(self, token_id: int) -> str:
+        """Add one generated id; return the text that became final (often "" for split chars)."""
+        if token_id in self._tok.control_ids:
+            return ""
+        window = self._window
+        window.append(token_id)
+        if token_id in self._tok.byte_ids:
+            return ""  # a byte run decodes as a whole; wait for the token that ends it
+        text = self._tok._decode_text(window)
+        if text.endswith(_REPLACEMENT):
+            return ""  # incomplete multi-byte character (byte-level vocabularies)
+        window.clear()
+        return text
+
+    def flush(self) -> str:
+        """End of generation: return whatever was held back (incomplete characters included)."""
+        text = self._tok._decode_text(self._window)
+        self._window = []
+        return text
+
+    @property
+    def pending(self) -> int:
+        """Number of ids held back waiting for a safe boundary."""
+        return len(self._window)
+
+    def __copy__(self) -> "StreamDetokenizer":
+        twin = StreamDetokenizer(self._tok)
+        twin._window = list(self._window)
+        return twin
+
+    copy = __copy__
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _token_text(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def load_tokenizer(model_dir: str | Path) -> Tokenizer:
+    """Load the tokenizer of a local model directory.
+
+    Encoding uses the directory's ``tokenizer.json`` directly (the publisher's exact model);
+    transformers' ``AutoTokenizer`` (with ``add_prefix_space=False``, the 5.x trap) is kept as
+    ``Tokenizer.hf`` for chat templates and special-token names. Raises ``ModelLoadError`` with
+    one actionable line when the directory holds no usable tokenizer.
+    """
+    path = Path(model_dir).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"tokenizer directory not found: {path}")
+    config = _read_json(path / "tokenizer_config.json")
+    special_map = _read_json(path / "special_tokens_map.json")
+    hf = None
+    hf_error = ""
+    try:
+        from transformers import AutoTokenizer
+
+        hf = AutoTokenizer.from_pretrained(str(path), add_prefix_space=False, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - reported below if nothing else works
+        hf_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+    json_file = path / "tokenizer.json"
+    if json_file.is_file():
+        try:
+            tokenizer_json = json_file.read_text(encoding="utf-8")
+            json.loads(tokenizer_json)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{json_file} is unreadable or corrupt ({exc}); re-download the model "
+                                 f"with `codellama-lsp pull`") from None
+    elif hf is not None and getattr(hf, "backend_tokenizer", None) is not None:
+        # No tokenizer.json (only tokenizer.model): transformers' conversion is all there is.
+        tokenizer_json = hf.backend_tokenizer.to_str()
+    else:
+        why = f" ({hf_error})" if hf_error else ""
+        raise ModelLoadError(f"no tokenizer.json in {path}{why}; re-download the model with `codellama-lsp pull`")
+
+    def pick(name: str) -> str | None:
+        value = _token_text(config.get(name)) or _token_text(special_map.get(name))
+        if value is None and hf is not None:
+            value = getattr(hf, name, None)
+        return value if isinstance(value, str) else None
+
+    chat_template = config.get("chat_template")
+    if chat_template is None and hf is not None:
+        chat_template = getattr(hf, "chat_template", None)
+    if isinstance(chat_template, list):  # named templates: take the default one
+        named = {t.get("name"): t.get("template") for t in chat_template if isinstance(t, dict)}
+        chat_template = named.get("default") or next(iter(named.values()), None)
+    try:
+        return Tokenizer(tokenizer_json, hf=hf, bos_token=pick("bos_token"), eos_token=pick("eos_token"),
+                         chat_template=chat_template if isinstance(chat_template, str) else None,
+                         source=str(path))
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions on bad JSON
+        raise ModelLoadError(f"cannot use the tokenizer in {path} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else 'invalid'}); "
+                             f"re-download the model with `codellama-lsp pull`") from None
+
