@@ -1,0 +1,40 @@
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { StatusModel } from '../src/status';
+
+test('starting, then loading with progress, then ready with the last latency', () => {
+  const m = new StatusModel();
+  assert.equal(m.view().kind, 'starting');
+  m.started();
+  m.progress('begin', 0, 'loading model');
+  m.progress('report', 42.4);
+  assert.equal(m.view().text, '$(sync~spin) Code Llama loading 42%');
+  m.progress('end');
+  m.status({ state: 'ready', model: 'demo', device: 'cpu', quantization: 'none' });
+  assert.equal(m.view().text, '$(check) Code Llama ready');
+  assert.match(m.view().tooltip, /model: demo/);
+  m.status({ state: 'ready', total_ms: 1234, time_to_first_token_ms: 80, prompt_tokens: 900, reused_tokens: 850, generated_tokens: 12, stop_reason: 'eot' });
+  assert.equal(m.view().text, '$(check) Code Llama ready · 1.2 s');
+  assert.match(m.view().tooltip, /900 prompt tokens \(850 reused\), 12 generated, stopped: eot/);
+  m.status({ total_ms: 95.6 });
+  assert.equal(m.view().text, '$(check) Code Llama ready · 96 ms');
+});
+
+test('errors show until the server reports a state again', () => {
+  const m = new StatusModel();
+  m.status({ state: 'error', message: 'no such model: /x' });
+  assert.equal(m.view().kind, 'error');
+  assert.match(m.view().tooltip, /no such model/);
+  m.progress('report', 50);
+  assert.equal(m.view().kind, 'error');
+  m.status({ state: 'loading', message: 'reloading' });
+  assert.equal(m.view().text, '$(sync~spin) Code Llama loading');
+  m.status({ state: 'ready' });
+  assert.equal(m.view().kind, 'ready');
+});
+
+test('percentages are clamped and rounded', () => {
+  const m = new StatusModel();
+  m.progress('report', 140);
+  assert.equal(m.view().text, '$(sync~spin) Code Llama loading 100%');
+});
