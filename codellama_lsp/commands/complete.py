@@ -1,12 +1,179 @@
-"""`codellama-lsp complete` (not yet implemented)."""
+"""`codellama-lsp complete FILE:LINE:COL`: print the completion the server would show at that position.
+
+The same orchestrator as the language server (``completion.CompletionService``), so this is also the
+way to see — with ``--show-prompt`` / ``--json`` — exactly which prompt the model saw for a position.
+LINE and COL are 1-based; COL counts characters (code points), as editors show them.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 
 def add_arguments(parser) -> None:
-    pass
+    parser.add_argument("target", metavar="FILE:LINE:COL", help="position to complete at (1-based line and column)")
+    parser.add_argument("--model", help="model directory, Hugging Face id in the local cache, or 'demo'")
+    parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"))
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--fim-mode", choices=("psm", "spm"), help="infilling prompt order (default spm)")
+    parser.add_argument("--max-tokens", type=int, metavar="N", help="most tokens to generate")
+    parser.add_argument("--context-tokens", type=int, metavar="N", help="token budget of the whole prompt")
+    parser.add_argument("--no-repo-context", action="store_true", help="use only the file itself, no other files")
+    parser.add_argument("--workspace", metavar="DIR", help="repository root for context (default: enclosing git root, else the file's folder)")
+    parser.add_argument("--show-prompt", action="store_true", help="also print the exact prompt")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (completion, prompt, prompt_ids, fim_mode, model, timings, ...)")
+    parser.add_argument("--config", help="TOML settings file (default: config.toml in the platform config directory)")
+
+
+class UsageError(Exception):
+    """Bad FILE:LINE:COL or unreadable file: one line on stderr, exit status 2."""
+
+
+def parse_target(target: str) -> tuple[Path, int, int]:
+    """``FILE:LINE:COL`` -> (path, line, col), both 1-based. The file part may itself contain ':'."""
+    parts = target.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise UsageError(f"expected FILE:LINE:COL, got {target!r}")
+    path, line, col = parts
+    if not (line.isdigit() and col.isdigit()) or int(line) < 1 or int(col) < 1:
+        raise UsageError(f"LINE and COL must be positive integers (1-based), got {line!r} and {col!r}")
+    return Path(path), int(line), int(col)
+
+
+def read_document(path: Path) -> str:
+    if not path.is_file():
+        raise UsageError(f"no such file: {path}")
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:  # keep CRLF: offsets must match the file
+            return fh.read()
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def offset_of(text: str, line: int, col: int, path: Path) -> int:
+    """Offset of a 1-based (line, column-in-characters) position; the column may be one past the end."""
+    from ..positions import UTF32, LineIndex
+
+    lines = LineIndex.of(text)
+    if line > len(lines.starts):
+        raise UsageError(f"{path} has {len(lines.starts)} lines; line {line} does not exist")
+    content = lines.line_text(line - 1)
+    if col > len(content) + 1:
+        raise UsageError(f"line {line} of {path} has {len(content)} characters; column {col} is past its end")
+    return lines.offset_at(line - 1, col - 1, UTF32)
+
+
+def workspace_root(path: Path) -> Path:
+    """The enclosing git repository's root, else the file's folder."""
+    folder = path.resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
 
 
 def run(args) -> int:
-    print("codellama-lsp complete: not implemented yet")
-    return 1
+    from ..errors import report_cli_error
+
+    try:
+        path, line, col = parse_target(args.target)
+        text = read_document(path)
+        offset = offset_of(text, line, col, path)
+        if args.workspace and not Path(args.workspace).is_dir():
+            raise UsageError(f"--workspace {args.workspace} is not a directory")
+        if args.max_tokens is not None and args.max_tokens < 1:
+            raise UsageError("--max-tokens must be at least 1")
+    except UsageError as exc:
+        return report_cli_error(exc)
+
+    from ..config import load_settings
+
+    cli = {"model": args.model, "quantization": args.quantization, "device": args.device,
+           "fim_mode": args.fim_mode, "max_tokens": args.max_tokens, "context_tokens": args.context_tokens}
+    if args.no_repo_context:
+        cli["repo_context"] = False
+    settings, errors = load_settings(cli, Path(args.config) if args.config else None)
+    for error in errors:
+        print(f"codellama-lsp: warning: {error}", file=sys.stderr)
+
+    import asyncio
+
+    from ..engine.backend import EngineError
+
+    root = Path(args.workspace) if args.workspace else workspace_root(path)
+    try:
+        data = asyncio.run(_complete(settings, text, offset, path.resolve(), root.resolve()))
+    except EngineError as exc:
+        return report_cli_error(exc)
+
+    if args.json:  # always carries the prompt too: one object a script can rely on
+        print(json.dumps(data, ensure_ascii=False))
+    elif args.show_prompt:
+        print("--- prompt " + "-" * 60)
+        print(data.get("prompt") or "")
+        print("--- completion " + "-" * 56)
+        print(data["completion"])
+    else:
+        print(data["completion"])
+    return 0
+
+
+async def _complete(settings, text: str, offset: int, path: Path, root: Path) -> dict:
+    from ..completion import INVOKED, CompletionService
+    from ..engine.worker import Engine
+
+    _print_model_notice(settings)
+    engine = Engine(settings)
+    index = None
+    try:
+        await engine.load(None)
+        retriever, index = _retriever(root, settings)
+        service = CompletionService(engine, settings, retriever=retriever)
+        language_id = _language_id(path)
+        outcome = await service.complete(text, offset, uri=path.as_uri(), path=str(path), language_id=language_id,
+                                         trigger=INVOKED, use_cache=False)
+        return service.describe(outcome)
+    finally:
+        if index is not None:
+            index.stop()
+        engine.close()
+
+
+def _print_model_notice(settings) -> None:
+    """The fallback to the bundled demo model is announced on stderr (stdout stays the completion)."""
+    try:
+        from ..engine.loading import resolve_model
+    except ImportError:
+        return
+    try:
+        resolved = resolve_model(settings.model, explicit=settings.model_explicit)
+    except Exception:
+        return  # the load itself reports the error
+    if resolved.notice:
+        print(f"codellama-lsp: {resolved.notice}", file=sys.stderr)
+
+
+def _language_id(path: Path) -> str:
+    try:
+        from ..context.syntax import language_for
+    except ImportError:
+        return ""
+    return language_for(None, str(path)) or ""
+
+
+def _retriever(root: Path, settings):
+    """Repository context for one request: an index of ``root`` (no file watching needed)."""
+    if not settings.repo_context:
+        return None, None
+    try:
+        from ..context.retrieval import Retriever
+        from ..context.workspace import WorkspaceIndex
+    except ImportError:
+        return None, None
+    index = WorkspaceIndex([str(root)])
+    index.start()
+    return Retriever(index), index

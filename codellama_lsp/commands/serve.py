@@ -1,12 +1,58 @@
-"""`codellama-lsp serve` (not yet implemented)."""
+"""`codellama-lsp serve`: run the language server (stdio by default, ``--tcp HOST:PORT`` for debugging)."""
 
 from __future__ import annotations
 
+import sys
+
 
 def add_arguments(parser) -> None:
-    pass
+    transport = parser.add_mutually_exclusive_group()
+    transport.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")
+    transport.add_argument("--tcp", metavar="HOST:PORT", help="listen on a TCP port instead (one client; for debugging)")
+    parser.add_argument("--model", help="model directory, Hugging Face id in the local cache, or 'demo'")
+    parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"))
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--log-level", choices=("error", "warning", "info", "debug"))
+    parser.add_argument("--log-file", help="log file (default: server.log in the platform log directory)")
+    parser.add_argument("--config", help="TOML settings file (default: config.toml in the platform config directory)")
+
+
+def _tcp_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--tcp expects HOST:PORT, got {value!r}")
+    return host or "127.0.0.1", int(port)
 
 
 def run(args) -> int:
-    print("codellama-lsp serve: not implemented yet")
-    return 1
+    from pathlib import Path
+
+    from ..config import load_settings
+
+    try:
+        address = _tcp_address(args.tcp) if args.tcp else None
+    except ValueError as exc:
+        print(f"codellama-lsp: error: {exc}", file=sys.stderr)
+        return 2
+    cli = {"model": args.model, "quantization": args.quantization, "device": args.device,
+           "log_level": args.log_level}
+    settings, errors = load_settings(cli, Path(args.config) if args.config else None)
+
+    from ..logs import setup_logging
+    from ..server import create_server
+
+    log_path = setup_logging(settings.log_level, log_document_text=settings.log_document_text,
+                             log_file=Path(args.log_file) if args.log_file else None)
+    server = create_server(settings)
+    import logging
+
+    log = logging.getLogger("codellama_lsp.serve")
+    log.info("log file: %s", log_path)
+    for error in errors:
+        log.warning("settings: %s", error)
+        print(f"codellama-lsp: warning: {error}", file=sys.stderr)
+    if address:
+        server.start_tcp(*address)
+    else:
+        server.start_io()
+    return 0

@@ -1,0 +1,370 @@
+"""One inline completion, from document text and cursor to the text an editor shows.
+
+The orchestration lives here so the language server (``server.py``) and ``codellama-lsp complete``
+(``commands/complete.py``) give the same answer for the same position: build the prompt (context
+engine), generate on the engine's worker, clean the text (postprocess), and work out exactly which
+characters the suggestion replaces. Everything is in character offsets into the document text;
+converting to LSP positions is the server's job.
+
+Two things make typing feel instant and are kept here because they need the last answer:
+a *typing-along cache* (the user typed the first characters of the suggestion just shown: the rest
+is answered without the model) and the *range rule* for auto-closed brackets (cursor in ``foo(|)``
+and the completion ends with ``)``: the suggestion replaces that ``)`` instead of doubling it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .config import Settings
+from .engine.backend import CancelToken, GenerationParams, GenerationResult
+
+log = logging.getLogger(__name__)
+
+INVOKED = "invoked"
+AUTOMATIC = "automatic"
+
+# Characters an editor inserts on its own after the cursor (auto-pairs). A completion that ends
+# with them replaces them instead of doubling them.
+CLOSERS = frozenset(")]}\"'`>")
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The item selected in the editor's completion menu, in document offsets (LSP's
+    ``selectedCompletionInfo``): complete as if ``text`` replaced ``[start, end)``."""
+
+    start: int
+    end: int
+    text: str
+
+
+@dataclass
+class CompletionOutcome:
+    """The answer for one request. ``text`` replaces ``[replace_start, replace_end)`` of the
+    document; an empty ``text`` means "nothing to suggest" and ``reason`` says why."""
+
+    text: str = ""
+    replace_start: int = 0
+    replace_end: int = 0
+    plan: Any = None  # context.prompt.PromptPlan (or the fallback plan)
+    result: GenerationResult | None = None
+    source: str = "none"  # "model" | "cache" | "none"
+    reason: str = ""  # for an empty answer: not_ready, disabled_language, no_prompt, cancelled, superseded, empty, ...
+    started: float = field(default_factory=time.perf_counter)
+    finished: float = 0.0
+    uri: str = ""
+
+    @property
+    def stop_reason(self) -> str:
+        if self.result is not None and self.result.stats.stop_reason:
+            return self.result.stats.stop_reason
+        return self.source if self.source == "cache" else self.reason
+
+    def stats(self) -> dict[str, Any]:
+        """The per-request numbers of ``codellama/status`` and ``complete --json``."""
+        s = self.result.stats if self.result is not None else None
+        total = (self.finished or time.perf_counter()) - self.started
+        return {
+            "prompt_tokens": s.prompt_tokens if s else 0,
+            "reused_tokens": s.reused_tokens if s else 0,
+            "prefill_tokens": s.prefill_tokens if s else 0,
+            "generated_tokens": s.generated_tokens if s else 0,
+            "forward_passes": s.forward_passes if s else 0,
+            "time_to_first_token_ms": round(s.time_to_first_token_s * 1000, 1) if s else 0.0,
+            "generation_ms": round(s.total_s * 1000, 1) if s else 0.0,
+            "total_ms": round(total * 1000, 1),
+            "stop_reason": self.stop_reason,
+            "source": self.source,
+        }
+
+
+@dataclass
+class _Shown:
+    """The last suggestion shown for a document, for the typing-along cache."""
+
+    prefix: str  # document text before the cursor when it was shown
+    suffix: str  # document text after the cursor
+    completion: str  # the generated text (without a selected menu item's text)
+    language: str
+
+
+def closer_overlap(completion: str, suffix: str) -> int:
+    """How many characters right after the cursor the completion replaces: the longest run of
+    auto-paired closers at the start of ``suffix`` (same line) that ``completion`` ends with."""
+    run = 0
+    while run < len(suffix) and suffix[run] in CLOSERS:
+        run += 1
+    for k in range(run, 0, -1):
+        if completion.endswith(suffix[:k]):
+            return k
+    return 0
+
+
+def typed_along(shown: _Shown, text: str, offset: int) -> str | None:
+    """The rest of ``shown`` when the user has typed its first characters (and nothing else), else
+    None. Auto-paired closers the editor added after the cursor while typing are allowed."""
+    before = text[:offset]
+    if len(before) <= len(shown.prefix) or not before.startswith(shown.prefix):
+        return None
+    typed = before[len(shown.prefix) :]
+    if len(typed) >= len(shown.completion) or not shown.completion.startswith(typed):
+        return None
+    after = text[offset:]
+    if after != shown.suffix:
+        added = len(after) - len(shown.suffix)
+        if added <= 0 or not after.endswith(shown.suffix) or any(c not in CLOSERS for c in after[:added]):
+            return None
+    return shown.completion[len(typed) :]
+
+
+class CompletionService:
+    """Completes at a position. ``report`` (if set) receives every finished outcome — including a
+    generation whose request was cancelled, once its decode has actually stopped — so the server can
+    publish ``codellama/status`` from one place."""
+
+    def __init__(self, engine, settings: Settings, *, retriever=None, trees=None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.retriever = retriever
+        self.trees = trees
+        self.report: Callable[[CompletionOutcome], None] | None = None
+        self._shown: dict[str, _Shown] = {}
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def forget(self, uri: str | None = None) -> None:
+        """Drop the typing-along cache (one document, or all after a model/settings change)."""
+        if uri is None:
+            self._shown.clear()
+        else:
+            self._shown.pop(uri, None)
+
+    # -- the request -----------------------------------------------------------------------------
+
+    async def complete(
+        self,
+        text: str,
+        offset: int,
+        *,
+        uri: str = "",
+        path: str | None = None,
+        language_id: str = "",
+        cancel: CancelToken | None = None,
+        trigger: str = INVOKED,
+        selected: Selected | None = None,
+        open_documents: dict[str, str] | None = None,
+        recent_edits: Any = None,
+        use_cache: bool = True,
+    ) -> CompletionOutcome:
+        cancel = cancel or CancelToken()
+        offset = max(0, min(offset, len(text)))
+        outcome = CompletionOutcome(replace_start=offset, replace_end=offset, uri=uri)
+        try:
+            await self._complete(
+                outcome, text, offset, uri=uri, path=path, language_id=language_id, cancel=cancel,
+                trigger=trigger, selected=selected, open_documents=open_documents,
+                recent_edits=recent_edits, use_cache=use_cache,
+            )
+        except asyncio.CancelledError:
+            # $/cancelRequest: pygls cancelled this task. The worker thread keeps decoding unless
+            # told, so tell it; the status is reported when the decode has really stopped.
+            cancel.cancel("cancelled")
+            raise
+        outcome.finished = time.perf_counter()
+        self._report(outcome)
+        return outcome
+
+    async def _complete(self, outcome: CompletionOutcome, text: str, offset: int, *, uri, path, language_id,
+                        cancel, trigger, selected, open_documents, recent_edits, use_cache) -> None:
+        settings = self.settings
+        if trigger == AUTOMATIC and language_id and language_id in settings.disabled_languages:
+            outcome.reason = "disabled_language"
+            return
+
+        # Complete as if the selected menu item were already inserted.
+        virtual, voffset, lead = text, offset, ""
+        if selected is not None and 0 <= selected.start <= offset <= len(text):
+            end = max(selected.end, offset)
+            virtual = text[: selected.start] + selected.text + text[end:]
+            voffset = selected.start + len(selected.text)
+            lead = selected.text
+            outcome.replace_start, outcome.replace_end = selected.start, end
+
+        if use_cache and not lead and uri in self._shown:
+            rest = typed_along(self._shown[uri], text, offset)
+            if rest is not None:
+                outcome.text = rest
+                outcome.replace_end = offset + closer_overlap(rest, text[offset:])
+                outcome.source = "cache"
+                return
+
+        if not getattr(self.engine, "ready", False):
+            outcome.reason = "not_ready"
+            return
+        if trigger == AUTOMATIC and settings.debounce_ms > 0:
+            await asyncio.sleep(settings.debounce_ms / 1000)  # the feature itself, not synchronisation
+        if cancel.cancelled:
+            outcome.reason = cancel.reason or "cancelled"
+            return
+
+        plan = self.build_plan(virtual, voffset, path=path, language_id=language_id,
+                               open_documents=open_documents, recent_edits=recent_edits,
+                               invoked=trigger == INVOKED)
+        outcome.plan = plan
+        if plan is None:
+            outcome.reason = "no_prompt"
+            return
+
+        result = await self._generate(plan, cancel, outcome)
+        outcome.result = result
+        if result.cancelled or cancel.cancelled:
+            outcome.reason = cancel.reason or "cancelled"
+            return
+        completion = self.clean(result.text, virtual[:voffset], virtual[voffset:], plan)
+        if not completion:
+            outcome.reason = "empty"
+            return
+        suffix = virtual[voffset:]
+        outcome.text = lead + completion
+        outcome.replace_end = outcome.replace_end + closer_overlap(completion, suffix)
+        outcome.source = "model"
+        if uri:
+            self._shown[uri] = _Shown(virtual[:voffset], suffix, completion, getattr(plan, "language", "") or "")
+
+    def _report(self, outcome: CompletionOutcome) -> None:
+        if self.report is not None:
+            try:
+                self.report(outcome)
+            except Exception:  # reporting must never break a completion
+                log.exception("status report failed")
+
+    async def _generate(self, plan, cancel: CancelToken, outcome: CompletionOutcome) -> GenerationResult:
+        """Run the model on the worker. Shielded, so a cancelled request leaves the generation to
+        finish its current token; that outcome is reported when it has (others by ``complete``)."""
+        settings = self.settings
+        backend = self.engine.backend
+        template = getattr(backend, "template", None)
+        params = GenerationParams(
+            max_new_tokens=int(getattr(plan, "max_new_tokens", 0) or settings.max_tokens),
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            stop_token_ids=list(getattr(template, "fim_stop_ids", []) or []),
+            stop_strings=list(getattr(plan, "stop_strings", []) or []),
+            time_budget_s=settings.completion_timeout_s or None,
+            speculation=settings.speculation,
+            heal_prefix=getattr(plan, "heal_prefix", "") or "",
+        )
+        started = [False]
+
+        def on_text(piece: str) -> None:  # worker thread
+            if piece and not started[0]:
+                started[0] = True
+                log.debug("decoding started for %s", outcome.uri or "a document")
+
+        task = asyncio.ensure_future(self.engine.generate(plan.prompt_ids, params, cancel, on_text))
+
+        def finished(t: asyncio.Future) -> None:
+            if outcome.finished or t.cancelled():
+                return
+            outcome.finished = time.perf_counter()
+            if t.exception() is None:
+                outcome.result = t.result()
+                outcome.reason = outcome.reason or cancel.reason or "cancelled"
+                self._report(outcome)
+
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancel.cancel("cancelled")
+            task.add_done_callback(finished)
+            raise
+
+    # -- the pieces other modules own ------------------------------------------------------------
+
+    def build_plan(self, text: str, offset: int, *, path, language_id, open_documents=None,
+                   recent_edits=None, invoked: bool = True):
+        """The prompt for this position (None = do not complete here)."""
+        backend = self.engine.backend
+        settings = self.settings
+        try:
+            from .context.prompt import build_prompt
+        except ImportError:
+            return _fallback_plan(text, offset, backend, settings, language_id)
+        kwargs = dict(
+            text=text, offset=offset, path=path, language_id=language_id, template=backend.template,
+            tokenizer=backend.tokenizer, settings=settings,
+            retriever=self.retriever if settings.repo_context else None,
+            open_documents=open_documents, recent_edits=recent_edits, trees=self.trees,
+        )
+        return build_prompt(**kwargs)
+
+    @staticmethod
+    def clean(completion: str, prefix: str, suffix: str, plan) -> str:
+        try:
+            from .postprocess import clean
+        except ImportError:
+            return completion if completion.strip() else ""  # FALLBACK until postprocess.py lands
+        return clean(completion, prefix=prefix, suffix=suffix, language=getattr(plan, "language", "") or "",
+                     multiline=bool(getattr(plan, "multiline", True)))
+
+    # -- complete --show-prompt --json / codellama/prompt ----------------------------------------
+
+    def describe(self, outcome: CompletionOutcome) -> dict[str, Any]:
+        """The JSON of ``complete --show-prompt --json`` (also the ``codellama/prompt`` result)."""
+        plan = outcome.plan
+        data: dict[str, Any] = {}
+        if plan is not None and hasattr(plan, "to_json"):
+            data.update(plan.to_json())
+        data.setdefault("prompt", None)
+        data.setdefault("prompt_ids", [])
+        data.setdefault("fim_mode", None)
+        data.setdefault("snippets", [])
+        info = getattr(self.engine, "info", None)
+        data.update(
+            completion=outcome.text,
+            replace_start=outcome.replace_start,
+            replace_end=outcome.replace_end,
+            reason=outcome.reason,
+            model=getattr(info, "name", None),
+            device=getattr(info, "device", None),
+            quantization=getattr(info, "quantization", None),
+            timings=outcome.stats(),
+        )
+        return data
+
+    async def prompt(self, text: str, offset: int, **kwargs) -> dict[str, Any]:
+        """Complete at ``offset`` (never from the typing-along cache) and describe what the model saw."""
+        kwargs.setdefault("trigger", INVOKED)
+        outcome = await self.complete(text, offset, use_cache=False, **kwargs)
+        return self.describe(outcome)
+
+
+# FALLBACK: a bare prefix/suffix FIM prompt, used only while context/prompt.py is absent.
+# Remove once the context engine's build_prompt has landed.
+@dataclass
+class _FallbackPlan:
+    prompt_ids: list[int]
+    prefix: str
+    suffix: str
+    fim_mode: str
+    language: str
+    snippets: list = field(default_factory=list)
+    multiline: bool = True
+    stop_strings: list[str] = field(default_factory=list)
+    max_new_tokens: int = 0
+    heal_prefix: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompt": None, "prompt_ids": self.prompt_ids, "fim_mode": self.fim_mode, "snippets": [],
+                "prefix_tokens": None, "suffix_tokens": None, "context_tokens": None}
+
+
+def _fallback_plan(text: str, offset: int, backend, settings: Settings, language_id: str) -> _FallbackPlan:
+    prefix, suffix = text[max(0, offset - 4000) : offset], text[offset : offset + 2000]
+    ids = backend.template.fim_ids(prefix, suffix, mode=settings.fim_mode)
+    return _FallbackPlan(list(ids), prefix, suffix, settings.fim_mode, language_id, max_new_tokens=settings.max_tokens)

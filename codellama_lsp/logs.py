@@ -1,0 +1,117 @@
+"""Logging for the language server: a rotating file, the editor's log (``window/logMessage``), and
+no document text in either unless the user turned ``log_document_text`` on.
+
+Why three pieces: the file survives the editor (users attach it to bug reports); the editor's log is
+where users look first; and source code is private, so it stays out of both by default. pygls logs
+every message it sends and receives (bodies included) at INFO/DEBUG, so its logger is kept at WARNING
+and its message arguments are redacted unless document text logging is on.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from pathlib import Path
+from typing import Callable
+
+LOGGER_NAME = "codellama_lsp"
+LOG_FILE_NAME = "server.log"
+_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def level_of(name: str) -> int:
+    return _LEVELS.get((name or "info").lower(), logging.INFO)
+
+
+def default_log_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_log_dir("codellama-lsp"))
+
+
+class _RedactThirdParty(logging.Filter):
+    """Drops the arguments (message bodies, params) of third-party records: they carry document text."""
+
+    def __init__(self, allow: Callable[[], bool]) -> None:
+        super().__init__()
+        self._allow = allow
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(LOGGER_NAME) and record.args and not self._allow():
+            record.msg = f"{record.msg} [arguments redacted; enable log_document_text to see them]"
+            record.args = ()
+        return True
+
+
+class _Switches:
+    """Mutable logging switches shared by the handlers (the settings can change at run time)."""
+
+    log_document_text = False
+
+
+SWITCHES = _Switches()
+
+
+def document_text(text: str) -> str:
+    """What a log line may say about document text: the text itself only with ``log_document_text``."""
+    return text if SWITCHES.log_document_text else f"<{len(text)} characters>"
+
+
+def setup_logging(
+    level: str = "info", *, log_document_text: bool = False, log_file: Path | None = None
+) -> Path | None:
+    """Attach the rotating file handler to the package logger; returns the log file path (None when
+    the directory cannot be created, e.g. a read-only home: logging must never stop the server)."""
+    SWITCHES.log_document_text = log_document_text
+    package = logging.getLogger(LOGGER_NAME)
+    package.setLevel(level_of(level))
+    pygls_logger = logging.getLogger("pygls")
+    pygls_logger.setLevel(logging.DEBUG if log_document_text and level == "debug" else logging.WARNING)
+    path = log_file or default_log_dir() / LOG_FILE_NAME
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
+    except OSError:
+        return None
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    handler.addFilter(_RedactThirdParty(lambda: SWITCHES.log_document_text))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_codellama_file", False)]:
+        root.removeHandler(old)
+        old.close()
+    handler._codellama_file = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    return path
+
+
+def set_level(level: str, *, log_document_text: bool) -> None:
+    """Apply a configuration change without re-creating handlers."""
+    SWITCHES.log_document_text = log_document_text
+    logging.getLogger(LOGGER_NAME).setLevel(level_of(level))
+    logging.getLogger("pygls").setLevel(logging.DEBUG if log_document_text and level == "debug" else logging.WARNING)
+
+
+class EditorLogHandler(logging.Handler):
+    """Forwards package log records to the editor as ``window/logMessage``.
+
+    Records can come from any thread (the model worker logs too); ``send`` is called on the asyncio
+    loop through ``call_soon_threadsafe`` because pygls' writer is not thread-safe.
+    """
+
+    def __init__(self, send: Callable[[int, str], None], loop) -> None:
+        super().__init__(level=logging.DEBUG)
+        self._send = send
+        self._loop = loop
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self.addFilter(_RedactThirdParty(lambda: SWITCHES.log_document_text))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            if self._loop.is_closed():
+                return
+            self._loop.call_soon_threadsafe(self._send, record.levelno, message)
+        except Exception:  # logging must never take the server down
+            self.handleError(record)

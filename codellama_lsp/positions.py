@@ -1,0 +1,94 @@
+"""LSP positions <-> offsets into a Python string, in the encoding the client negotiated.
+
+Why not pygls' own codec: it splits lines with ``str.splitlines``, which also breaks at form feeds,
+``\\x1c``-``\\x1e``, ``\\x85`` and U+2028/2029 — characters that are *not* line ends in LSP (only
+``\\n``, ``\\r\\n`` and ``\\r`` are) — and it clamps a column past the end of a line to one character
+short of it. Either mistake moves a ghost-text range onto the wrong character, so completion ranges
+go through these few functions instead.
+
+``character`` counts code units of the negotiated ``positionEncoding``: UTF-8 bytes (Neovim 0.11),
+UTF-16 units (the LSP default; Neovim 0.7, VS Code) or code points (UTF-32, Emacs).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+UTF8, UTF16, UTF32 = "utf-8", "utf-16", "utf-32"
+
+
+def normalize_encoding(encoding: object) -> str:
+    """``PositionEncodingKind`` enum, plain string or None -> "utf-8" | "utf-16" | "utf-32"."""
+    value = getattr(encoding, "value", encoding)
+    return value if value in (UTF8, UTF16, UTF32) else UTF16
+
+
+def units(text: str, encoding: str) -> int:
+    """Length of ``text`` in code units of ``encoding``."""
+    if encoding == UTF32:
+        return len(text)
+    if encoding == UTF8:
+        return len(text.encode("utf-8", "surrogatepass"))
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def _chars_for_units(line: str, count: int, encoding: str) -> int:
+    """Number of characters of ``line`` that ``count`` code units cover; a count that falls inside a
+    character rounds down to its start (a client must not split one, but some do)."""
+    if encoding == UTF32:
+        return min(count, len(line))
+    used = 0
+    for index, ch in enumerate(line):
+        width = units(ch, encoding)
+        if used + width > count:
+            return index
+        used += width
+    return len(line)
+
+
+@dataclass(frozen=True)
+class LineIndex:
+    """Start offsets of every line of one text, so several conversions share one scan."""
+
+    text: str
+    starts: tuple[int, ...]
+
+    @classmethod
+    def of(cls, text: str) -> "LineIndex":
+        return cls(text, (0, *(m.end() for m in _LINE_END.finditer(text))))
+
+    def line_text(self, line: int) -> str:
+        """Line ``line`` without its line ending."""
+        start = self.starts[line]
+        end = self.starts[line + 1] if line + 1 < len(self.starts) else len(self.text)
+        return _LINE_END.sub("", self.text[start:end], count=1) if end > start else ""
+
+    def offset_at(self, line: int, character: int, encoding: str) -> int:
+        """Offset into ``text`` of an LSP position; positions past the end clamp to the end (of the
+        line, or of the document), as the specification asks."""
+        if line < 0:
+            return 0
+        if line >= len(self.starts):
+            return len(self.text)
+        content = self.line_text(line)
+        return self.starts[line] + _chars_for_units(content, max(character, 0), encoding)
+
+    def position_at(self, offset: int, encoding: str) -> tuple[int, int]:
+        """LSP (line, character) of an offset into ``text``."""
+        offset = max(0, min(offset, len(self.text)))
+        line = bisect.bisect_right(self.starts, offset) - 1
+        content = self.line_text(line)
+        column = min(offset - self.starts[line], len(content))
+        return line, units(content[:column], encoding)
+
+
+def offset_at(text: str, line: int, character: int, encoding: str) -> int:
+    return LineIndex.of(text).offset_at(line, character, encoding)
+
+
+def position_at(text: str, offset: int, encoding: str) -> tuple[int, int]:
+    return LineIndex.of(text).position_at(offset, encoding)

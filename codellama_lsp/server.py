@@ -1,0 +1,543 @@
+"""The language server: LSP handlers that parse, delegate and answer — nothing else.
+
+Model work is the engine's (one worker thread), prompts are the context engine's, and the request
+logic is ``completion.py``'s. What lives here is what only a server can know: which client features
+exist (progress, configuration pulls, position encoding), which request supersedes which, and that
+every request gets an answer — pygls 2 leaves requests whose params fail to parse unanswered, so
+``AnsweringProtocol`` answers them with InvalidParams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import attrs
+from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+
+from . import __version__
+from .completion import AUTOMATIC, INVOKED, CompletionOutcome, CompletionService, Selected
+from .config import Settings
+from .engine.backend import CancelToken
+from .logs import EditorLogHandler, document_text, set_level
+from .positions import LineIndex, normalize_encoding
+
+log = logging.getLogger(__name__)
+
+STATUS = "codellama/status"
+PROMPT = "codellama/prompt"
+PING = "codellama/ping"
+CONFIG_SECTION = "codellama"
+# Settings whose change needs the model loaded again.
+RELOAD_KEYS = ("model", "quantization", "device", "dtype", "template", "fim", "backend", "endpoint",
+               "draft_model", "kv_cache")
+
+
+# --- protocol: typed custom requests, and an answer for every request ------------------------------
+
+
+@attrs.define
+class PromptRequest:
+    """``codellama/prompt``: the prompt (and completion) the model sees at a position."""
+
+    id: int | str = attrs.field()
+    params: lsp.TextDocumentPositionParams = attrs.field()
+    method: str = PROMPT
+    jsonrpc: str = attrs.field(default="2.0")
+
+
+@attrs.define
+class _Answered:
+    """Stands in for a request that was already answered with an error while being parsed."""
+
+    id: int | str
+    jsonrpc: str = ""
+
+
+class AnsweringProtocol(LanguageServerProtocol):
+    """pygls' protocol, plus: requests with malformed params get -32602 instead of silence, and
+    custom requests can have typed params (``register_request_type``)."""
+
+    custom_types: dict[str, type] = {PROMPT: PromptRequest}
+
+    @classmethod
+    def register_request_type(cls, method: str, request_cls: type) -> None:
+        """Give a custom method attrs-typed params (see ``PromptRequest`` for the shape)."""
+        cls.custom_types[method] = request_cls
+
+    def get_message_type(self, method: str):
+        return self.custom_types.get(method) or super().get_message_type(method)
+
+    def structure_message(self, data: dict[str, Any]):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            is_request = isinstance(data, dict) and "id" in data and "method" in data
+            if not is_request:
+                raise
+            log.warning("invalid params for %s (request %s)", data.get("method"), data.get("id"))
+            message = f"Invalid params for {data.get('method')}"
+            if exc.__cause__ is not None:
+                message += f": {_describe(exc.__cause__)}"
+            self._send_response(data["id"], error=JsonRpcInvalidParams(message).to_response_error())
+            return _Answered(id=data["id"])
+
+    def handle_message(self, message):
+        if isinstance(message, _Answered):
+            return
+        return super().handle_message(message)
+
+
+def _describe(exc: BaseException) -> str:
+    """cattrs' nested validation errors as "required field missing @ $.params.context"."""
+    try:
+        from cattrs import transform_error
+
+        details = transform_error(exc, path="$")
+    except Exception:
+        details = [str(exc)]
+    return "; ".join(details)[:500]
+
+
+# --- the server ------------------------------------------------------------------------------------
+
+
+class CodeLlamaServer(LanguageServer):
+    """Holds the resident model (``engine``) and what the features share. The names ``engine``,
+    ``settings``, ``completion``, ``index``, ``retriever``, ``trees`` and ``send_status`` are used
+    by ``actions.py`` and ``chat.py``: keep them stable."""
+
+    def __init__(self, settings: Settings, *, engine=None) -> None:
+        super().__init__("codellama-lsp", __version__, protocol_cls=AnsweringProtocol,
+                         text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental)
+        self.base_settings = settings  # defaults < config file < environment < command line
+        self.settings = settings
+        self._init_options: dict[str, Any] = {}
+        if engine is None:
+            from .engine.worker import Engine
+
+            engine = Engine(settings)
+        self.engine = engine
+        self.trees = _make_trees()
+        self.index = None
+        self.retriever = None
+        self.completion = CompletionService(engine, settings, trees=self.trees)
+        self.completion.report = self._report_outcome
+        self.state = "starting"
+        self.state_message = ""
+        self._inflight: dict[str, CancelToken] = {}
+        self._load_task: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
+        self._log_handler: logging.Handler | None = None
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def send_status(self, stats: dict[str, Any] | None = None) -> None:
+        """Send ``codellama/status``: the model, its state, and the numbers of the last request."""
+        info = getattr(self.engine, "info", None)
+        payload: dict[str, Any] = {
+            "model": getattr(info, "name", None) or self.settings.model,
+            "device": getattr(info, "device", None),
+            "quantization": getattr(info, "quantization", None),
+            "state": self.state,
+            "message": self.state_message,
+        }
+        payload.update(stats or {})
+        self.protocol.notify(STATUS, payload)
+
+    def _set_state(self, state: str, message: str = "") -> None:
+        self.state, self.state_message = state, message
+        self.send_status()
+
+    def _report_outcome(self, outcome: CompletionOutcome) -> None:
+        stats = outcome.stats()
+        stats["uri"] = outcome.uri
+        if outcome.reason and not outcome.text:
+            stats["reason"] = outcome.reason
+        log.info("completion %s: %s, %d+%d tokens, %.0f ms", outcome.source, stats["stop_reason"] or "-",
+                 stats["prompt_tokens"], stats["generated_tokens"], stats["total_ms"])
+        if outcome.text:
+            log.debug("completion text: %s", document_text(outcome.text))
+        self.send_status(stats)
+
+    # -- messages to the user --------------------------------------------------------------------
+
+    def show(self, message: str, kind: lsp.MessageType = lsp.MessageType.Warning) -> None:
+        self.window_show_message(lsp.ShowMessageParams(type=kind, message=f"codellama-lsp: {message}"))
+
+    def _send_log(self, level: int, message: str) -> None:
+        kind = (lsp.MessageType.Error if level >= logging.ERROR else lsp.MessageType.Warning
+                if level >= logging.WARNING else lsp.MessageType.Info if level >= logging.INFO
+                else lsp.MessageType.Log)
+        try:
+            self.window_log_message(lsp.LogMessageParams(type=kind, message=message))
+        except Exception:  # the client may be gone; the log file still has it
+            pass
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Run a background coroutine, keeping a reference (asyncio only keeps weak ones)."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    def apply_client_settings(self, values: Any, *, source: str) -> list[str]:
+        """Merge settings from the client over the server's own; report invalid ones by name;
+        reload the model when a model setting changed. Returns the errors."""
+        values = _section(values)
+        if source == "initializationOptions":
+            self._init_options = values
+            new, errors = self.base_settings.updated(values)
+        else:
+            merged, _ = self.base_settings.updated(self._init_options)
+            new, errors = merged.updated(values)
+        for error in errors:
+            log.warning("%s: %s", source, error)
+        if errors:
+            self.show("; ".join(errors) + " (defaults kept)")
+        old, self.settings = self.settings, new
+        self.completion.settings = new
+        set_level(new.log_level, log_document_text=new.log_document_text)
+        if old.as_dict() != new.as_dict():
+            self.completion.forget()
+            if self.state != "starting" and any(getattr(old, k) != getattr(new, k) for k in RELOAD_KEYS):
+                self.spawn(self.load_model(reload=True))
+        return errors
+
+    async def pull_configuration(self) -> None:
+        """``workspace/configuration`` for the "codellama" section, only if the client offers it."""
+        caps = self.client_capabilities
+        if not (caps and caps.workspace and caps.workspace.configuration):
+            return
+        try:
+            result = await self.workspace_configuration_async(
+                lsp.ConfigurationParams(items=[lsp.ConfigurationItem(section=CONFIG_SECTION)]))
+        except Exception as exc:
+            log.warning("workspace/configuration failed: %s", exc)
+            return
+        if result and isinstance(result[0], dict):
+            self.apply_client_settings(result[0], source="workspace/configuration")
+
+    # -- model loading ---------------------------------------------------------------------------
+
+    async def load_model(self, *, reload: bool = False) -> None:
+        """Load (or reload) the model on the engine's worker, reporting ``$/progress`` when the
+        client supports it. Requests are answered meanwhile (empty until ready)."""
+        if self._load_task is not None and self._load_task is not asyncio.current_task():
+            if not self._load_task.done():
+                await asyncio.wait([self._load_task])
+        self._load_task = asyncio.current_task()
+        for token in list(self._inflight.values()):
+            token.cancel("reload")
+        self._set_state("loading", f"loading {self.settings.model}")
+        progress = await self._progress_begin("codellama-lsp", f"Loading {self.settings.model}")
+        loop = asyncio.get_running_loop()
+
+        def on_progress(percent: int, message: str) -> None:  # any thread
+            if progress is not None:
+                loop.call_soon_threadsafe(self._progress_report, progress, percent, message)
+
+        started = time.perf_counter()
+        try:
+            if reload:
+                await self.engine.reload(self.settings)
+            else:
+                await self.engine.load(on_progress)
+        except Exception as exc:
+            message = str(exc) or type(exc).__name__
+            log.error("model load failed: %s", message)
+            self._set_state("error", message)
+            self.show(message, lsp.MessageType.Error)
+        else:
+            info = self.engine.info
+            notice = getattr(self.engine, "notice", None)
+            if notice:
+                self.show(notice, lsp.MessageType.Info)
+            log.info("model %s ready on %s (%s) in %.1f s", getattr(info, "name", "?"),
+                     getattr(info, "device", "?"), getattr(info, "quantization", "?"), time.perf_counter() - started)
+            self._set_state("ready", "")
+        finally:
+            self._progress_end(progress, self.state_message or "Model ready")
+
+    async def _progress_begin(self, title: str, message: str) -> str | None:
+        caps = self.client_capabilities
+        if not (caps and caps.window and caps.window.work_done_progress):
+            return None
+        token = str(uuid.uuid4())  # fresh each time: pygls never frees a token
+        try:
+            await self.work_done_progress.create_async(token)
+        except Exception as exc:
+            log.debug("progress not available: %s", exc)
+            return None
+        self.work_done_progress.begin(
+            token, lsp.WorkDoneProgressBegin(title=title, message=message, percentage=0, cancellable=False))
+        return token
+
+    def _progress_report(self, token: str, percent: int, message: str) -> None:
+        self.work_done_progress.report(
+            token, lsp.WorkDoneProgressReport(message=message, percentage=max(0, min(100, int(percent)))))
+
+    def _progress_end(self, token: str | None, message: str) -> None:
+        if token is not None:
+            self.work_done_progress.end(token, lsp.WorkDoneProgressEnd(message=message))
+
+    # -- workspace index -------------------------------------------------------------------------
+
+    def workspace_roots(self) -> list[str]:
+        roots = []
+        for folder in self.workspace.folders.values():
+            path = _fs_path(folder.uri)
+            if path:
+                roots.append(path)
+        if not roots and self.workspace.root_path:
+            roots.append(self.workspace.root_path)
+        return roots
+
+    async def restart_index(self) -> None:
+        """(Re)build the workspace index for the current folders, off the loop."""
+        try:
+            from .context.retrieval import Retriever
+            from .context.workspace import WorkspaceIndex
+        except ImportError:
+            return
+        old, roots = self.index, self.workspace_roots()
+        if old is not None:
+            await asyncio.to_thread(old.stop)
+        if not roots:
+            self.index = self.retriever = self.completion.retriever = None
+            return
+        try:
+            index = WorkspaceIndex(roots)
+            await asyncio.to_thread(index.start)
+        except Exception:
+            log.exception("workspace index failed for %s", roots)
+            return
+        self.index = index
+        self.retriever = self.completion.retriever = Retriever(index)
+
+    # -- completion ------------------------------------------------------------------------------
+
+    def open_documents(self) -> dict[str, str]:
+        return {doc.path: doc.source for doc in self.workspace.text_documents.values() if doc.path}
+
+    async def complete_at(self, uri: str, position: lsp.Position, *, trigger: str = INVOKED,
+                          selected: lsp.SelectedCompletionInfo | None = None) -> tuple[CompletionOutcome, LineIndex]:
+        """Complete at an LSP position; a newer request for the same document supersedes this one."""
+        doc = self.workspace.get_text_document(uri)
+        try:
+            text = doc.source
+        except OSError:
+            text = ""
+        encoding = normalize_encoding(self.workspace.position_encoding)
+        lines = LineIndex.of(text)
+        offset = lines.offset_at(position.line, position.character, encoding)
+        chosen = None
+        if selected is not None:
+            chosen = Selected(lines.offset_at(selected.range.start.line, selected.range.start.character, encoding),
+                              lines.offset_at(selected.range.end.line, selected.range.end.character, encoding),
+                              selected.text)
+        token = CancelToken()
+        previous = self._inflight.get(uri)
+        if previous is not None:
+            previous.cancel("superseded")
+        self._inflight[uri] = token
+        try:
+            outcome = await self.completion.complete(
+                text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "", cancel=token,
+                trigger=trigger, selected=chosen,
+                open_documents=self.open_documents() if self.settings.repo_context else None)
+        finally:
+            if self._inflight.get(uri) is token:
+                del self._inflight[uri]
+        return outcome, lines
+
+    def to_range(self, lines: LineIndex, start: int, end: int) -> lsp.Range:
+        encoding = normalize_encoding(self.workspace.position_encoding)
+        (sl, sc), (el, ec) = lines.position_at(start, encoding), lines.position_at(end, encoding)
+        return lsp.Range(start=lsp.Position(line=sl, character=sc), end=lsp.Position(line=el, character=ec))
+
+    def cancel_all(self, reason: str) -> None:
+        for token in list(self._inflight.values()):
+            token.cancel(reason)
+
+
+def _section(values: Any) -> dict[str, Any]:
+    """Client settings arrive flat or under a "codellama" key (VS Code style); both are accepted."""
+    if not isinstance(values, dict):
+        return {}
+    inner = values.get(CONFIG_SECTION)
+    if isinstance(inner, dict):
+        return inner
+    return values
+
+
+def _fs_path(uri: str) -> str | None:
+    from pygls.uris import to_fs_path
+
+    try:
+        return to_fs_path(uri)
+    except Exception:
+        return None
+
+
+def _make_trees():
+    try:
+        from .context.syntax import DocumentTrees
+    except ImportError:
+        return None
+    try:
+        return DocumentTrees()
+    except Exception:
+        log.exception("tree-sitter unavailable")
+        return None
+
+
+def _language_of(doc) -> str:
+    try:
+        from .context.syntax import language_for
+    except ImportError:
+        return doc.language_id or ""
+    return language_for(doc.language_id or "", doc.path) or ""
+
+
+# --- handlers --------------------------------------------------------------------------------------
+
+
+def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
+    """Build the server with every feature registered (actions and chat register their own)."""
+    server = CodeLlamaServer(settings, engine=engine)
+
+    @server.feature(lsp.INITIALIZE)
+    def initialize(ls: CodeLlamaServer, params: lsp.InitializeParams) -> None:
+        if params.initialization_options is not None:
+            ls.apply_client_settings(params.initialization_options, source="initializationOptions")
+
+    @server.feature(lsp.INITIALIZED)
+    async def initialized(ls: CodeLlamaServer, params: lsp.InitializedParams) -> None:
+        loop = asyncio.get_running_loop()
+        handler = EditorLogHandler(ls._send_log, loop)
+        logging.getLogger("codellama_lsp").addHandler(handler)
+        ls._log_handler = handler
+        log.info("codellama-lsp %s, position encoding %s", __version__,
+                 normalize_encoding(ls.workspace.position_encoding))
+        await ls.pull_configuration()
+        ls._load_task = ls.spawn(ls.load_model())
+        ls.spawn(ls.restart_index())
+
+    @server.feature(lsp.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(ls: CodeLlamaServer, params: lsp.DidChangeConfigurationParams) -> None:
+        caps = ls.client_capabilities
+        if caps and caps.workspace and caps.workspace.configuration:
+            await ls.pull_configuration()  # the pushed value may be null or partial (pull model)
+        elif isinstance(params.settings, dict):
+            ls.apply_client_settings(params.settings, source="workspace/didChangeConfiguration")
+
+    @server.feature(lsp.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+    async def did_change_folders(ls: CodeLlamaServer, params: lsp.DidChangeWorkspaceFoldersParams) -> None:
+        ls.spawn(ls.restart_index())
+
+    @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: CodeLlamaServer, params: lsp.DidOpenTextDocumentParams) -> None:
+        _update_tree(ls, params.text_document.uri)
+
+    @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: CodeLlamaServer, params: lsp.DidChangeTextDocumentParams) -> None:
+        _update_tree(ls, params.text_document.uri)
+
+    @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: CodeLlamaServer, params: lsp.DidCloseTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        ls.completion.forget(uri)
+        token = ls._inflight.get(uri)
+        if token is not None:
+            token.cancel("closed")
+
+    @server.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions(work_done_progress=False))
+    async def inline_completion(ls: CodeLlamaServer, params: lsp.InlineCompletionParams) -> lsp.InlineCompletionList:
+        context = params.context
+        trigger = AUTOMATIC if context.trigger_kind == lsp.InlineCompletionTriggerKind.Automatic else INVOKED
+        outcome, lines = await ls.complete_at(params.text_document.uri, params.position, trigger=trigger,
+                                              selected=context.selected_completion_info)
+        if not outcome.text:
+            return lsp.InlineCompletionList(items=[])
+        item = lsp.InlineCompletionItem(insert_text=outcome.text,
+                                        range=ls.to_range(lines, outcome.replace_start, outcome.replace_end))
+        return lsp.InlineCompletionList(items=[item])
+
+    @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(resolve_provider=False))
+    async def completion(ls: CodeLlamaServer, params: lsp.CompletionParams) -> lsp.CompletionList:
+        """The fallback for clients without inline completion: one clearly labelled item."""
+        invoked = params.context is None or params.context.trigger_kind == lsp.CompletionTriggerKind.Invoked
+        outcome, lines = await ls.complete_at(params.text_document.uri, params.position,
+                                              trigger=INVOKED if invoked else AUTOMATIC)
+        if not outcome.text:
+            return lsp.CompletionList(is_incomplete=True, items=[])
+        first = outcome.text.strip().splitlines()[0] if outcome.text.strip() else outcome.text
+        label = "codellama: " + (first[:60] + ("…" if len(first) > 60 or "\n" in outcome.text.strip() else ""))
+        edit = lsp.TextEdit(range=ls.to_range(lines, outcome.replace_start, outcome.replace_end),
+                            new_text=outcome.text)
+        item = lsp.CompletionItem(
+            label=label, kind=lsp.CompletionItemKind.Text, detail="codellama-lsp suggestion",
+            documentation=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=f"```\n{outcome.text}\n```"),
+            text_edit=edit, filter_text=outcome.text, sort_text="0", preselect=True,
+            insert_text_format=lsp.InsertTextFormat.PlainText)
+        return lsp.CompletionList(is_incomplete=True, items=[item])
+
+    @server.feature(PROMPT)
+    async def prompt(ls: CodeLlamaServer, params: lsp.TextDocumentPositionParams) -> dict[str, Any]:
+        """What the model sees (and answers) at a position: the JSON of ``complete --show-prompt --json``."""
+        if not getattr(ls.engine, "ready", False):
+            raise JsonRpcException.from_error(lsp.ResponseError(
+                code=lsp.LSPErrorCodes.RequestFailed, message=f"model not ready ({ls.state})"))
+        uri = params.text_document.uri
+        doc = ls.workspace.get_text_document(uri)
+        text = doc.source
+        lines = LineIndex.of(text)
+        offset = lines.offset_at(params.position.line, params.position.character,
+                                 normalize_encoding(ls.workspace.position_encoding))
+        return await ls.completion.prompt(text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "",
+                                          open_documents=ls.open_documents() if ls.settings.repo_context else None)
+
+    @server.feature(PING)
+    async def ping(ls: CodeLlamaServer, params: Any) -> dict[str, Any]:
+        """Answered straight from the event loop: how responsive the server is while the model works."""
+        return {"state": ls.state, "time": time.time()}
+
+    @server.feature(lsp.SHUTDOWN)
+    def shutdown(ls: CodeLlamaServer, params: Any) -> None:
+        ls.cancel_all("shutdown")
+        if ls.index is not None:
+            try:
+                ls.index.stop()
+            except Exception:
+                log.exception("index stop failed")
+        try:
+            ls.engine.close()
+        except Exception:
+            log.exception("engine close failed")
+
+    for feature in ("actions", "chat"):
+        module = __import__(f"codellama_lsp.{feature}", fromlist=["register"])
+        module.register(server)
+    return server
+
+
+def _update_tree(ls: CodeLlamaServer, uri: str) -> None:
+    if ls.trees is None:
+        return
+    doc = ls.workspace.get_text_document(uri)
+    language = _language_of(doc)
+    if not language:
+        return
+    try:
+        ls.trees.update(uri, doc.source, language)
+    except Exception:
+        log.exception("parse failed for %s", uri)
