@@ -1,0 +1,213 @@
+"""What a code action works on: the selection, or else the function/class around the cursor.
+
+Listing code actions must be instant (the menu opens on every cursor move in some editors), so this is
+a tree-sitter parse and a walk up from the cursor — no model, no repository scan. A scope is widened to
+whole lines, so the model sees (and rewrites) complete lines with their indentation, which is what
+makes its answer fit back in place.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+# grammar module and the function that returns its language, per language name
+_GRAMMARS = {
+    "python": ("tree_sitter_python", "language"),
+    "javascript": ("tree_sitter_javascript", "language"),
+    "typescript": ("tree_sitter_typescript", "language_typescript"),
+    "tsx": ("tree_sitter_typescript", "language_tsx"),
+    "java": ("tree_sitter_java", "language"),
+    "c": ("tree_sitter_c", "language"),
+    "cpp": ("tree_sitter_cpp", "language"),
+    "c_sharp": ("tree_sitter_c_sharp", "language"),
+    "php": ("tree_sitter_php", "language_php"),
+    "bash": ("tree_sitter_bash", "language"),
+    "go": ("tree_sitter_go", "language"),
+    "rust": ("tree_sitter_rust", "language"),
+}
+
+_BY_LANGUAGE_ID = {
+    "python": "python",
+    "javascript": "javascript",
+    "javascriptreact": "javascript",
+    "typescript": "typescript",
+    "typescriptreact": "tsx",
+    "java": "java",
+    "c": "c",
+    "cpp": "cpp",
+    "csharp": "c_sharp",
+    "php": "php",
+    "sh": "bash",
+    "shellscript": "bash",
+    "bash": "bash",
+    "go": "go",
+    "rust": "rust",
+}
+
+_BY_SUFFIX = {
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "javascript",
+    ".jsx": "javascript",
+    ".mjs": "javascript",
+    ".cjs": "javascript",
+    ".ts": "typescript",
+    ".tsx": "tsx",
+    ".java": "java",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".cxx": "cpp",
+    ".hpp": "cpp",
+    ".cs": "c_sharp",
+    ".php": "php",
+    ".sh": "bash",
+    ".bash": "bash",
+    ".go": "go",
+    ".rs": "rust",
+}
+
+# node types that make a meaningful unit to explain/fix/document
+_SCOPES = {
+    # python
+    "function_definition", "class_definition", "decorated_definition",
+    # javascript / typescript
+    "function_declaration", "generator_function_declaration", "method_definition", "class_declaration",
+    "abstract_class_declaration", "interface_declaration",
+    # java / c#
+    "method_declaration", "constructor_declaration", "enum_declaration", "record_declaration",
+    "struct_declaration",
+    # c / c++
+    "class_specifier", "struct_specifier",
+    # rust
+    "function_item", "impl_item", "struct_item", "enum_item", "trait_item",
+    # go
+    "type_declaration",
+}
+# statements that wrap a scope and belong to it (decorators, `export`, `const f = () => {}`)
+_WRAPPERS = {"decorated_definition", "export_statement"}
+_ARROW_HOLDERS = {"lexical_declaration", "variable_declaration"}
+
+
+def language_name(language_id: str, path: str | Path | None = None) -> str | None:
+    """The tree-sitter language for an LSP languageId or, failing that, the file suffix."""
+    try:  # the context engine's mapping is the reference when it is there
+        from .context.syntax import language_for
+
+        found = language_for(language_id, str(path) if path else "")
+        if found in _GRAMMARS:
+            return found
+    except Exception:
+        pass
+    if language_id in _BY_LANGUAGE_ID:
+        return _BY_LANGUAGE_ID[language_id]
+    if path:
+        return _BY_SUFFIX.get(Path(str(path)).suffix.lower())
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _parser(language: str):
+    import tree_sitter
+
+    module_name, func = _GRAMMARS[language]
+    module = importlib.import_module(module_name)
+    return tree_sitter.Parser(tree_sitter.Language(getattr(module, func)()))
+
+
+@dataclass(frozen=True)
+class Target:
+    """A span of the document (character offsets) and what it is."""
+
+    start: int
+    end: int
+    kind: str  # "selection" or the tree-sitter node type, e.g. "function_definition"
+    name: str = ""  # the function/class name when known
+
+
+def _char_offset(data: bytes, byte_offset: int) -> int:
+    return len(data[:byte_offset].decode("utf-8", errors="ignore"))
+
+
+def _name_of(node) -> str:
+    named = node.child_by_field_name("name")
+    if named is None and node.type in _WRAPPERS | _ARROW_HOLDERS:
+        for child in node.named_children:
+            found = _name_of(child)
+            if found:
+                return found
+        return ""
+    if named is None and node.type == "function_definition":  # C/C++: declarator holds the name
+        declarator = node.child_by_field_name("declarator")
+        while declarator is not None and declarator.child_by_field_name("declarator") is not None:
+            declarator = declarator.child_by_field_name("declarator")
+        named = declarator
+    return named.text.decode("utf-8", errors="replace") if named is not None and named.text else ""
+
+
+def _is_scope(node) -> bool:
+    if node.type in _SCOPES:
+        return True
+    if node.type in _ARROW_HOLDERS:  # const f = (...) => {...} / function expression
+        return any(
+            d.type == "variable_declarator"
+            and (v := d.child_by_field_name("value")) is not None
+            and v.type in ("arrow_function", "function_expression", "function")
+            for d in node.named_children
+        )
+    return False
+
+
+def enclosing_scope(text: str, offset: int, language: str) -> Target | None:
+    """The innermost function/class/method containing ``offset``, widened to whole lines."""
+    if language not in _GRAMMARS:
+        return None
+    try:
+        parser = _parser(language)
+    except Exception:  # grammar wheel missing or incompatible: no scope, never a crash
+        return None
+    data = text.encode("utf-8")
+    tree = parser.parse(data)
+    byte_offset = len(text[:offset].encode("utf-8"))
+    node = tree.root_node.named_descendant_for_byte_range(byte_offset, byte_offset)
+    # the cursor sitting right after a scope's last character still means that scope
+    if node is not None and node.type == tree.root_node.type and byte_offset:
+        node = tree.root_node.named_descendant_for_byte_range(byte_offset - 1, byte_offset - 1)
+    while node is not None and not _is_scope(node):
+        node = node.parent
+    if node is None:
+        return None
+    while node.parent is not None and node.parent.type in _WRAPPERS | _ARROW_HOLDERS:
+        node = node.parent
+    if node.type in _SCOPES - {"decorated_definition"} and node.parent is not None and node.parent.type == "decorated_definition":
+        node = node.parent
+    start = _char_offset(data, node.start_byte)
+    end = _char_offset(data, node.end_byte)
+    return Target(*whole_lines(text, start, end), kind=node.type, name=_name_of(node))
+
+
+def whole_lines(text: str, start: int, end: int) -> tuple[int, int]:
+    """Widen [start, end) to the start of its first line and the end of its last line (the line break
+    itself excluded, so a rewrite never merges two lines)."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    if line_end == -1:
+        line_end = len(text)
+    elif line_end > 0 and text[line_end - 1] == "\r":
+        line_end -= 1
+    if end > start and end > 0 and text[end - 1] == "\n":  # a selection that already ends at a line break
+        line_end = end - 1
+    return line_start, max(line_end, line_start)
+
+
+def find_target(text: str, start: int, end: int, language: str | None) -> Target | None:
+    """The selection when there is one, else the enclosing scope (None: nothing sensible to act on)."""
+    if end > start and text[start:end].strip():
+        return Target(start, end, "selection")
+    if language is None:
+        return None
+    return enclosing_scope(text, start, language)
