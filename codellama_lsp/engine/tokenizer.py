@@ -193,8 +193,9 @@ class Tokenizer:
     def _pick_anchor(self) -> tuple[int | None, str]:
         """A token decoded in front of every continuation so the decoder's strip of the first
         leading space (SentencePiece style) hits the anchor instead of the text."""
-        for candidate in ("a", "x", "0"):
-            ids = self.encode(candidate)
+        candidates = [(c, lead) for lead in (True, False) for c in ("a", "x", "e", "t", "0", "=")]
+        for candidate, lead in candidates:
+            ids = self.encode(candidate, leading_space=lead)
             if len(ids) != 1 or ids[0] in self.control_ids:
                 continue
             anchor = ids[0]
