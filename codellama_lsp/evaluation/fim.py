@@ -153,7 +153,8 @@ async def _run(args, data_dir: Path, splits: list[str], modes: list[str], tasks:
     limits = Limits(timeout_s=args.timeout, memory_mb=args.memory_mb)
     runs = [("oracle-" + args.oracle, None)] if args.oracle else [(mode, mode) for mode in modes]
     per_run = sum(len(t) for t in tasks.values())
-    answers: list[tuple[str, str, list]] = []  # (label, split, [(task, document, hole, latency_ms, error)])
+    # (label, split, [(task, document, hole, latency_ms, error, server stats)])
+    answers: list[tuple[str, str, list]] = []
     model_info: dict = {}
     if not args.oracle:
         progress = tqdm(total=per_run * len(runs), unit="task", disable=not args.progress, dynamic_ncols=True,
@@ -165,7 +166,7 @@ async def _run(args, data_dir: Path, splits: list[str], modes: list[str], tasks:
     else:
         label = runs[0][0]
         for split in splits:
-            fills = [(task, task.prompt + hole + task.suffix, hole, None, "")
+            fills = [(task, task.prompt + hole + task.suffix, hole, None, "", None)
                      for task in tasks[split]
                      for hole in [task.canonical_solution if args.oracle == "canonical" else ""]]
             answers.append((label, split, fills))
@@ -177,8 +178,7 @@ async def _run(args, data_dir: Path, splits: list[str], modes: list[str], tasks:
     results, summaries = [], []
     with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
         for label, split, fills in answers:
-            futures = [pool.submit(_score, task, document, hole, label, limits, latency, error)
-                       for task, document, hole, latency, error in fills]
+            futures = [pool.submit(_score, *fill[:3], label, limits, *fill[3:]) for fill in fills]
             for future in futures:
                 future.add_done_callback(lambda _f: check.update(1))
             split_results = [future.result() for future in futures]
@@ -194,27 +194,27 @@ async def _run(args, data_dir: Path, splits: list[str], modes: list[str], tasks:
     return 0
 
 
-def _score(task, document: str, hole: str, label: str, limits, latency_ms=None, error: str = ""):
+def _score(task, document: str, hole: str, label: str, limits, latency_ms=None, error: str = "", stats=None):
     from .sandbox import run_program
     from .scoring import TaskResult, compare
 
     if error:
         return TaskResult(task.task_id, task.split, label, hole, "error", error[:300], latency_ms=latency_ms,
-                          **compare(hole, task.canonical_solution))
+                          server=stats or {}, **compare(hole, task.canonical_solution))
     outcome = run_program(task.program_from_document(document), limits)
     return TaskResult(task.task_id, task.split, label, hole, outcome.status, outcome.detail, latency_ms=latency_ms,
-                      **compare(hole, task.canonical_solution))
+                      server=stats or {}, **compare(hole, task.canonical_solution))
 
 
 async def _server_answers(args, mode: str, splits, tasks, progress) -> tuple[dict, dict]:
-    """One server session in one FIM mode: ``{split: [(task, document, hole, latency_ms, error)]}`` and the
+    """One server session in one FIM mode: ``{split: [(task, document, hole, latency_ms, error, stats)]}`` and the
     model's status notification."""
-    from .lsp_driver import ServerError, ServerSession, default_server_command, hole_text
+    from .lsp_driver import ServerError, ServerSession, default_server_command, hole_text, server_env
 
     command = shlex.split(args.server_command) if args.server_command else default_server_command()
     with tempfile.TemporaryDirectory(prefix="fim-eval-ws-") as workspace, \
             tempfile.TemporaryDirectory(prefix="fim-eval-config-") as config_home:
-        env = dict(os.environ)
+        env = server_env()
         # a user's config file must not change what a benchmark measures
         env.update({"XDG_CONFIG_HOME": config_home, "CODELLAMA_LSP_MODEL": args.model, "HF_HUB_OFFLINE": "1"})
         log = Path(args.server_log) if args.server_log else Path(config_home) / "server.log"
@@ -243,7 +243,7 @@ async def _server_answers(args, mode: str, splits, tasks, progress) -> tuple[dic
                             if args.repo_context:
                                 session.close_document(test_uri)
                         hole = hole_text(answer.document, task.prompt, task.suffix)
-                        answers.append((task, answer.document, hole, answer.latency_ms, answer.error))
+                        answers.append((task, answer.document, hole, answer.latency_ms, answer.error, answer.stats))
                         progress.update(1)
                     by_split[split] = answers
         except ServerError as exc:

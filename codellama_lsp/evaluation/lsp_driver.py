@@ -40,6 +40,7 @@ class Completion:
     latency_ms: float
     items: int
     error: str = ""  # non-empty when the request failed
+    stats: dict = field(default_factory=dict)  # the server's codellama/status numbers for this request
 
 
 @dataclass
@@ -51,7 +52,7 @@ class _Capture:
 
 class _Client(LanguageClient):
     """pygls' client plus what a long unattended run needs: the server's stderr drained to a log file (an
-    undrained pipe would eventually block the server) and pending requests failed when the server dies."""
+    undrained pipe would eventually block the server) and a note of why the server went away."""
 
     def __init__(self, stderr_log: Path):
         super().__init__("codellama-lsp-bench", "1")
@@ -71,12 +72,8 @@ class _Client(LanguageClient):
                 log.flush()
 
     async def server_exit(self, server):
-        if self._stop_event.is_set():
-            return
+        # pygls has already failed the pending requests; remember why, for the error message
         self.exited = f"server exited with code {server.returncode}"
-        for future in list(self.protocol._request_futures.values()):
-            if not future.done():
-                future.set_exception(ServerError(self.exited))
 
     async def stop(self):
         await super().stop()
@@ -86,6 +83,15 @@ class _Client(LanguageClient):
 
 def default_server_command() -> list[str]:
     return [sys.executable, "-m", "codellama_lsp.cli", "serve"]
+
+
+def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for the server: ``base`` (default: ours) with this package importable, so the harness
+    also works from a plain checkout (``python bench/fim_eval.py``) where the package is not installed."""
+    env = dict(os.environ if base is None else base)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def _snippet_to_text(value: str) -> str:
@@ -245,14 +251,19 @@ class ServerSession:
             if died is not None:
                 died.cancel()
         if task in done:
-            return task.result()
+            try:
+                return task.result()
+            except Exception as exc:
+                if server is not None and server.returncode is not None:
+                    raise ServerError(f"server exited (code {server.returncode}) while {what}\n{self.stderr_tail()}") from exc
+                raise
         task.cancel()
         if died is not None and died in done:
             raise ServerError(f"server exited (code {server.returncode}) while {what}\n{self.stderr_tail()}")
         raise ServerError(f"timed out after {timeout:g} s {what}\n{self.stderr_tail()}")
 
     async def _request(self, awaitable, what: str, timeout: float):
-        return await self._guard(awaitable, f"on {what}", timeout)
+        return await self._guard(awaitable, f"answering {what}", timeout)
 
     def open(self, uri: str, text: str, language_id: str = "python") -> None:
         self.client.text_document_did_open(
@@ -275,6 +286,7 @@ class ServerSession:
             position=types.Position(line=line, character=character),
             context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
         )
+        seen = len(self.capture.statuses)
         started = time.perf_counter()
         try:
             answer = await self._request(
@@ -285,9 +297,13 @@ class ServerSession:
         except Exception as exc:  # an LSP error answer: record it, keep going
             return Completion(text, "", (time.perf_counter() - started) * 1000, 0, error=f"{type(exc).__name__}: {exc}")
         latency = (time.perf_counter() - started) * 1000
+        # the server reports each request's numbers in a status notification sent before its answer
+        stats = next((dict(s) for s in reversed(self.capture.statuses[seen:]) if s.get("uri") == uri), {})
+        for key in ("model", "device", "quantization", "state", "message", "uri"):
+            stats.pop(key, None)
         items = answer.items if isinstance(answer, types.InlineCompletionList) else (answer or [])
         if not items:
-            return Completion(text, "", latency, 0)
+            return Completion(text, "", latency, 0, stats=stats)
         item = items[0]
         inserted = _item_text(item)
         if item.range is not None:
@@ -296,7 +312,7 @@ class ServerSession:
             start, end = min(start, end), max(start, end)
         else:
             start = end = offset
-        return Completion(text[:start] + inserted + text[end:], inserted, latency, len(items))
+        return Completion(text[:start] + inserted + text[end:], inserted, latency, len(items), stats=stats)
 
 
 def _plain(params) -> dict:

@@ -45,6 +45,7 @@ class TaskResult:
     exact_ws: bool = False
     edit_similarity: float = 0.0
     latency_ms: float | None = None
+    server: dict = field(default_factory=dict)  # the server's numbers for the request (tokens, stop reason)
 
     @property
     def passed(self) -> bool:
@@ -52,6 +53,8 @@ class TaskResult:
 
     def to_json(self) -> dict:
         data = asdict(self)
+        if not data["server"]:
+            del data["server"]
         data["edit_similarity"] = round(self.edit_similarity, 4)
         if self.latency_ms is not None:
             data["latency_ms"] = round(self.latency_ms, 1)
