@@ -24,7 +24,7 @@ from . import edits
 from .chat import ChatError, CodeContext, document_context, encoding_of, plain, run_chat, service_for
 from .engine.backend import CancelToken
 from .targets import find_target, language_name
-from .testgen import plan_tests
+from .testgen import plan_tests, supports_tests
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ DOC_CONVENTIONS = {
     "typescript": "a TSDoc /** ... */ comment directly above each function/class, with @param and @returns",
     "tsx": "a TSDoc /** ... */ comment directly above each function/component, with @param and @returns",
     "java": "a Javadoc /** ... */ comment directly above each method/class, with @param, @return and @throws",
-    "c_sharp": "XML documentation comments (/// <summary>, <param>, <returns>) directly above each member",
+    "csharp": "XML documentation comments (/// <summary>, <param>, <returns>) directly above each member",
     "c": "a Doxygen /** ... */ comment directly above each function, with @param and @return",
     "cpp": "a Doxygen /** ... */ comment directly above each function/class, with @param and @return",
     "go": "a Go doc comment (// Name ...) directly above each declaration, starting with its name",
@@ -83,11 +83,19 @@ def _wanted(kind: str, only: list[str] | None) -> bool:
 def list_actions(
     text: str, uri: str, version: int | None, rng: lsp.Range, *, language_id: str = "", path: str | None = None,
     diagnostics: list[lsp.Diagnostic] | None = None, only: list[str] | None = None, encoding: str = "utf-16",
+    trees=None,
 ) -> list[lsp.CodeAction]:
-    """The actions for ``rng`` (a selection, or a cursor inside a function/class). Pure and fast."""
+    """The actions for ``rng`` (a selection, or a cursor inside a function/class). No model, no disk
+    reads beyond a file-name check; ``trees`` (the server's DocumentTrees) makes the parse incremental."""
     language = language_name(language_id, path)
     start, end = edits.range_offsets(text, rng, encoding)
-    target = find_target(text, start, end, language)
+    tree = None
+    if trees is not None and language:
+        try:
+            tree = trees.update(uri, text, language)
+        except Exception:
+            log.exception("incremental parse failed for %s", uri)
+    target = find_target(text, start, end, language, tree)
     if target is None:
         return []
     target_range = lsp.Range(
@@ -102,7 +110,7 @@ def list_actions(
     if in_range:
         ops.append(FIX)
     ops.append(DOCUMENT)
-    if path and plan_tests(Path(path)) is not None:
+    if path and supports_tests(path):
         ops.append(TESTS)
     label = f" ({target.name})" if target.name else ""
     actions = []
@@ -333,7 +341,7 @@ async def write_tests(ls, args: tuple) -> dict:
 
 
 def _fence(language: str) -> str:
-    return {"c_sharp": "csharp"}.get(language, language)
+    return language
 
 
 async def explain(ls, args: tuple) -> dict:
@@ -366,7 +374,7 @@ def register(server) -> None:
             text, params.text_document.uri, document.version, params.range,
             language_id=getattr(document, "language_id", "") or "", path=document.path,
             diagnostics=list(params.context.diagnostics or []), only=params.context.only,
-            encoding=encoding_of(document),
+            encoding=encoding_of(document), trees=getattr(ls, "trees", None),
         ) or None
 
     def guarded(run):

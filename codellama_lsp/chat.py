@@ -39,7 +39,7 @@ MAX_HISTORY_MESSAGES = 40
 SNIPPET_BUDGET_TOKENS = 1024
 
 # tree-sitter language name -> markdown fence tag
-_FENCE_TAGS = {"c_sharp": "csharp", "tsx": "tsx", "bash": "bash"}
+_FENCE_TAGS = {"tsx": "tsx", "bash": "bash"}
 
 OnChunk = Callable[[int, str], None]  # (sequence number, text), called on the event loop
 

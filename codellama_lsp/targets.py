@@ -22,7 +22,7 @@ _GRAMMARS = {
     "java": ("tree_sitter_java", "language"),
     "c": ("tree_sitter_c", "language"),
     "cpp": ("tree_sitter_cpp", "language"),
-    "c_sharp": ("tree_sitter_c_sharp", "language"),
+    "csharp": ("tree_sitter_c_sharp", "language"),
     "php": ("tree_sitter_php", "language_php"),
     "bash": ("tree_sitter_bash", "language"),
     "go": ("tree_sitter_go", "language"),
@@ -38,7 +38,7 @@ _BY_LANGUAGE_ID = {
     "java": "java",
     "c": "c",
     "cpp": "cpp",
-    "csharp": "c_sharp",
+    "csharp": "csharp",
     "php": "php",
     "sh": "bash",
     "shellscript": "bash",
@@ -63,7 +63,7 @@ _BY_SUFFIX = {
     ".cpp": "cpp",
     ".cxx": "cpp",
     ".hpp": "cpp",
-    ".cs": "c_sharp",
+    ".cs": "csharp",
     ".php": "php",
     ".sh": "bash",
     ".bash": "bash",
@@ -162,16 +162,19 @@ def _is_scope(node) -> bool:
     return False
 
 
-def enclosing_scope(text: str, offset: int, language: str) -> Target | None:
-    """The innermost function/class/method containing ``offset``, widened to whole lines."""
+def enclosing_scope(text: str, offset: int, language: str, tree=None) -> Target | None:
+    """The innermost function/class/method containing ``offset``, widened to whole lines.
+
+    ``tree``: the document's current tree when the caller keeps one (the server's incremental
+    ``DocumentTrees``), which makes this a walk of a few nodes instead of a parse."""
     if language not in _GRAMMARS:
         return None
-    try:
-        parser = _parser(language)
-    except Exception:  # grammar wheel missing or incompatible: no scope, never a crash
-        return None
-    data = text.encode("utf-8")
-    tree = parser.parse(data)
+    data = text.encode("utf-8", "surrogatepass")
+    if tree is None:
+        try:
+            tree = _parser(language).parse(data)
+        except Exception:  # grammar wheel missing or incompatible: no scope, never a crash
+            return None
     byte_offset = len(text[:offset].encode("utf-8"))
     node = tree.root_node.named_descendant_for_byte_range(byte_offset, byte_offset)
     # the cursor sitting right after a scope's last character still means that scope
@@ -204,10 +207,10 @@ def whole_lines(text: str, start: int, end: int) -> tuple[int, int]:
     return line_start, max(line_end, line_start)
 
 
-def find_target(text: str, start: int, end: int, language: str | None) -> Target | None:
+def find_target(text: str, start: int, end: int, language: str | None, tree=None) -> Target | None:
     """The selection when there is one, else the enclosing scope (None: nothing sensible to act on)."""
     if end > start and text[start:end].strip():
         return Target(start, end, "selection")
     if language is None:
         return None
-    return enclosing_scope(text, start, language)
+    return enclosing_scope(text, start, language, tree)

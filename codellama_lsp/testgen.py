@@ -111,6 +111,11 @@ def _python_module(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
+def supports_tests(path: str | Path) -> bool:
+    """Whether ``plan_tests`` knows where tests for ``path`` go (a name check: no disk access)."""
+    return Path(path).suffix in _EXTENSIONS
+
+
 def plan_tests(path: Path, workspace_root: Path | None = None) -> TestPlan | None:
     """The test plan for ``path``, or None for a language we do not place tests for."""
     path = Path(path)

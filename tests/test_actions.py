@@ -1,0 +1,221 @@
+"""Code actions: which actions are listed where (instantly, no model), test placement, and the commands
+end to end over LSP: edits applied only inside the range, stale versions refused, tests written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from lsprotocol import types as lsp
+
+from codellama_lsp import actions, edits
+from codellama_lsp.targets import enclosing_scope, find_target
+from codellama_lsp.testgen import plan_tests
+
+from conftest import TOKENIZER_DIR, needs_shared
+
+SOURCE = '''import os
+
+
+def add(a, b):
+    return a - b
+
+
+class Box:
+    def __init__(self, items):
+        self.items = items
+
+    @property
+    def size(self):
+        return len(self.items)
+'''
+
+URI = "file:///proj/box.py"
+
+
+def rng(l1, c1, l2, c2):
+    return lsp.Range(lsp.Position(l1, c1), lsp.Position(l2, c2))
+
+
+def diagnostic(line, message="wrong operator"):
+    return lsp.Diagnostic(range=rng(line, 4, line, 16), message=message, source="lint")
+
+
+def titles(found):
+    return [a.title for a in found]
+
+
+# --- listing ---------------------------------------------------------------------------------------
+
+
+def test_cursor_in_a_function_lists_explain_document_tests_on_the_whole_function():
+    found = actions.list_actions(SOURCE, URI, 3, rng(4, 8, 4, 8), language_id="python", path="/proj/box.py")
+    assert titles(found) == ["Explain this", "Document this", "Write unit tests"]
+    uri, target, version = found[0].command.arguments
+    assert (uri, version) == (URI, 3)
+    assert target == {"start": {"line": 3, "character": 0}, "end": {"line": 4, "character": 16}}
+    assert found[0].command.command == "codellama.explain"
+    assert found[0].command.title == "Explain this (add)"
+
+
+def test_fix_is_offered_only_with_a_diagnostic_in_range_and_carries_it():
+    inside = actions.list_actions(SOURCE, URI, 1, rng(4, 8, 4, 8), language_id="python",
+                                  diagnostics=[diagnostic(4), diagnostic(13, "elsewhere")])
+    fix = [a for a in inside if a.title == "Fix this"]
+    assert len(fix) == 1 and fix[0].kind == lsp.CodeActionKind.QuickFix
+    assert fix[0].command.command == "codellama.fix"
+    assert [d["message"] for d in fix[0].command.arguments[3]] == ["wrong operator"]
+    outside = actions.list_actions(SOURCE, URI, 1, rng(4, 8, 4, 8), language_id="python",
+                                   diagnostics=[diagnostic(13)])
+    assert "Fix this" not in titles(outside)
+
+
+def test_method_under_a_decorator_is_the_target_with_its_decorator():
+    found = actions.list_actions(SOURCE, URI, 1, rng(13, 10, 13, 10), language_id="python")
+    target = found[0].command.arguments[1]
+    assert target["start"] == {"line": 11, "character": 0} and target["end"]["line"] == 13
+
+
+def test_a_selection_is_the_target_as_is():
+    found = actions.list_actions(SOURCE, URI, 1, rng(4, 4, 4, 16), language_id="python")
+    assert found[0].command.arguments[1] == {"start": {"line": 4, "character": 4}, "end": {"line": 4, "character": 16}}
+
+
+def test_no_actions_outside_any_function_without_a_selection():
+    assert actions.list_actions(SOURCE, URI, 1, rng(0, 3, 0, 3), language_id="python") == []
+    assert actions.list_actions("just words\n", "file:///a.txt", 1, rng(0, 2, 0, 2), language_id="plaintext") == []
+
+
+def test_only_filter_restricts_kinds():
+    found = actions.list_actions(SOURCE, URI, 1, rng(4, 8, 4, 8), language_id="python",
+                                 diagnostics=[diagnostic(4)], only=[lsp.CodeActionKind.QuickFix])
+    assert titles(found) == ["Fix this"]
+
+
+def _middle_return_line(text: str) -> int:
+    return text[: text.index("return a - b", len(text) // 2)].count("\n")
+
+
+def test_listing_is_instant_on_a_large_file_with_the_servers_incremental_trees():
+    from codellama_lsp.context.syntax import DocumentTrees
+
+    big = SOURCE * 400  # 6000 lines
+    trees = DocumentTrees()
+    trees.update(URI, big, "python")  # what the server does on didOpen/didChange
+    line = _middle_return_line(big)
+    started = time.perf_counter()
+    found = actions.list_actions(big, URI, 1, rng(line, 8, line, 8), language_id="python", path="/proj/box.py",
+                                 trees=trees)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert titles(found) == ["Explain this", "Document this", "Write unit tests"]
+    assert elapsed_ms < 50, f"listing took {elapsed_ms:.1f} ms"
+
+
+def test_listing_is_instant_with_a_cold_parse_of_a_typical_file():
+    text = SOURCE * 40  # 600 lines
+    line = _middle_return_line(text)
+    actions.list_actions(text, URI, 1, rng(line, 8, line, 8), language_id="python")  # grammar load
+    started = time.perf_counter()
+    found = actions.list_actions(text, URI, 1, rng(line, 8, line, 8), language_id="python", path="/proj/box.py")
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert found and elapsed_ms < 50, f"listing took {elapsed_ms:.1f} ms"
+
+
+@pytest.mark.parametrize(
+    "language, text, needle, kind",
+    [
+        ("javascript", "export function f(a) {\n  return a;\n}\n", "return", "export_statement"),
+        ("javascript", "const g = (x) => {\n  return x * 2;\n};\n", "x * 2", "lexical_declaration"),
+        ("go", "package m\n\nfunc F(a int) int {\n\treturn a\n}\n", "return", "function_declaration"),
+        ("rust", "fn f(a: i32) -> i32 {\n    a + 1\n}\n", "a + 1", "function_item"),
+        ("java", "class A {\n  int f() {\n    return 1;\n  }\n}\n", "return", "method_declaration"),
+        ("c", "int f(void) {\n  return 1;\n}\n", "return", "function_definition"),
+    ],
+)
+def test_enclosing_scope_in_other_languages(language, text, needle, kind):
+    scope = enclosing_scope(text, text.index(needle), language)
+    assert scope is not None and scope.kind == kind
+    assert text[scope.start : scope.end].rstrip().endswith(("}", "};"))
+
+
+def test_find_target_prefers_a_non_blank_selection():
+    assert find_target(SOURCE, 0, 9, "python").kind == "selection"
+    blank = SOURCE.index("\n\n")
+    assert find_target(SOURCE, blank, blank + 2, "python") is None  # only whitespace, outside any scope
+
+
+# --- prompts ---------------------------------------------------------------------------------------
+
+
+def test_fix_question_points_diagnostics_at_lines_of_the_quoted_code():
+    question = actions.fix_question("def add(a, b):\n    return a - b\n", "python",
+                                    [{"range": {"start": {"line": 4}}, "message": "wrong operator", "source": "lint"}], 3)
+    assert "- line 2 of the code [lint]: wrong operator" in question
+    assert "```python\ndef add(a, b):\n    return a - b\n```" in question
+
+
+def test_document_question_names_the_language_convention():
+    assert "PEP 257" in actions.document_question("def f(): pass", "python", "python")
+    assert "Javadoc" in actions.document_question("int f() {}", "java", "java")
+    assert "Go doc comment" in actions.document_question("func F() {}", "go", "go")
+
+
+# --- test placement --------------------------------------------------------------------------------
+
+
+def test_python_tests_go_to_the_tests_folder_with_pytest(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[project.optional-dependencies]\ntest = ['pytest']\n")
+    (tmp_path / "tests").mkdir()
+    src = tmp_path / "src" / "pkg" / "box.py"
+    src.parent.mkdir(parents=True)
+    src.write_text("x = 1\n")
+    plan = plan_tests(src)
+    assert plan.framework == "pytest"
+    assert plan.test_path == tmp_path / "tests" / "test_box.py"
+    assert plan.import_hint == "from pkg.box import ..."
+
+
+def test_python_unittest_detected_from_existing_tests(tmp_path):
+    (tmp_path / "setup.py").write_text("")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_old.py").write_text("import unittest\n\nclass T(unittest.TestCase):\n    pass\n")
+    src = tmp_path / "mod.py"
+    src.write_text("x = 1\n")
+    assert plan_tests(src).framework == "unittest"
+
+
+@pytest.mark.parametrize("dep, framework", [("vitest", "vitest"), ("jest", "jest"), ("mocha", "mocha")])
+def test_js_framework_from_package_json(tmp_path, dep, framework):
+    (tmp_path / "package.json").write_text(json.dumps({"devDependencies": {dep: "1"}}))
+    src = tmp_path / "src" / "sum.ts"
+    src.parent.mkdir()
+    src.write_text("export const sum = 1;\n")
+    plan = plan_tests(src)
+    assert plan.framework == framework
+    assert plan.test_path == tmp_path / "src" / "sum.test.ts"
+
+
+def test_go_rust_java_placement(tmp_path):
+    (tmp_path / "go.mod").write_text("module m\n")
+    go = tmp_path / "calc.go"
+    go.write_text("package calc\n")
+    assert plan_tests(go).test_path == tmp_path / "calc_test.go"
+    assert plan_tests(go).import_hint == "package calc"
+    crate = tmp_path / "crate"
+    (crate / "src").mkdir(parents=True)
+    (crate / "Cargo.toml").write_text('[package]\nname = "my-crate"\n')
+    rs = crate / "src" / "lib.rs"
+    rs.write_text("pub fn f() {}\n")
+    assert plan_tests(rs).test_path == crate / "tests" / "lib_test.rs"
+    assert plan_tests(rs).import_hint == "use my_crate::...;"
+    java = tmp_path / "j" / "src" / "main" / "java" / "com" / "x" / "Calc.java"
+    java.parent.mkdir(parents=True)
+    java.write_text("package com.x;\nclass Calc {}\n")
+    plan = plan_tests(java)
+    assert plan.framework == "junit"
+    assert plan.test_path == tmp_path / "j" / "src" / "test" / "java" / "com" / "x" / "CalcTest.java"
+    assert plan_tests(tmp_path / "notes.txt") is None
