@@ -1,0 +1,689 @@
+"""Repository context for one cursor: which snippets of other code the model should see, and why.
+
+Candidates, strongest first:
+
+1. **definition** — definitions of the names used near the cursor, resolved through the file's imports
+   (``from .x import Y``, ``import a.b as c`` + ``c.attr``, JS/TS relative imports, Go/Java/Rust/C best effort),
+   else through the workspace-wide definition table when the name is unambiguous;
+2. **import** — definitions of everything else the file imports from workspace files (a module imported whole
+   contributes an outline: the header line of each of its definitions);
+3. **recent edit** — lines around the user's latest edits;
+4. **open document** — the best matching windows of the other open documents (their unsaved text);
+5. **similar code** — BM25 over sliding windows of every indexed file (20 lines, stride 10), queried with the
+   lines just above the cursor: CrossCodeEval's retrieval baseline.
+
+Every candidate is deduplicated against the text already in the prompt and against the other candidates, counted
+with the model's tokenizer, and chosen greedily by relevance until the token budget is spent. The result is
+returned in *prompt order*: least relevant first, the strongest nearest the cursor, and stable while the cursor
+stays in the same scope (snippets kept from the previous request keep their place; new ones are appended), so
+successive prompts share a long token prefix and the KV cache is reused.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from . import syntax
+from .prompt import Snippet
+from .workspace import Definition, Import, WorkspaceIndex, parse_imports, redact_secrets
+
+WINDOW_LINES = 20
+WINDOW_STRIDE = 10
+QUERY_LINES = 20
+MAX_DEFINITION_LINES = 40
+
+# prompt order: lower tiers are placed first (farthest from the cursor)
+TIERS = {"similar code": 0, "open document": 1, "recent edit": 2, "import": 3, "definition": 4}
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z0-9])|[A-Z]?[a-z0-9]+|[A-Z]+")
+_STOP = frozenset(
+    "self cls def return if elif else for while in is not and or import from class as with try except finally "
+    "raise pass none true false this const let var function new public private protected static void int str "
+    "string bool boolean float double char long the of to a an be it func fn pub mut use struct impl package "
+    "null nil undefined async await yield lambda break continue case switch default throw throws catch extends "
+    "implements interface type enum include define echo then fi do done end".split()
+)
+
+
+def split_terms(text: str) -> list[str]:
+    """BM25 terms: identifiers lower-cased, plus their snake/camel-case parts (``getUserName`` -> get, user, name)."""
+    out: list[str] = []
+    for ident in _IDENT.findall(text):
+        low = ident.lower()
+        if low in _STOP or len(low) < 2:
+            continue
+        out.append(low)
+        parts = [p.lower() for chunk in ident.split("_") for p in _CAMEL.findall(chunk)]
+        if len(parts) > 1:
+            out.extend(p for p in parts if len(p) > 1 and p not in _STOP)
+    return out
+
+
+@dataclass(frozen=True)
+class Window:
+    path: str
+    start_line: int  # 1-based, inclusive
+    end_line: int
+
+
+class BM25Windows:
+    """BM25 (k1=1.2, b=0.75) over sliding line windows of many files, updatable one file at a time.
+
+    Scoring is vectorised: each query term's postings are cached as numpy arrays of (window id, weight) and
+    summed with ``bincount``, so a query over ~50k windows takes about a millisecond.
+    """
+
+    def __init__(self, window_lines: int = WINDOW_LINES, stride: int = WINDOW_STRIDE) -> None:
+        self.window_lines, self.stride = window_lines, stride
+        self._lock = threading.RLock()
+        self._windows: list[Window | None] = []
+        self._lengths: list[int] = []
+        self._free: list[int] = []
+        self._by_path: dict[str, list[tuple[int, Counter]]] = {}
+        self._postings: dict[str, dict[int, int]] = {}
+        self._arrays: dict[str, tuple[Any, Any]] = {}
+        self._total_len = 0
+        self._live = 0
+
+    def __len__(self) -> int:
+        return self._live
+
+    def paths(self) -> list[str]:
+        with self._lock:
+            return list(self._by_path)
+
+    def windows_of(self, text: str) -> list[tuple[int, int, Counter]]:
+        lines = text.split("\n")
+        line_terms = [split_terms(line) for line in lines]
+        out = []
+        n = len(lines)
+        start = 0
+        while True:
+            end = min(start + self.window_lines, n)
+            terms: Counter = Counter()
+            for i in range(start, end):
+                terms.update(line_terms[i])
+            if terms:
+                out.append((start + 1, end, terms))
+            if end >= n:
+                break
+            start += self.stride
+        return out
+
+    def set_file(self, path: str, text: str | None) -> None:
+        """Replace the windows of ``path`` (``text=None`` removes the file)."""
+        windows = self.windows_of(text) if text else []
+        with self._lock:
+            self._remove(path)
+            if not windows:
+                return
+            entries = []
+            for start, end, terms in windows:
+                wid = self._free.pop() if self._free else len(self._windows)
+                if wid == len(self._windows):
+                    self._windows.append(None)
+                    self._lengths.append(0)
+                length = sum(terms.values())
+                self._windows[wid] = Window(path, start, end)
+                self._lengths[wid] = length
+                self._total_len += length
+                self._live += 1
+                for term, tf in terms.items():
+                    self._postings.setdefault(term, {})[wid] = tf
+                    self._arrays.pop(term, None)
+                entries.append((wid, terms))
+            self._by_path[path] = entries
+
+    def _remove(self, path: str) -> None:
+        for wid, terms in self._by_path.pop(path, ()):
+            for term in terms:
+                posting = self._postings.get(term)
+                if posting is not None:
+                    posting.pop(wid, None)
+                    if not posting:
+                        del self._postings[term]
+                self._arrays.pop(term, None)
+            self._total_len -= self._lengths[wid]
+            self._lengths[wid] = 0
+            self._windows[wid] = None
+            self._free.append(wid)
+            self._live -= 1
+
+    def _term_arrays(self, term: str) -> tuple[Any, Any] | None:
+        import numpy as np
+
+        cached = self._arrays.get(term)
+        if cached is not None:
+            return cached
+        posting = self._postings.get(term)
+        if not posting:
+            return None
+        n = max(self._live, 1)
+        avgdl = self._total_len / n if self._total_len else 1.0
+        df = len(posting)
+        idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        ids = np.fromiter(posting.keys(), dtype=np.int64, count=df)
+        tfs = np.fromiter(posting.values(), dtype=np.float64, count=df)
+        lengths = np.asarray(self._lengths, dtype=np.float64)[ids]
+        k1, b = 1.2, 0.75
+        weights = idf * tfs * (k1 + 1) / (tfs + k1 * (1 - b + b * lengths / avgdl))
+        self._arrays[term] = (ids, weights)
+        return ids, weights
+
+    def search(self, query_terms: Iterable[str], k: int = 20,
+               exclude: Callable[[Window], bool] | None = None) -> list[tuple[float, Window]]:
+        import numpy as np
+
+        with self._lock:
+            if not self._live:
+                return []
+            parts = [self._term_arrays(t) for t in set(query_terms)]
+            parts = [p for p in parts if p is not None]
+            if not parts:
+                return []
+            ids = np.concatenate([p[0] for p in parts])
+            weights = np.concatenate([p[1] for p in parts])
+            scores = np.bincount(ids, weights=weights, minlength=len(self._windows))
+            want = min(len(scores), k * 3 + 8)
+            top = np.argpartition(-scores, want - 1)[:want] if want < len(scores) else np.arange(len(scores))
+            top = top[np.argsort(-scores[top], kind="stable")]
+            out = []
+            for wid in top:
+                score = float(scores[wid])
+                window = self._windows[int(wid)]
+                if score <= 0 or window is None:
+                    continue
+                if exclude is not None and exclude(window):
+                    continue
+                out.append((score, window))
+                if len(out) >= k:
+                    break
+            return out
+
+
+@dataclass
+class _Candidate:
+    path: str
+    start_line: int
+    end_line: int
+    text: str
+    reason: str
+    tier: str
+    weight: float
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.path, self.start_line, self.end_line)
+
+
+class _TextCache:
+    """Recently read files, keyed by path and validated by mtime: snippet extraction must not re-read disk."""
+
+    def __init__(self, index: WorkspaceIndex | None, size: int = 256) -> None:
+        self.index = index
+        self.size = size
+        self._items: OrderedDict[str, tuple[int, list[str]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def lines(self, path: str) -> list[str] | None:
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError:
+            return None
+        with self._lock:
+            item = self._items.get(path)
+            if item is not None and item[0] == mtime:
+                self._items.move_to_end(path)
+                return item[1]
+        text = self.index.read_text(path) if self.index is not None else None
+        if text is None:
+            return None
+        lines = text.split("\n")
+        with self._lock:
+            self._items[path] = (mtime, lines)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return lines
+
+
+def _resolve_python(spec: str, name: str | None, path: str, index: WorkspaceIndex) -> list[str]:
+    """Workspace files a Python import refers to (the module, or the submodule when ``name`` is one)."""
+    dots = len(spec) - len(spec.lstrip("."))
+    rest = spec[dots:]
+    candidates: list[str] = []
+    if dots:
+        base = os.path.dirname(path)
+        for _ in range(dots - 1):
+            base = os.path.dirname(base)
+        stem = os.path.join(base, *rest.split(".")) if rest else base
+        for target in ([os.path.join(stem, name)] if name else []) + [stem]:
+            candidates += [target + ".py", os.path.join(target, "__init__.py")]
+        return [c for c in candidates if index.entry(c) is not None]
+    table = index.module_files()
+    found = []
+    if name:
+        found += table.get(f"{rest}.{name}", [])
+    found += table.get(rest, [])
+    root = index.root_of(path)
+    same_root = [f for f in found if index.root_of(f) == root]
+    return same_root or found
+
+
+_JS_EXTS = ("", ".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", "/index.ts", "/index.tsx", "/index.js")
+
+
+def resolve_import(imp: Import, path: str, language: str | None, index: WorkspaceIndex,
+                   name: str | None = None) -> list[str]:
+    """Workspace files an import statement refers to; [] when it is external or unresolvable."""
+    if language == "python":
+        return _resolve_python(imp.module, name, path, index)
+    if language in ("javascript", "typescript", "tsx"):
+        base = os.path.normpath(os.path.join(os.path.dirname(path), imp.module))
+        stem = re.sub(r"\.(js|jsx|mjs|cjs)$", "", base)
+        return [c for c in dict.fromkeys([base + e for e in _JS_EXTS] + [stem + e for e in _JS_EXTS])
+                if index.entry(c) is not None][:1]
+    table = index.module_files()
+    if language == "go":
+        parts = imp.module.split("/")
+        for i in range(len(parts)):
+            suffix = os.sep.join(parts[i:]) + os.sep
+            hits = [f for f in index.files() if os.path.dirname(f).endswith(os.sep + suffix.rstrip(os.sep))]
+            if hits:
+                return hits
+        return []
+    if language in ("java", "csharp"):
+        return table.get(imp.module, [])
+    if language == "rust":
+        dotted = imp.module.replace("::", ".")
+        while dotted:
+            if dotted in table:
+                return table[dotted]
+            dotted = dotted.rpartition(".")[0]
+        return []
+    if language in ("c", "cpp"):
+        target = os.path.normpath(os.path.join(os.path.dirname(path), imp.module))
+        if index.entry(target) is not None:
+            return [target]
+        tail = os.sep + imp.module.replace("/", os.sep)
+        return [f for f in index.files() if f.endswith(tail)][:1]
+    return []
+
+
+def _scope_key(lines: Sequence[str], cursor_line: int) -> tuple[int, str]:
+    """The enclosing top-level construct: the last unindented, non-closing line at or above the cursor."""
+    for i in range(min(cursor_line, len(lines) - 1), -1, -1):
+        line = lines[i]
+        if line and not line[0].isspace() and line[0] not in "})]#/*":
+            return i, line[:80]
+    return -1, ""
+
+
+class Retriever:
+    """Ranks repository context for a cursor; one per workspace index (state: BM25 windows, last selection)."""
+
+    def __init__(self, index: WorkspaceIndex | None = None) -> None:
+        self.index = index
+        self._bm25 = BM25Windows()
+        self._open_bm25 = BM25Windows()
+        self._open_texts: dict[str, int] = {}
+        self._built = False
+        self._build_lock = threading.Lock()
+        self._texts = _TextCache(index)
+        self._token_counts: OrderedDict[str, int] = OrderedDict()
+        self._last: tuple[Any, list[tuple[str, int, int]]] | None = None
+        self._resolved: dict[tuple, list[str]] = {}
+        if index is not None:
+            index.add_listener(self._on_change)
+
+    # -------------------------------------------------------------- index upkeep
+
+    def warm(self) -> "Retriever":
+        """Build the BM25 windows of every indexed file now (otherwise done on the first request)."""
+        with self._build_lock:
+            if self._built or self.index is None:
+                self._built = True
+                return self
+            for path in self.index.files():
+                self._bm25.set_file(path, self._read_indexed(path))
+            self._built = True
+        return self
+
+    def _read_indexed(self, path: str) -> str | None:
+        try:
+            with open(path, "rb") as fh:
+                return redact_secrets(fh.read().decode("utf-8", "replace"))
+        except OSError:
+            return None
+
+    def _on_change(self, paths: list[str]) -> None:
+        if not self._built or self.index is None:
+            return
+        for path in paths:
+            self._bm25.set_file(path, self._read_indexed(path) if self.index.entry(path) else None)
+
+    def close(self) -> None:
+        if self.index is not None:
+            self.index.remove_listener(self._on_change)
+
+    # -------------------------------------------------------------- main entry
+
+    def snippets(
+        self,
+        path: str | None,
+        text: str,
+        offset: int,
+        *,
+        open_documents: dict[str, str] | None = None,
+        recent_edits: Iterable[tuple[str, int, int]] | None = None,
+        budget_tokens: int,
+        count_tokens: Callable[[str], int],
+        visible: tuple[int, int] | None = None,
+        render: Callable[[Snippet], str] | None = None,
+        language: str | None = None,
+    ) -> list[Snippet]:
+        """Snippets for the cursor at ``offset`` in ``text`` (the unsaved buffer of ``path``), in prompt order.
+
+        ``visible`` is the character range of ``text`` already in the prompt (default: all of it); nothing in it
+        is repeated. ``recent_edits`` are ``(path, start_line, end_line)`` with 0-based lines as LSP gives them,
+        most recent last. ``render`` gives the exact text a snippet will occupy in the prompt, so ``tokens``
+        (and the budget) include its comment markers and header. Never raises on odd input: returns [].
+        """
+        if budget_tokens <= 0:
+            return []
+        try:
+            return self._snippets(path, text, offset, open_documents or {}, list(recent_edits or ()),
+                                  budget_tokens, count_tokens, visible, render, language)
+        except (OSError, ValueError, IndexError, KeyError, RecursionError):
+            return []
+
+    def _snippets(self, path, text, offset, open_documents, recent_edits, budget, count_tokens, visible, render,
+                  language):
+        path = os.path.realpath(path) if path else None
+        open_documents = {os.path.realpath(p): t for p, t in open_documents.items()}
+        offset = max(0, min(offset, len(text)))
+        language = language or syntax.language_for(None, path)
+        lines = text.split("\n")
+        cursor_line = text.count("\n", 0, offset)  # 0-based
+        if visible is None:
+            visible = (0, len(text))
+        vis_first = text.count("\n", 0, visible[0]) + 1  # 1-based visible line range of the current file
+        vis_last = text.count("\n", 0, max(visible[1] - 1, 0)) + 1
+        if self.index is not None and not self._built:
+            self.warm()
+
+        cands: list[_Candidate] = []
+        if self.index is not None:
+            cands += self._definition_candidates(path, text, lines, cursor_line, language)
+        cands += self._recent_edit_candidates(recent_edits, open_documents)
+        query = split_terms("\n".join(lines[max(0, cursor_line - QUERY_LINES + 1): cursor_line + 1]))
+        cands += self._open_document_candidates(path, open_documents, query)
+        if self.index is not None and query:
+            cands += self._similar_candidates(path, open_documents, query)
+
+        scope = (path, _scope_key(lines, cursor_line), self.index.generation if self.index else 0)
+        previous = set(self._last[1]) if self._last and self._last[0] == scope else set()
+        for c in cands:
+            if c.key in previous:
+                c.weight *= 1.5  # hysteresis: keep the set stable while the cursor stays in this scope
+
+        cands.sort(key=lambda c: (-c.weight, TIERS[c.tier], c.path, c.start_line))
+        chosen: list[tuple[_Candidate, Snippet]] = []
+        taken: dict[str, list[tuple[int, int]]] = {}
+        used = 0
+        for c in cands:
+            if c.path == path and not (c.end_line < vis_first or c.start_line > vis_last):
+                continue  # already in the prompt around the cursor
+            if any(not (c.end_line < s or c.start_line > e) for s, e in taken.get(c.path, ())):
+                continue
+            if not c.text.strip():
+                continue
+            snippet = Snippet(self._display_path(c.path), c.start_line, c.end_line, c.text, c.reason, 0)
+            tokens = self._count(render(snippet) if render else c.text, count_tokens)
+            if used + tokens > budget:
+                continue
+            snippet.tokens = tokens
+            used += tokens
+            chosen.append((c, snippet))
+            taken.setdefault(c.path, []).append((c.start_line, c.end_line))
+            if budget - used < 16:
+                break
+
+        ordered = self._prompt_order(chosen, scope)
+        self._last = (scope, [c.key for c, _ in ordered])
+        return [s for _, s in ordered]
+
+    def _prompt_order(self, chosen, scope):
+        """Least relevant tier first; within a tier by path and line; previous order kept in the same scope."""
+        fresh = sorted(chosen, key=lambda cs: (TIERS[cs[0].tier], cs[0].path, cs[0].start_line))
+        if not self._last or self._last[0] != scope:
+            return fresh
+        rank = {key: i for i, key in enumerate(self._last[1])}
+        kept = sorted((cs for cs in fresh if cs[0].key in rank), key=lambda cs: rank[cs[0].key])
+        return kept + [cs for cs in fresh if cs[0].key not in rank]
+
+    def _display_path(self, path: str) -> str:
+        root = self.index.root_of(path) if self.index else None
+        return os.path.relpath(path, root).replace(os.sep, "/") if root else path
+
+    def _count(self, text: str, count_tokens: Callable[[str], int]) -> int:
+        n = self._token_counts.get(text)
+        if n is None:
+            n = int(count_tokens(text))
+            self._token_counts[text] = n
+            if len(self._token_counts) > 4096:
+                self._token_counts.popitem(last=False)
+        return n
+
+    # -------------------------------------------------------------- candidate sources
+
+    def _definition_text(self, d: Definition, lines: list[str]) -> tuple[int, int, str]:
+        """The definition's lines; long ones as an outline (header, docstring start, member signatures)."""
+        start, end = d.start_line, min(d.end_line, len(lines))
+        if end - start + 1 <= MAX_DEFINITION_LINES:
+            return start, end, "\n".join(lines[start - 1:end])
+        members = [m for m in self.index.definitions_in(d.path)
+                   if start < m.start_line <= end and m.kind in ("method", "function", "constant", "class", "type")]
+        keep = set(range(start, min(start + 8, end + 1)))
+        for m in members:
+            keep.add(m.start_line)
+        out, last = [], start - 1
+        for ln in sorted(keep)[: MAX_DEFINITION_LINES * 2]:
+            if ln > last + 1:
+                out.append(syntax_indent(lines[ln - 1]) + "...")
+            out.append(lines[ln - 1])
+            last = ln
+        return start, end, "\n".join(out)
+
+    def _outline(self, file: str) -> tuple[int, int, str] | None:
+        lines = self._texts.lines(file)
+        defs = self.index.definitions_in(file) if lines else []
+        if not defs:
+            return None
+        heads = sorted({d.start_line for d in defs if d.start_line <= len(lines)})[:120]
+        out = [lines[ln - 1] for ln in heads]
+        return heads[0], heads[-1], "\n".join(out)
+
+    def _definition_candidates(self, path, text, lines, cursor_line, language) -> list[_Candidate]:
+        index = self.index
+        near_lo, near_hi = max(0, cursor_line - 40), min(len(lines), cursor_line + 6)
+        weights: dict[str, float] = {}
+        attrs: dict[tuple[str, str], float] = {}
+        for i in range(near_lo, near_hi):
+            w = 1.0 / (1.0 + abs(cursor_line - i) / 6.0)
+            line = lines[i]
+            for m in re.finditer(r"([A-Za-z_][\w]*)(?:\s*\.\s*([A-Za-z_]\w*))?", line):
+                name = m.group(1)
+                weights[name] = max(weights.get(name, 0.0), w)
+                if m.group(2):
+                    attrs[(name, m.group(2))] = max(attrs.get((name, m.group(2)), 0.0), w)
+        # how often each name is used (around the cursor in big files: this runs on every keystroke)
+        counts = Counter(_IDENT.findall(text) if len(text) < 20_000 else
+                         _IDENT.findall("\n".join(lines[max(0, cursor_line - 400): cursor_line + 100])))
+        imports = parse_imports(text, language) if path else []
+        imported: dict[str, tuple[Import, str]] = {}
+        modules: dict[str, Import] = {}
+        for imp in imports:
+            for local, original in imp.names:
+                imported[local] = (imp, original)
+            if imp.alias:
+                modules[imp.alias] = imp
+        out: list[_Candidate] = []
+
+        def files_for(imp: Import, name: str | None) -> list[str]:
+            key = (path, imp.module, name, index.generation)
+            hit = self._resolved.get(key)
+            if hit is None:
+                hit = resolve_import(imp, path, language, index, name) if path else []
+                if len(self._resolved) > 20_000:
+                    self._resolved.clear()
+                self._resolved[key] = hit
+            return hit
+
+        def add_defs(defs: list[Definition], reason: str, tier: str, weight: float) -> None:
+            for d in defs[:3]:
+                if d.path == path:
+                    continue
+                flines = self._texts.lines(d.path)
+                if not flines:
+                    continue
+                start, end, body = self._definition_text(d, flines)
+                out.append(_Candidate(d.path, start, end, body, reason, tier, weight))
+
+        def defs_in(files: list[str], name: str) -> list[Definition]:
+            found = [d for f in files for d in index.definitions_in(f) if d.name == name]
+            return [d for d in found if d.kind != "method"] or found
+
+        handled: set[str] = set()
+        for name, w in sorted(weights.items(), key=lambda kv: -kv[1]):
+            if name in imported:
+                imp, original = imported[name]
+                files = files_for(imp, original)
+                defs = defs_in(files, original)
+                if not defs and files:
+                    # re-exported (``from .core import X`` in a package ``__init__``): follow the name
+                    defs = [d for d in index.definitions(original) if index.root_of(d.path) == index.root_of(path)]
+                    defs = [d for d in defs if d.kind != "method"][:2]
+                add_defs(defs, f"definition of {name} (imported from {imp.module})", "definition", 3.0 * w)
+                handled.add(name)
+            elif name in modules:
+                continue
+            else:
+                defs = [d for d in index.definitions(name) if d.path != path and d.kind != "method"]
+                if 1 <= len(defs) <= 2:
+                    add_defs(defs, f"definition of {name}", "definition", 1.5 * w)
+        for (mod, attr), w in attrs.items():
+            imp = modules.get(mod)
+            if imp is None and mod in imported:
+                imp0, original = imported[mod]
+                files = files_for(imp0, original)
+                sub = [f for f in files if os.path.splitext(os.path.basename(f))[0] in (original, "__init__")]
+                if sub:
+                    add_defs(defs_in(sub, attr), f"definition of {mod}.{attr}", "definition", 2.5 * w)
+                continue
+            if imp is not None:
+                add_defs(defs_in(files_for(imp, None), attr), f"definition of {mod}.{attr}", "definition", 2.5 * w)
+        # everything else the file imports, weighted by how much the file uses it
+        for local, (imp, original) in imported.items():
+            if local in handled:
+                continue
+            files = files_for(imp, original)
+            defs = defs_in(files, original)
+            use = counts.get(local, 0)
+            if defs:
+                add_defs(defs, f"imported: {local} from {imp.module}", "import",
+                         0.4 + 0.1 * min(use, 10))
+            else:
+                sub = [f for f in files if os.path.splitext(os.path.basename(f))[0] == original]
+                for f in sub[:1]:
+                    outline = self._outline(f)
+                    if outline:
+                        out.append(_Candidate(f, *outline, f"outline of imported module {local}", "import",
+                                              0.35 + 0.1 * min(use, 10)))
+        for alias, imp in modules.items():
+            for f in files_for(imp, None)[:1]:
+                outline = self._outline(f)
+                if outline:
+                    use = counts.get(alias.split(".")[0], 0)
+                    out.append(_Candidate(f, *outline, f"outline of imported module {alias}", "import",
+                                          0.35 + 0.1 * min(use, 10)))
+        return out
+
+    def _recent_edit_candidates(self, recent_edits, open_documents) -> list[_Candidate]:
+        out = []
+        n = len(recent_edits)
+        for i, item in enumerate(recent_edits):
+            try:
+                epath, first, last = item
+                epath = os.path.realpath(epath)
+            except (TypeError, ValueError):
+                continue
+            allowed = self.index.is_path_allowed(epath) if self.index is not None else not _is_secret(epath)
+            if not allowed:
+                continue
+            text = open_documents.get(epath)
+            lines = redact_secrets(text).split("\n") if text is not None else self._texts.lines(epath)
+            if not lines:
+                continue
+            start = max(1, int(first) + 1 - 3)
+            end = min(len(lines), max(int(last), int(first)) + 1 + 3, start + 29)
+            body = "\n".join(lines[start - 1:end])
+            out.append(_Candidate(epath, start, end, body, "recent edit", "recent edit", 0.9 + 0.3 * (i + 1) / n))
+        return out
+
+    def _open_document_candidates(self, path, open_documents, query) -> list[_Candidate]:
+        others = {p: t for p, t in open_documents.items() if p != path and isinstance(t, str) and
+                  (self.index.is_path_allowed(p) if self.index is not None else not _is_secret(p))}
+        for p in list(self._open_texts):
+            if p not in others:
+                self._open_bm25.set_file(p, None)
+                del self._open_texts[p]
+        for p, t in others.items():
+            if self._open_texts.get(p) != hash(t):
+                self._open_bm25.set_file(p, redact_secrets(t))
+                self._open_texts[p] = hash(t)
+        if not query or not others:
+            return []
+        out = []
+        per_doc: Counter = Counter()
+        hits = self._open_bm25.search(query, k=12)
+        top = hits[0][0] if hits else 1.0
+        for score, w in hits:
+            if per_doc[w.path] >= 2:
+                continue
+            per_doc[w.path] += 1
+            lines = redact_secrets(others[w.path]).split("\n")
+            body = "\n".join(lines[w.start_line - 1:w.end_line])
+            out.append(_Candidate(w.path, w.start_line, w.end_line, body, "open document", "open document",
+                                  0.5 + 0.4 * score / top))
+        return out
+
+    def _similar_candidates(self, path, open_documents, query) -> list[_Candidate]:
+        skip = set(open_documents) | ({path} if path else set())
+        hits = self._bm25.search(query, k=16, exclude=lambda w: w.path in skip)
+        out = []
+        top = hits[0][0] if hits else 1.0
+        for score, w in hits:
+            lines = self._texts.lines(w.path)
+            if not lines:
+                continue
+            body = "\n".join(lines[w.start_line - 1:w.end_line])
+            out.append(_Candidate(w.path, w.start_line, w.end_line, body, "similar code", "similar code",
+                                  0.3 + 0.5 * score / top))
+        return out
+
+
+def _is_secret(path: str) -> bool:
+    from .workspace import is_secret_path
+
+    return is_secret_path(path)
+
+
+def syntax_indent(line: str) -> str:
+    return line[: len(line) - len(line.lstrip(" \t"))]
