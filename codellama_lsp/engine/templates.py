@@ -176,8 +176,8 @@ class Template:
     # -- chat through the model's own Jinja template (families without a reference encoder) ------
 
     def _chat_from_template(self, messages: list[dict[str, str]]) -> list[int]:
-        hf = self.tokenizer.hf
-        template = self.tokenizer.chat_template or getattr(hf, "chat_template", None)
+        template = self.tokenizer.chat_template
+        hf = self.tokenizer.hf if template else None
         if hf is None or not template:
             raise TemplateError(f"this {self.family} model has no chat format (no chat_template in its "
                                 f"tokenizer_config.json); use an Instruct/chat model for chat")

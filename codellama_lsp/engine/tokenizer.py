@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -49,7 +50,6 @@ CONTROL_PIECES: tuple[str, ...] = (
     "[PREFIX]", "[SUFFIX]", "[MIDDLE]", "[INST]", "[/INST]",
 )
 
-_BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 _REPLACEMENT = "\ufffd"
 
 
@@ -87,6 +87,13 @@ def _strip_implicit_space(node: Any) -> tuple[Any, str]:
     return node, ""
 
 
+def _component_spec(component: Any) -> Any:
+    """The JSON spec of a tokenizers normalizer/pre-tokenizer (None stays None)."""
+    if component is None:
+        return None
+    return json.loads(component.__getstate__())
+
+
 class Tokenizer:
     """A model's tokenizer with exact ``encode``/``decode``; see the module docstring for why.
 
@@ -99,33 +106,41 @@ class Tokenizer:
                  source: str = "") -> None:
         from tokenizers import Tokenizer as RawTokenizer
 
-        spec = json.loads(tokenizer_json)
-        normalizer, added_n = _strip_implicit_space(spec.get("normalizer"))
-        pre_tokenizer, added_p = _strip_implicit_space(spec.get("pre_tokenizer"))
-        spec["normalizer"], spec["pre_tokenizer"] = normalizer, pre_tokenizer
+        raw = RawTokenizer.from_str(tokenizer_json)
+        # Swap in normalizer/pre-tokenizer without the automatic leading space. Only these two
+        # small components are rebuilt (parsing the whole vocabulary in Python costs ~0.5 s).
+        normalizer, added_n = _strip_implicit_space(_component_spec(raw.normalizer))
+        pre_tokenizer, added_p = _strip_implicit_space(_component_spec(raw.pre_tokenizer))
+        if added_n or added_p:
+            parts = RawTokenizer.from_str(json.dumps({
+                "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+                "normalizer": normalizer, "pre_tokenizer": pre_tokenizer, "post_processor": None,
+                "decoder": None, "model": {"type": "BPE", "vocab": {}, "merges": []}}))
+            raw.normalizer = parts.normalizer
+            raw.pre_tokenizer = parts.pre_tokenizer
         self._implicit = added_n or added_p
-        clean = json.dumps(spec)
-        # One object for plain text: special-token strings in the text stay text (SentencePiece
-        # behaviour); one for markup that is meant to contain control tokens (chat templates).
-        self._text = RawTokenizer.from_str(clean)
-        self._text.encode_special_tokens = True
-        self._markup = RawTokenizer.from_str(clean)
-        self.hf = hf
+        # Special-token strings inside user text stay text (what SentencePiece does).
+        raw.encode_special_tokens = True
+        self._text = raw
+        self._hf = hf
+        self._hf_lock = threading.Lock()
         self.source = source
         self.chat_template = chat_template
-        self.vocab_size = self._text.get_vocab_size(with_added_tokens=True)
+        self.vocab_size = raw.get_vocab_size(with_added_tokens=True)
 
-        added = spec.get("added_tokens") or []
-        special = {t["content"]: t["id"] for t in added if t.get("special")}
+        added = raw.get_added_tokens_decoder()
+        self._special_pieces = {tok.content: i for i, tok in added.items() if tok.special}
+        markers = sorted(self._special_pieces, key=len, reverse=True)
+        self._markup_split = re.compile("(" + "|".join(map(re.escape, markers)) + ")") if markers else None
         self.bos_token = bos_token if bos_token else None
         self.eos_token = eos_token if eos_token else None
         self.bos_id = self.token_id(self.bos_token) if self.bos_token else None
         self.eos_id = self.token_id(self.eos_token) if self.eos_token else None
-        control = set(special.values())
+        control = set(self._special_pieces.values())
         control.update(i for i in (self.token_id(p) for p in CONTROL_PIECES) if i is not None)
         self.control_ids: frozenset[int] = frozenset(control)
-        vocab = self._text.get_vocab(with_added_tokens=True)
-        self.byte_ids: frozenset[int] = frozenset(i for p, i in vocab.items() if _BYTE_PIECE.match(p))
+        byte_ids = (raw.token_to_id(f"<0x{b:02X}>") for b in range(256))
+        self.byte_ids: frozenset[int] = frozenset(i for i in byte_ids if i is not None)
         self._anchor_id, self._anchor_text = self._pick_anchor()
         self._check_leading_space()
 
@@ -158,7 +173,15 @@ class Tokenizer:
         strings are meant as the special tokens. Not for user text."""
         if not text:
             return []
-        return self._markup.encode(text, add_special_tokens=False).ids
+        if self._markup_split is None:
+            return self.encode(text, leading_space=False)
+        ids: list[int] = []
+        for part in self._markup_split.split(text):
+            if part in self._special_pieces:
+                ids.append(self._special_pieces[part])
+            elif part:
+                ids += self.encode(part, leading_space=False)
+        return ids
 
     def count(self, text: str) -> int:
         """Number of tokens ``text`` takes in a prompt (with the implicit leading space)."""
@@ -221,16 +244,25 @@ class Tokenizer:
             )
 
     def adds_bos(self) -> bool:
-        """Whether the model's own tokenizer starts every text with BOS (Llama-style)."""
+        """Whether the model's own tokenizer starts every text with BOS (Llama-style), read from
+        tokenizer.json's post-processor."""
         if self.bos_id is None:
             return False
-        if self.hf is not None:
-            try:
-                ids = list(self.hf("a", add_special_tokens=True)["input_ids"])
-                return bool(ids) and ids[0] == self.bos_id
-            except Exception:  # noqa: BLE001 - a broken hf tokenizer must not break encoding
-                pass
-        return True
+        ids = self._text.encode("a", add_special_tokens=True).ids
+        return bool(ids) and ids[0] == self.bos_id
+
+    @property
+    def hf(self) -> Any:
+        """transformers' tokenizer (``add_prefix_space=False``), loaded on first use; None when
+        it cannot be loaded. Never used for encoding (see the module docstring)."""
+        if self._hf is None and self.source:
+            with self._hf_lock:
+                if self._hf is None:
+                    try:
+                        self._hf = _load_hf(Path(self.source))
+                    except Exception:  # noqa: BLE001 - callers treat None as "not available"
+                        self._hf = False
+        return self._hf or None
 
     def __repr__(self) -> str:
         return f"Tokenizer({self.source or '?'}, vocab={self.vocab_size}, implicit_space={self._implicit!r})"
@@ -297,12 +329,32 @@ def _token_text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _load_hf(path: Path) -> Any:
+    """transformers' tokenizer for ``path``, loaded with ``add_prefix_space=False`` (the 5.x trap)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), add_prefix_space=False, local_files_only=True)
+
+
+def _chat_template(path: Path, config: dict[str, Any]) -> str | None:
+    template = config.get("chat_template")
+    if isinstance(template, list):  # named templates: take the default one
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default") or next(iter(named.values()), None)
+    if not isinstance(template, str):
+        try:  # transformers >= 4.43 also writes it to its own file
+            template = (path / "chat_template.jinja").read_text(encoding="utf-8")
+        except OSError:
+            template = None
+    return template
+
+
 def load_tokenizer(model_dir: str | Path) -> Tokenizer:
     """Load the tokenizer of a local model directory.
 
-    Encoding uses the directory's ``tokenizer.json`` directly (the publisher's exact model);
-    transformers' ``AutoTokenizer`` (with ``add_prefix_space=False``, the 5.x trap) is kept as
-    ``Tokenizer.hf`` for chat templates and special-token names. Raises ``ModelLoadError`` with
+    Encoding uses the directory's ``tokenizer.json`` directly (the publisher's exact model), so
+    loading takes a fraction of a second and never imports transformers; ``Tokenizer.hf`` loads
+    transformers' ``AutoTokenizer`` on first use (chat templates). Raises ``ModelLoadError`` with
     one actionable line when the directory holds no usable tokenizer.
     """
     path = Path(model_dir).expanduser()
@@ -311,28 +363,21 @@ def load_tokenizer(model_dir: str | Path) -> Tokenizer:
     config = _read_json(path / "tokenizer_config.json")
     special_map = _read_json(path / "special_tokens_map.json")
     hf = None
-    hf_error = ""
-    try:
-        from transformers import AutoTokenizer
-
-        hf = AutoTokenizer.from_pretrained(str(path), add_prefix_space=False, local_files_only=True)
-    except Exception as exc:  # noqa: BLE001 - reported below if nothing else works
-        hf_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-
     json_file = path / "tokenizer.json"
-    if json_file.is_file():
+    try:
+        tokenizer_json = json_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        # Only tokenizer.model: transformers' conversion is all there is (not token-exact in 5.x).
         try:
-            tokenizer_json = json_file.read_text(encoding="utf-8")
-            json.loads(tokenizer_json)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{json_file} is unreadable or corrupt ({exc}); re-download the model "
-                                 f"with `codellama-lsp pull`") from None
-    elif hf is not None and getattr(hf, "backend_tokenizer", None) is not None:
-        # No tokenizer.json (only tokenizer.model): transformers' conversion is all there is.
-        tokenizer_json = hf.backend_tokenizer.to_str()
-    else:
-        why = f" ({hf_error})" if hf_error else ""
-        raise ModelLoadError(f"no tokenizer.json in {path}{why}; re-download the model with `codellama-lsp pull`")
+            hf = _load_hf(path)
+            tokenizer_json = hf.backend_tokenizer.to_str()
+        except Exception as exc:  # noqa: BLE001 - any failure here means "no usable tokenizer"
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise ModelLoadError(f"no tokenizer.json in {path} ({reason}); re-download the model with "
+                                 f"`codellama-lsp pull`") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {json_file} ({exc}); re-download the model with "
+                             f"`codellama-lsp pull`") from None
 
     def pick(name: str) -> str | None:
         value = _token_text(config.get(name)) or _token_text(special_map.get(name))
@@ -340,20 +385,12 @@ def load_tokenizer(model_dir: str | Path) -> Tokenizer:
             value = getattr(hf, name, None)
         return value if isinstance(value, str) else None
 
-    chat_template = config.get("chat_template")
-    if chat_template is None and hf is not None:
-        chat_template = getattr(hf, "chat_template", None)
-    if isinstance(chat_template, list):  # named templates: take the default one
-        named = {t.get("name"): t.get("template") for t in chat_template if isinstance(t, dict)}
-        chat_template = named.get("default") or next(iter(named.values()), None)
     try:
         return Tokenizer(tokenizer_json, hf=hf, bos_token=pick("bos_token"), eos_token=pick("eos_token"),
-                         chat_template=chat_template if isinstance(chat_template, str) else None,
-                         source=str(path))
+                         chat_template=_chat_template(path, config), source=str(path))
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions on bad JSON
-        raise ModelLoadError(f"cannot use the tokenizer in {path} ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else 'invalid'}); "
+        detail = str(exc).splitlines()[0] if str(exc) else "invalid"
+        raise ModelLoadError(f"{json_file} is corrupt or unsupported ({type(exc).__name__}: {detail}); "
                              f"re-download the model with `codellama-lsp pull`") from None
-
