@@ -77,10 +77,15 @@ class GenerationStats:
     reused_tokens: int = 0  # prompt tokens served from the KV cache (not prefilled)
     prefill_tokens: int = 0  # prompt tokens actually run through the model
     generated_tokens: int = 0
-    forward_passes: int = 0  # decode-phase forward passes (speculation makes this < generated)
+    # forward passes of the model that produced generated tokens: the prefill's last one counts once,
+    # then one per decode or verify step; plain decoding gives generated == forward_passes, speculation fewer
+    forward_passes: int = 0
     time_to_first_token_s: float = 0.0
     total_s: float = 0.0
     stop_reason: str = ""  # "eot" | "eos" | "stop_string" | "max_tokens" | "time_budget" | "cancelled"
+    # (also "heal_failed": no token is consistent with GenerationParams.heal_prefix; the text is empty)
+    draft_tokens: int = 0  # speculative tokens proposed (prompt lookup or draft model)
+    accepted_draft_tokens: int = 0  # of those, accepted by the verify pass
 
     @property
     def tokens_per_forward(self) -> float:

@@ -1,0 +1,472 @@
+"""The decode loop: prefill, decode one token, speculative verify, over a KV cache kept between requests.
+
+Written as a handful of plain functions in the style of gpt-fast rather than on top of
+``model.generate``, because the three things inline completion needs do not compose there
+(research §4a-4c): ``generate`` re-feeds the whole prompt on top of a pre-filled cache when prompt lookup or
+an assistant model is on (wrong output), it cannot crop a rejected draft out of a cache we own, and its
+streamer drops indentation. Here one :class:`KVState` holds the cache *and the exact token ids it covers*:
+
+* a new prompt shares a longest common prefix with those ids; the cache is cropped to it
+  (``crop(keep - cache.get_seq_length())``: transformers 5 takes a negative count) and only the rest is
+  prefilled. The cache never covers the whole prompt (at most ``len(prompt) - 1``): the last prompt token
+  must be fed to get the logits of the first new token, and a cache covering it gives silently wrong output.
+* speculation proposes draft tokens (n-grams copied from the prompt itself, or a small draft model sharing
+  the tokenizer), verifies them in one forward pass, keeps the longest prefix greedy decoding would have
+  produced plus the model's own next token, and crops the rejected tail from the cache. Greedy output is
+  therefore token-identical to plain decoding; with sampling, speculation is off (no rejection sampling).
+
+Invariant of the loop: the cache covers every token of ``prompt + generated`` except the last generated one,
+which is fed by the next forward pass.
+
+Quantized KV cache (``kv_cache="quantized"``): transformers' ``QuantizedCache`` (fp8 backend: no extra
+package) stores keys/values in 1 byte instead of 2 (fp16) or 4 (fp32) once they leave its 128-token
+full-precision residual window. Measured on the test model (2 layers, 4 heads x 16 dims, fp32, 600 tokens):
+dynamic 0.59 MiB, quantized 0.18 MiB (see ``tests/test_decode.py::test_quantized_kv_cache``); the research
+notes measured fp8 2.2x slower per token than the dynamic cache on CPU. Its ``crop()`` raises, so reuse and
+quantization are traded: with a quantized cache the cache is reused only when the new prompt *extends*
+everything it holds (a warmed document, the next chat turn), otherwise it is rebuilt from scratch; and
+speculation, which must crop rejected drafts, is off. Use it for long chat contexts, the dynamic cache for
+keystroke completions.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .backend import CancelToken, GenerationParams, GenerationResult, GenerationStats, OnText, monotonic
+
+PREFILL_CHUNK = 512  # tokens per prefill forward: bounds activation memory and lets cancel act between chunks
+LOOKUP_MAX_NGRAM = 3
+LOOKUP_MIN_NGRAM = 2  # a single repeated token ("(" or "\n") predicts too little to be worth a wide verify
+LOOKUP_NUM_TOKENS = 10
+DRAFT_NUM_TOKENS = 5
+
+
+Proposer = Callable[[list[int], int], list[int]]  # (prompt + generated so far, max tokens) -> draft tokens
+
+
+class Cancelled(Exception):
+    """Raised inside the loop when the cancel token or the time budget stops a forward pass."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the cache and the ids it covers
+
+
+def new_cache(model: Any, kv_cache: str = "dynamic") -> Any:
+    from transformers.cache_utils import DynamicCache, QuantizedCache
+
+    if kv_cache == "quantized":
+        return QuantizedCache(backend="fp8", config=model.config)
+    return DynamicCache(config=model.config)
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass
+class KVState:
+    """A model's KV cache and the token ids it covers, kept between requests."""
+
+    model: Any
+    kv_cache: str = "dynamic"  # "dynamic" | "quantized"
+    cache: Any = None
+    ids: list[int] = field(default_factory=list)
+
+    @property
+    def croppable(self) -> bool:
+        return self.kv_cache != "quantized"
+
+    def reset(self) -> None:
+        self.cache = new_cache(self.model, self.kv_cache)
+        self.ids = []
+
+    def crop_to(self, keep: int) -> None:
+        """Keep the first ``keep`` cached tokens."""
+        if self.cache is None:
+            self.reset()
+            return
+        keep = max(0, min(keep, len(self.ids)))
+        if keep == len(self.ids):
+            return
+        if keep == 0 or not self.croppable:
+            self.reset()
+            return
+        self.cache.crop(keep - self.cache.get_seq_length())  # negative count: transformers 5
+        del self.ids[keep:]
+
+    def sync(self, prompt: Sequence[int], *, reuse: bool = True, cover_all: bool = False) -> int:
+        """Make the cache a prefix of ``prompt`` and return how many prompt tokens it already covers.
+
+        At most ``len(prompt) - 1`` unless ``cover_all`` (warming, where no logits are needed)."""
+        if self.cache is None or not reuse:
+            self.reset()
+            return 0
+        limit = len(prompt) if cover_all else len(prompt) - 1
+        keep = min(common_prefix_len(self.ids, prompt), max(limit, 0))
+        if not self.croppable and keep < len(self.ids):
+            keep = 0  # a quantized cache cannot be cropped: rebuild unless the prompt extends it
+        self.crop_to(keep)
+        return keep
+
+    def nbytes(self) -> int:
+        from .memory import cache_nbytes
+
+        return cache_nbytes(self.cache) if self.cache is not None else 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# forward passes
+
+
+def model_device(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover
+        return torch.device("cpu")
+
+
+@torch.inference_mode()
+def forward(state: KVState, ids: Sequence[int], logits_to_keep: int = 1) -> torch.Tensor:
+    """Run ``ids`` through the model on top of the cache; return fp32 logits of the last ``logits_to_keep``
+    positions, shape [logits_to_keep, vocab]. Appends ``ids`` to the cache and to ``state.ids``."""
+    input_ids = torch.tensor([list(ids)], dtype=torch.long, device=model_device(state.model))
+    out = state.model(input_ids=input_ids, past_key_values=state.cache, use_cache=True, logits_to_keep=logits_to_keep)
+    state.ids.extend(ids)
+    return out.logits[0, -logits_to_keep:].float()
+
+
+def prefill(state: KVState, ids: Sequence[int], check: Callable[[], None] = lambda: None) -> torch.Tensor | None:
+    """Feed ``ids`` in chunks; return the logits after the last one (None when ``ids`` is empty).
+
+    ``check`` runs before every chunk and raises :class:`Cancelled` to stop."""
+    logits = None
+    for start in range(0, len(ids), PREFILL_CHUNK):
+        check()
+        logits = forward(state, ids[start : start + PREFILL_CHUNK], 1)[-1]
+    return logits
+
+
+def decode_one(state: KVState, token: int) -> torch.Tensor:
+    """Feed the last generated token; return the logits of the next one."""
+    return forward(state, [token], 1)[-1]
+
+
+def speculative_step(state: KVState, token: int, draft: Sequence[int]) -> tuple[list[int], torch.Tensor]:
+    """Verify ``draft`` (proposed continuation after ``token``) in one forward pass, greedily.
+
+    Returns (accepted draft tokens + the model's own next token, logits rows used). The cache keeps
+    ``token`` and the accepted drafts only: the rejected tail is cropped, so the loop invariant holds."""
+    logits = forward(state, [token, *draft], len(draft) + 1)
+    greedy = logits.argmax(dim=-1).tolist()
+    accepted = 0
+    while accepted < len(draft) and draft[accepted] == greedy[accepted]:
+        accepted += 1
+    rejected = len(draft) - accepted
+    if rejected:
+        state.cache.crop(-rejected)
+        del state.ids[-rejected:]
+    return [*draft[:accepted], greedy[accepted]], logits
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# drafts
+
+
+def prompt_lookup_draft(
+    seq: Sequence[int],
+    *,
+    max_ngram: int = LOOKUP_MAX_NGRAM,
+    min_ngram: int = LOOKUP_MIN_NGRAM,
+    num_tokens: int = LOOKUP_NUM_TOKENS,
+) -> list[int]:
+    """Propose the tokens that followed the most recent earlier occurrence of the sequence's last n-gram.
+
+    Longest n-gram first. Code repeats itself (names, argument lists, the line above), so this is the
+    cheapest draft there is: no second model."""
+    n_seq = len(seq)
+    if num_tokens <= 0:
+        return []
+    for n in range(min(max_ngram, n_seq - 1), min_ngram - 1, -1):
+        tail = list(seq[n_seq - n :])
+        first = tail[0]
+        # scan right to left: the nearest repetition is the most likely to continue the same way
+        for start in range(n_seq - n - 1, -1, -1):
+            if seq[start] == first and list(seq[start : start + n]) == tail:
+                follow = list(seq[start + n : start + n + num_tokens])
+                if follow:
+                    return follow
+    return []
+
+
+class DraftModel:
+    """A small model sharing the tokenizer, with its own reusable cache, proposing greedy drafts."""
+
+    def __init__(self, model: Any, num_tokens: int = DRAFT_NUM_TOKENS) -> None:
+        self.state = KVState(model)
+        self.num_tokens = num_tokens
+        self.forward_passes = 0
+
+    def propose(self, seq: Sequence[int], limit: int, check: Callable[[], None]) -> list[int]:
+        k = min(self.num_tokens, limit)
+        if k <= 0:
+            return []
+        keep = self.state.sync(seq)
+        logits = prefill(self.state, seq[keep:], check)
+        self.forward_passes += 1
+        out: list[int] = []
+        while True:
+            token = int(logits.argmax())
+            out.append(token)
+            if len(out) >= k:
+                return out
+            check()
+            logits = decode_one(self.state, token)
+            self.forward_passes += 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# choosing a token
+
+
+def sample(logits: torch.Tensor, params: GenerationParams, generator: torch.Generator | None) -> int:
+    """Greedy when temperature is 0, else temperature + nucleus (top-p) sampling from ``generator``."""
+    if params.temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        cumulative = torch.cumsum(sorted_probs, dim=-1)
+        drop = cumulative - sorted_probs > params.top_p  # keep the smallest set reaching top_p
+        sorted_probs[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    choice = torch.multinomial(probs.cpu(), 1, generator=generator)
+    return int(choice)
+
+
+class Healer:
+    """Token healing: the prompt ends before a partial word (``heal_prefix``) that the output must start with.
+
+    SentencePiece tokenizes "foo" inside "x.foobar" differently from "foo" at a prompt's end; cutting the
+    partial word from the prompt and constraining the first tokens to ones consistent with it lets the model
+    pick the natural tokenization (Code Llama paper §3.2: the reason SPM lags on random-span infilling)."""
+
+    def __init__(self, heal_prefix: str, vocab_texts: Callable[[], list[str]]) -> None:
+        self.remaining = heal_prefix
+        self._vocab_texts = vocab_texts
+
+    @property
+    def active(self) -> bool:
+        return bool(self.remaining)
+
+    def mask(self, logits: torch.Tensor) -> torch.Tensor | None:
+        """``logits`` with every token inconsistent with the remaining prefix set to -inf (None: nothing fits)."""
+        texts = self._vocab_texts()
+        rem = self.remaining
+        allowed = [i for i, t in enumerate(texts[: logits.shape[-1]]) if t and (t.startswith(rem) or rem.startswith(t))]
+        if not allowed:
+            return None
+        masked = torch.full_like(logits, float("-inf"))
+        index = torch.tensor(allowed, device=logits.device)
+        masked[index] = logits[index]
+        return masked
+
+    def advance(self, token: int) -> None:
+        text = self._vocab_texts()[token]
+        self.remaining = self.remaining[len(text) :] if self.remaining.startswith(text) else ""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# text: streaming, stop strings, healed prefix
+
+
+class TextTracker:
+    """Turns generated ids into the returned text and the streamed pieces, which always agree.
+
+    Holds back text that could be the start of a stop string, and the healed prefix."""
+
+    def __init__(self, detokenizer: Any, stop_strings: Sequence[str], skip: str, on_text: OnText | None) -> None:
+        self.detok = detokenizer
+        self.stops = [s for s in stop_strings if s]
+        self.skip = len(skip)
+        self.on_text = on_text
+        self.raw = ""  # everything decoded, healed prefix included
+        self.final: str | None = None  # set once a stop string ends the text
+        self.emitted = 0  # characters of the body already passed to on_text
+
+    @property
+    def body(self) -> str:
+        return self.raw[self.skip :]
+
+    def push(self, token: int) -> bool:
+        """Add a token; return True when a stop string ended the text."""
+        self.raw += self.detok.push(token)
+        return self._update(final=False)
+
+    def finish(self) -> str:
+        if self.final is None:
+            self.raw += self.detok.flush()
+            self._update(final=True)
+        return self.final if self.final is not None else self.body
+
+    def _update(self, final: bool) -> bool:
+        body = self.body
+        cut = min((i for i in (body.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.final = body[:cut]
+            self._emit(self.final)
+            return True
+        if final:
+            self.final = body
+            self._emit(body)
+            return False
+        hold = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(body)), hold, -1):
+                if body.endswith(stop[:k]):
+                    hold = k
+                    break
+        self._emit(body[: len(body) - hold])
+        return False
+
+    def _emit(self, upto: str) -> None:
+        if len(upto) > self.emitted:
+            piece = upto[self.emitted :]
+            self.emitted = len(upto)
+            if self.on_text is not None:
+                self.on_text(piece)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def generate(
+    state: KVState,
+    prompt_ids: Sequence[int],
+    params: GenerationParams,
+    *,
+    detokenizer: Any,
+    eos_id: int | None,
+    cancel: CancelToken | None = None,
+    on_text: OnText | None = None,
+    vocab_texts: Callable[[], list[str]] | None = None,
+    draft: DraftModel | None = None,
+    proposer: Proposer | None = None,
+) -> GenerationResult:
+    """Generate a continuation of ``prompt_ids`` on top of ``state``'s cache. Never raises on cancel or
+    time budget: returns what was generated so far with the stop reason.
+
+    Speculation (greedy only, croppable cache only): ``proposer(seq, room)`` proposes up to ``room`` tokens
+    continuing ``seq``; by default prompt lookup, or ``draft`` when ``params.speculation == "draft"``."""
+    start = monotonic()
+    prompt = list(prompt_ids)
+    stats = GenerationStats(prompt_tokens=len(prompt))
+    deadline = start + params.time_budget_s if params.time_budget_s is not None else None
+    healer = Healer(params.heal_prefix, vocab_texts or (lambda: []))
+    text = TextTracker(detokenizer, params.stop_strings, params.heal_prefix, on_text)
+    stop_ids = set(params.stop_token_ids)
+    generator = None
+    if params.temperature > 0:
+        generator = torch.Generator().manual_seed(params.seed if params.seed is not None else random.getrandbits(63))
+    generated: list[int] = []
+
+    def check() -> None:
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled("cancelled")
+        if deadline is not None and monotonic() >= deadline:
+            raise Cancelled("time_budget")
+
+    def choose(logits: torch.Tensor) -> int | None:
+        if healer.active:
+            logits = healer.mask(logits)
+            if logits is None:
+                return None
+        return sample(logits, params, generator)
+
+    def accept(token: int) -> str:
+        """Record one new token; return the stop reason it causes ('' to go on)."""
+        if not generated:
+            stats.time_to_first_token_s = monotonic() - start
+        generated.append(token)
+        if token in stop_ids:
+            return "eos" if token == eos_id else "eot"
+        if healer.active:
+            healer.advance(token)
+        if text.push(token):
+            return "stop_string"
+        if len(generated) >= params.max_new_tokens:
+            return "max_tokens"
+        if cancel is not None and cancel.cancelled:
+            return "cancelled"
+        return ""
+
+    stop_reason = ""
+    if params.max_new_tokens <= 0 or not prompt:
+        stats.stop_reason = "max_tokens"
+        stats.total_s = monotonic() - start
+        return GenerationResult(text="", token_ids=[], stats=stats)
+    try:
+        keep = state.sync(prompt, reuse=params.reuse_cache)
+        stats.reused_tokens = keep
+        stats.prefill_tokens = len(prompt) - keep
+        logits = prefill(state, prompt[keep:], check)
+        stats.forward_passes = 1
+        speculate = params.temperature <= 0 and params.speculation != "none" and state.croppable
+        if speculate and proposer is None:
+            if params.speculation == "draft" and draft is not None:
+                proposer = lambda seq, room: draft.propose(seq, room, check)  # noqa: E731
+            else:
+                proposer = lambda seq, room: prompt_lookup_draft(seq, num_tokens=min(LOOKUP_NUM_TOKENS, room))  # noqa: E731
+        while True:
+            token = choose(logits)
+            if token is None:
+                stop_reason = "heal_failed"
+                break
+            stop_reason = accept(token)
+            if stop_reason:
+                break
+            room = params.max_new_tokens - len(generated) - 1  # the verify pass adds one token of its own
+            proposal: list[int] = []
+            if speculate and not healer.active and room > 0:
+                proposal = list(proposer(prompt + generated, room))[:room]
+            check()
+            stats.forward_passes += 1
+            if not proposal:
+                logits = decode_one(state, token)
+                continue
+            new_tokens, rows = speculative_step(state, token, proposal)
+            stats.draft_tokens += len(proposal)
+            stats.accepted_draft_tokens += len(new_tokens) - 1
+            for tok in new_tokens[:-1]:
+                stop_reason = accept(tok)
+                if stop_reason:
+                    break
+            if stop_reason:
+                break
+            logits = rows[len(new_tokens) - 1]  # the model's own next token is chosen from it at the top
+    except Cancelled as stop:
+        stop_reason = stop.reason
+    except BaseException:
+        state.reset()  # a forward pass failed half-way (OOM, interrupt): the cache no longer matches its ids
+        raise
+    if stop_reason == "cancelled":
+        text.on_text = None  # nothing more reaches the editor after a cancel
+    completion = "" if stop_reason == "heal_failed" else text.finish()
+    stats.stop_reason = stop_reason
+    stats.generated_tokens = len(generated)
+    stats.total_s = monotonic() - start
+    return GenerationResult(text=completion, token_ids=generated, stats=stats)

@@ -1,0 +1,367 @@
+"""Find the model the user meant, offline, and load it the way it will run: device, dtype, quantization.
+
+Resolution never touches the network: ``HF_HUB_OFFLINE=1`` is set when the package is imported (the hub
+libraries read it once, at import time; without it a missing file costs ~100 s of DNS retries), and Hub ids
+are looked up in the local cache only. The default model falls back to the bundled demo model with a
+notice when it has not been pulled; a model the user named is never silently replaced. Every way loading
+can fail is turned into a :class:`ModelLoadError` whose message is one line saying what to run or change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import DEFAULT_MODEL, DEMO_MODEL, Settings
+from .backend import ModelLoadError
+
+Progress = Callable[[int, str], None]
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: Path  # a local directory holding config.json, weights and tokenizer
+    name: str  # what the user asked for
+    is_demo: bool = False
+    notice: str = ""  # shown to the user when something stood in for what they asked (the demo model)
+
+
+def _pull_hint(name: str) -> str:
+    return f"run `codellama-lsp pull {name}` on a connected machine (then copy the Hugging Face cache here)"
+
+
+def demo_available() -> bool:
+    return (DEMO_DIR / "config.json").is_file()
+
+
+def _demo(name: str, notice: str = "") -> ResolvedModel:
+    if not demo_available():
+        raise ModelLoadError(
+            f"model '{name}' is not in the local Hugging Face cache and the bundled demo model is missing "
+            f"from {DEMO_DIR}; {_pull_hint(DEFAULT_MODEL)}, or pass a local model directory with --model"
+        )
+    return ResolvedModel(path=DEMO_DIR, name=DEMO_MODEL, is_demo=True, notice=notice)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A Hub id is ``owner/name``; anything else with separators, or starting like a path, is a path."""
+    if name.startswith((".", "~", "/")) or os.sep != "/" and os.sep in name:
+        return True
+    return name.count("/") > 1
+
+
+def hub_cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def find_in_hub_cache(repo_id: str) -> Path | None:
+    """The snapshot directory of ``repo_id`` in the local Hugging Face cache, or None. No network."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.errors import HFValidationError
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency of transformers
+        return None
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except (HFValidationError, ValueError):
+        return None
+    if isinstance(found, str) and os.path.isfile(found):
+        return Path(found).parent
+    return None
+
+
+def resolve_model(name: str | None, *, explicit: bool) -> ResolvedModel:
+    """Map what the user asked for to a local directory.
+
+    "demo" is the bundled demo model; an existing directory is itself; anything else is a Hugging Face id
+    looked up in the local cache only. The default model, when absent and not named by the user, is
+    replaced by the demo model with a notice; a named model that cannot be found raises ModelLoadError."""
+    name = (name or DEFAULT_MODEL).strip()
+    if name == DEMO_MODEL:
+        return _demo(name)
+    expanded = Path(os.path.expanduser(name))
+    if expanded.is_dir():
+        return ResolvedModel(path=expanded.resolve(), name=name)
+    if expanded.exists():
+        raise ModelLoadError(f"model path '{name}' is a file; pass the directory that holds config.json and the weights")
+    if _looks_like_path(name):
+        raise ModelLoadError(f"model directory '{name}' does not exist; check the path given to --model (or the `model` setting)")
+    snapshot = find_in_hub_cache(name)
+    if snapshot is not None:
+        return ResolvedModel(path=snapshot, name=name)
+    if not explicit and name == DEFAULT_MODEL:
+        return _demo(
+            name,
+            notice=(
+                f"{DEFAULT_MODEL} is not in the local Hugging Face cache ({hub_cache_dir()}); using the bundled "
+                f"demo model; to use Code Llama {_pull_hint(DEFAULT_MODEL)}"
+            ),
+        )
+    raise ModelLoadError(
+        f"model '{name}' is not in the local Hugging Face cache ({hub_cache_dir()}); {_pull_hint(name)}, "
+        "or pass a local model directory with --model"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# device, dtype, quantization
+
+
+def choose_device(setting: str = "auto") -> str:
+    import torch
+
+    if setting in ("", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu (or auto)")
+    if setting == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelLoadError("device 'mps' was requested but Metal is not available; use --device cpu (or auto)")
+    return setting
+
+
+def choose_dtype(setting: str, device: str):
+    """fp32 on CPU (bf16 is several times slower there without AVX-512-BF16; research §4e), bf16 on a GPU
+    that supports it, else fp16. Always explicit: transformers 5 otherwise keeps the checkpoint's dtype."""
+    import torch
+
+    if setting not in ("", "auto"):
+        return getattr(torch, setting)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def choose_quantization(setting: str, device: str) -> str:
+    """auto = 4bit (nf4) on CUDA, where it is fast; none elsewhere (nf4 on CPU runs ~30x slower than fp32)."""
+    if setting in ("", "auto"):
+        return "4bit" if device.startswith("cuda") else "none"
+    return setting
+
+
+def quantization_config(quantization: str, dtype):
+    """A BitsAndBytesConfig (quantization_config=; transformers 5 rejects load_in_4bit=) or None."""
+    if quantization == "none":
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except Exception as exc:  # ImportError, or a broken native library raising anything
+        raise ModelLoadError(
+            f"--quantization {quantization} needs a working bitsandbytes ({type(exc).__name__}: {_first_line(exc)}); "
+            "run `pip install bitsandbytes` or use --quantization none"
+        ) from None
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ModelLoadError(f"unknown quantization '{quantization}'; use 4bit, 8bit or none")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checkpoint checks that give better messages than the stack trace from from_pretrained
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def read_config(path: Path, name: str) -> dict[str, Any]:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(
+            f"'{path}' has no config.json, so it is not a model directory; pass a directory with config.json, "
+            f"the weights and the tokenizer (or {_pull_hint(name)})"
+        )
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelLoadError(f"{config_file} is not valid JSON ({_first_line(exc)}); re-download the model: {_pull_hint(name)}") from None
+    return config
+
+
+def check_architecture(config: dict[str, Any], path: Path) -> None:
+    """Reject configs transformers cannot run as a causal LM, naming the model type."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = config.get("model_type")
+    if not model_type:
+        raise ModelLoadError(f"{path}/config.json has no model_type; this does not look like a transformers checkpoint")
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise ModelLoadError(
+            f"unsupported architecture '{model_type}' in {path}: transformers does not know it; "
+            "use a Code Llama-family model (Llama, StarCoder2, DeepSeek-Coder, Qwen2.5-Coder, Codestral)"
+        )
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelLoadError(
+            f"unsupported architecture '{model_type}' in {path}: it is not a text-generating (causal LM) model; "
+            "use a Code Llama-family model"
+        )
+
+
+def weight_files(path: Path) -> list[Path]:
+    files: list[Path] = []
+    for pattern in WEIGHT_PATTERNS:
+        files += sorted(p for p in path.glob(pattern) if p.is_file())
+    return files
+
+
+def check_weights(path: Path, name: str) -> None:
+    """Missing or unreadable weights, found before transformers prints a long stack trace about them."""
+    files = weight_files(path)
+    if not files:
+        raise ModelLoadError(f"no model weights (*.safetensors) in {path}; the download is incomplete: {_pull_hint(name)}")
+    for file in files:
+        if file.suffix != ".safetensors":
+            continue
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:
+            raise ModelLoadError(
+                f"corrupt checkpoint file {file} ({_first_line(exc)}); delete it and re-download: {_pull_hint(name)}"
+            ) from None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text
+        or isinstance(exc, MemoryError)
+    )
+
+
+def oom_message(name: str, quantization: str, device: str) -> str:
+    hint = (
+        "use --quantization 4bit or a smaller model"
+        if quantization != "4bit"
+        else "use a smaller model (e.g. a 7B) or free GPU memory"
+    )
+    return f"out of memory loading '{name}' on {device} with quantization {quantization}; {hint}"
+
+
+def load_model(resolved: ResolvedModel, *, device: str, dtype, quantization: str):
+    """``from_pretrained`` with every failure mapped to a one-line ModelLoadError."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    config = read_config(resolved.path, resolved.name)
+    check_architecture(config, resolved.path)
+    check_weights(resolved.path, resolved.name)
+    qconfig = quantization_config(quantization, dtype)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "sdpa", "local_files_only": True}
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+        kwargs["device_map"] = {"": device if device != "cuda" else "cuda:0"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForCausalLM.from_pretrained(str(resolved.path), **kwargs)
+        if qconfig is None:
+            model = model.to(device)
+        model.eval()
+    except ModelLoadError:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        if is_out_of_memory(exc):
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            raise ModelLoadError(oom_message(resolved.name, quantization, device)) from None
+        text = _first_line(exc)
+        if "bitsandbytes" in text.lower():
+            raise ModelLoadError(
+                f"--quantization {quantization} failed in bitsandbytes ({text}); use --quantization none, "
+                "or reinstall bitsandbytes for this platform"
+            ) from None
+        if "safetensor" in type(exc).__name__.lower() or "deserializ" in text.lower() or "unpickl" in text.lower():
+            raise ModelLoadError(f"corrupt checkpoint in {resolved.path} ({text}); re-download: {_pull_hint(resolved.name)}") from None
+        raise ModelLoadError(f"could not load model '{resolved.name}' from {resolved.path}: {type(exc).__name__}: {text}") from None
+    return model
+
+
+def load_backend(settings: Settings, progress: Progress | None = None):
+    """Resolve, load tokenizer + template + weights, and return a ready :class:`LocalBackend`.
+
+    ``progress(percent, message)`` is called at each stage (the server turns it into ``$/progress``)."""
+    report = progress or (lambda _pct, _msg: None)
+    report(2, f"resolving model {settings.model}")
+    resolved = resolve_model(settings.model, explicit=settings.model_explicit)
+    device = choose_device(settings.device)
+    dtype = choose_dtype(settings.dtype, device)
+    quantization = choose_quantization(settings.quantization, device)
+    config = read_config(resolved.path, resolved.name)
+    check_architecture(config, resolved.path)
+    check_weights(resolved.path, resolved.name)
+    report(10, f"loading tokenizer from {resolved.path}")
+    tokenizer = load_tokenizer_for(resolved)
+    from .templates import template_for
+
+    template = template_for(tokenizer, model_name=resolved.name, config=config, override=settings.template, fim=settings.fim)
+    report(20, f"loading weights ({quantization}, {str(dtype).replace('torch.', '')}, {device})")
+    model = load_model(resolved, device=device, dtype=dtype, quantization=quantization)
+    draft = None
+    if settings.speculation == "draft" and settings.draft_model:
+        report(80, f"loading draft model {settings.draft_model}")
+        draft_resolved = resolve_model(settings.draft_model, explicit=True)
+        draft = load_model(draft_resolved, device=device, dtype=dtype, quantization="none")
+    from .backend import ModelInfo
+    from .local import LocalBackend
+
+    info = ModelInfo(
+        name=resolved.name,
+        path=str(resolved.path),
+        family=template.family,
+        fim=template.fim,
+        device=str(next(model.parameters()).device),
+        dtype=str(dtype).replace("torch.", ""),
+        quantization=quantization,
+        context_length=int(config.get("max_position_embeddings") or 4096),
+        is_demo=resolved.is_demo,
+    )
+    backend = LocalBackend(model, tokenizer, template, info, settings=settings, draft_model=draft, notice=resolved.notice)
+    report(100, "model ready" + (f" ({resolved.notice})" if resolved.notice else ""))
+    return backend
+
+
+def load_tokenizer_for(resolved: ResolvedModel):
+    from .tokenizer import load_tokenizer
+
+    try:
+        return load_tokenizer(resolved.path)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(
+            f"could not load the tokenizer from {resolved.path} ({_first_line(exc)}); the model directory needs "
+            f"tokenizer.json: {_pull_hint(resolved.name)}"
+        ) from None

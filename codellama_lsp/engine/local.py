@@ -1,0 +1,132 @@
+"""The in-process backend: a transformers model resident in memory, with one KV cache kept between requests.
+
+Keystroke after keystroke the prompt changes by a token or two (with the suffix-first FIM layout), so the
+one cache and the ids it covers (:class:`~codellama_lsp.engine.decode.KVState`) turn a full prefill into a
+prefill of the few new tokens. Not thread-safe by design: only the engine's worker thread calls it
+(``engine/worker.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .backend import CancelToken, GenerationParams, GenerationResult, ModelInfo, OnText, monotonic
+from .decode import Cancelled, DraftModel, KVState, generate, prefill
+
+
+class LocalBackend:
+    """Implements :class:`~codellama_lsp.engine.backend.Backend` over a loaded transformers model."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        template: Any,
+        info: ModelInfo,
+        *,
+        settings: Any = None,
+        draft_model: Any = None,
+        notice: str = "",
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = template
+        self.info = info
+        self.notice = notice  # e.g. "the default model is not in the cache; using the bundled demo model"
+        kv_cache = getattr(settings, "kv_cache", "dynamic") if settings is not None else "dynamic"
+        self.kv = KVState(model, kv_cache=kv_cache)
+        self.draft = DraftModel(draft_model) if draft_model is not None else None
+        self._vocab_texts: list[str] | None = None
+        self.last_result: GenerationResult | None = None
+
+    # -- text ---------------------------------------------------------------------------------------------------
+
+    def encode(self, text: str, *, leading_space: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, leading_space=leading_space)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def count_tokens(self, text: str) -> int:
+        return self.tokenizer.count(text)
+
+    def vocab_texts(self) -> list[str]:
+        """The continuation text of every token id ("" for control tokens and partial bytes), computed once
+        on first use (~0.2 s for 32K tokens) for token healing."""
+        if self._vocab_texts is None:
+            texts = []
+            for i in range(self.tokenizer.vocab_size):
+                t = self.tokenizer.decode([i])
+                texts.append("" if "\ufffd" in t else t)
+            self._vocab_texts = texts
+        return self._vocab_texts
+
+    # -- generation ---------------------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        params: GenerationParams,
+        cancel: CancelToken | None = None,
+        on_text: OnText | None = None,
+    ) -> GenerationResult:
+        from .tokenizer import StreamDetokenizer
+
+        result = generate(
+            self.kv,
+            prompt_ids,
+            params,
+            detokenizer=StreamDetokenizer(self.tokenizer),
+            eos_id=self.tokenizer.eos_id,
+            cancel=cancel,
+            on_text=on_text,
+            vocab_texts=self.vocab_texts,
+            draft=self.draft,
+        )
+        self.last_result = result
+        return result
+
+    def warm(self, prompt_ids: Sequence[int], cancel: CancelToken | None = None) -> dict[str, Any]:
+        """Prefill the cache with ``prompt_ids`` without generating (the user paused: the next request for
+        this document then prefills only what changed). Returns {reused_tokens, prefill_tokens, total_s,
+        cancelled}."""
+        start = monotonic()
+        ids = list(prompt_ids)
+        keep = self.kv.sync(ids, cover_all=True)
+
+        def check() -> None:
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled("cancelled")
+
+        cancelled = False
+        try:
+            prefill(self.kv, ids[keep:], check)
+        except Cancelled:
+            cancelled = True
+        except BaseException:
+            self.kv.reset()
+            raise
+        return {
+            "reused_tokens": keep,
+            "prefill_tokens": len(self.kv.ids) - keep,
+            "total_s": monotonic() - start,
+            "cancelled": cancelled,
+        }
+
+    @property
+    def cached_ids(self) -> list[int]:
+        """The token ids the KV cache currently covers (a copy)."""
+        return list(self.kv.ids)
+
+    def reset_cache(self) -> None:
+        self.kv.cache = None
+        self.kv.ids = []
+        if self.draft is not None:
+            self.draft.state.cache = None
+            self.draft.state.ids = []
+
+    def close(self) -> None:
+        self.reset_cache()
+        self.model = None
+        if self.draft is not None:
+            self.draft.state.model = None
