@@ -279,6 +279,14 @@ class DocumentTrees:
             doc = self._docs.get(uri)
             return doc.tree if doc else None
 
+    def tree_for(self, uri: str, text: str) -> Any | None:
+        """The tree of ``uri`` only if it was parsed from exactly ``text`` (else None: parse it yourself)."""
+        with self._lock:
+            doc = self._docs.get(uri)
+        if doc is None or doc.tree is None:
+            return None
+        return doc.tree if doc.data == text.encode("utf-8", "surrogatepass") else None
+
     def language(self, uri: str) -> str | None:
         with self._lock:
             doc = self._docs.get(uri)
@@ -356,7 +364,7 @@ def _empty_block_body(prefix: str, suffix: str, language: str | None) -> bool:
         return nxt is None or len(_indent_of(nxt)) <= len(_indent_of(header))
     if language == "bash":
         return bool(re.search(r"(^|[;\s])(then|do|else|\{)$", before)) and bool(
-            re.match(r"(fi|done|esac|\}|else|elif)\b", after) or not after
+            re.match(r"(?:fi|done|esac|else|elif)\b|\}", after) or not after
         )
     return before.endswith(("{", "(", "[")) and (after[:1] in ("}", ")", "]") or not after)
 
@@ -373,7 +381,7 @@ def _node_kind_at(tree: Any, offset_bytes: int) -> str:
             if node.start_byte < offset_bytes <= node.end_byte:
                 return "comment"
         if kind in ("string", "string_literal", "template_string", "raw_string_literal", "interpreted_string_literal",
-                    "encapsed_string", "string_content", "verbatim_string_literal"):
+                    "encapsed_string", "verbatim_string_literal"):
             if node.start_byte < offset_bytes < node.end_byte or (node.has_error and offset_bytes >= node.end_byte):
                 parent = node.parent
                 if parent is not None and parent.type == "expression_statement" and parent.named_child_count == 1:
@@ -436,24 +444,30 @@ def _multiline_stops(language: str | None, header_indent: str) -> list[str]:
 # ---------------------------------------------------------------- candidate validation
 
 
-def error_count(text: str, language: str | None) -> int | None:
-    """ERROR plus MISSING nodes in the parse of ``text``; None without a grammar."""
+def parse_errors(text: str, language: str | None) -> list[tuple[int, int, bool]] | None:
+    """(start_byte, end_byte, is_missing) of every ERROR and MISSING node; None without a grammar."""
     tree = parse(text, language)
     if tree is None:
         return None
     root = tree.root_node
     if not root.has_error:
-        return 0
-    count = 0
+        return []
+    out = []
     stack = [root]
     while stack:
         node = stack.pop()
         if node.is_error or node.is_missing:
-            count += 1
+            out.append((node.start_byte, node.end_byte, node.is_missing))
             continue
         if node.has_error:
             stack.extend(node.children)
-    return count
+    return out
+
+
+def error_count(text: str, language: str | None) -> int | None:
+    """ERROR plus MISSING nodes in the parse of ``text``; None without a grammar."""
+    errors = parse_errors(text, language)
+    return None if errors is None else len(errors)
 
 
 _TOKEN_CUTS = re.compile(r"[A-Za-z0-9_$]+|\s+|.", re.S)
@@ -496,12 +510,29 @@ def validate(prefix: str, completion: str, suffix: str, language: str | None) ->
     if get_language(language) is None:
         return completion
     prefix, suffix = _window(prefix, suffix)
-    base = error_count(prefix + suffix, language)
+    base = parse_errors(prefix + suffix, language)
     if base is None:
         return completion
+    start = len(prefix.encode("utf-8", "surrogatepass"))
+    missing_at_cursor = any(missing and s == start for s, _, missing in base)
+
+    # an unfinished construct before the cursor that swallows the rest of the text (``function f() {`` at the
+    # end of a file) cannot be judged: errors spanning the completion from there are not held against it
+    base_len = len((prefix + suffix).encode("utf-8", "surrogatepass"))
+    open_to_end = any(s < start and e >= base_len - 1 for s, e, _ in base)
 
     def ok(candidate: str) -> bool:
-        return error_count(prefix + candidate + suffix, language) <= base
+        """No more errors than without it, none inside it, and no earlier error grown over it."""
+        errors = parse_errors(prefix + candidate + suffix, language) or []
+        if len(errors) > len(base):
+            return False
+        end = start + len(candidate.encode("utf-8", "surrogatepass"))
+        for s, e, missing in errors:
+            if start <= s < end or (missing and s == end and not missing_at_cursor):
+                return False
+            if s < start < e and not open_to_end:
+                return False
+        return True
 
     if ok(completion):
         return completion
@@ -514,10 +545,10 @@ def validate(prefix: str, completion: str, suffix: str, language: str | None) ->
             good_line = cand
             break
     # token cuts inside the first line after the last good line cut
-    start = len(good_line)
-    nxt = completion.find("\n", start + 1)
+    good_end = len(good_line)
+    nxt = completion.find("\n", good_end + 1)
     segment_end = len(completion) if nxt < 0 else nxt
-    cuts = [m.end() for m in _TOKEN_CUTS.finditer(completion, start, segment_end)]
+    cuts = [m.end() for m in _TOKEN_CUTS.finditer(completion, good_end, segment_end)]
     for end in reversed(cuts[:-1] if segment_end == len(completion) else cuts):
         cand = completion[:end].rstrip()
         if len(cand) <= len(good_line):
