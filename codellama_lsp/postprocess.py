@@ -1,0 +1,225 @@
+"""Cleaning a raw model completion before it is shown: small pure rules, each one function, applied in order.
+
+1. ``drop_blank`` — nothing but whitespace is no suggestion.
+2. ``first_line`` — single-line requests keep the rest of the current line only.
+3. ``cut_at_block_end`` — multi-line requests stop where the enclosing block ends (indentation; a closing
+   bracket line is kept when the suffix does not already have it).
+4. ``trim_suffix_overlap`` — text the suffix already has right after the cursor (auto-inserted ``)``, ``;``…)
+   is not repeated; brackets are only trimmed when they close something the completion did not open.
+5. ``balance_brackets`` — brackets the completion opens are closed by it (or by the rest of the line); a
+   multi-line completion cut off inside brackets is trimmed back to its last balanced line.
+6. ``syntax.validate`` — the result must not add parse errors to ``prefix + completion + suffix``; it is trimmed
+   to its longest prefix that does not, or dropped.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .context import syntax
+
+OPENERS = {"(": ")", "[": "]", "{": "}"}
+CLOSERS = {")": "(", "]": "[", "}": "{"}
+_PY_CONTINUATION = re.compile(r"(else|elif|except|finally|case)\b")
+_BRACE_CONTINUATION = re.compile(r"(\}\s*)?(else|catch|finally|while)\b")
+_INDENT_LANGS = {"python", "yaml", "haskell", "nim", "elixir"}
+
+
+def clean(completion: str, *, prefix: str, suffix: str, language: str | None, multiline: bool,
+          validate: bool = True) -> str:
+    """The completion as it should be shown, or "" when nothing useful is left."""
+    text = drop_blank(completion)
+    if not text:
+        return ""
+    if not multiline:
+        text = first_line(text, prefix)
+    else:
+        text = cut_at_block_end(text, prefix, suffix, language)
+    text = trim_suffix_overlap(text, suffix)
+    text = balance_brackets(text, suffix, multiline)
+    last_line = text.rsplit("\n", 1)[-1]
+    tail = "\n" + last_line if "\n" in text and not last_line.strip() and _suffix_starts_with_closer(suffix) else ""
+    text = text.rstrip() + tail
+    if not text.strip():
+        return ""
+    if validate:
+        checked = syntax.validate(prefix, text, suffix, language)
+        if checked != text:
+            text = checked.rstrip()
+    return text if text.strip() else ""
+
+
+# ---------------------------------------------------------------- rules
+
+
+def drop_blank(completion: str) -> str:
+    return completion if completion and completion.strip() else ""
+
+
+def first_line(completion: str, prefix: str) -> str:
+    """Single-line mode: up to the first line break (a leading break on a blank line is skipped)."""
+    line_prefix = prefix[prefix.rfind("\n") + 1:]
+    if not line_prefix.strip():
+        stripped = completion.lstrip("\n")
+        if stripped != completion and line_prefix == "":
+            completion = stripped
+    return completion.split("\n", 1)[0]
+
+
+def _width(s: str) -> int:
+    return len(s.expandtabs(4))
+
+
+def _indent(s: str) -> str:
+    return s[: len(s) - len(s.lstrip(" \t"))]
+
+
+def _opens_block(line_prefix: str, language: str | None) -> bool:
+    stripped = line_prefix.rstrip()
+    if language == "python":
+        return stripped.endswith(":")
+    return stripped.endswith(("{", "(", "[")) or (language == "bash" and bool(re.search(r"\b(then|do)$", stripped)))
+
+
+def _first_nonblank(text: str) -> str:
+    for line in text.split("\n"):
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _suffix_starts_with_closer(suffix: str) -> bool:
+    first = suffix.split("\n", 1)[0].strip()
+    return bool(first) and first[0] in CLOSERS
+
+
+def cut_at_block_end(completion: str, prefix: str, suffix: str, language: str | None) -> str:
+    """Stop a multi-line completion where its block ends, judged by indentation."""
+    lines = completion.split("\n")
+    if len(lines) == 1:
+        return completion
+    line_prefix = prefix[prefix.rfind("\n") + 1:]
+    blank_start = not line_prefix.strip()
+    if blank_start:
+        base = _width(line_prefix + _indent(lines[0]))
+        deeper = False
+    else:
+        base = _width(_indent(line_prefix))
+        deeper = _opens_block(line_prefix, language)
+    indent_lang = language in _INDENT_LANGS
+    suffix_next = _first_nonblank(suffix)
+    kept = [lines[0]]
+    went_deeper = False
+    for line in lines[1:]:
+        if not line.strip():
+            kept.append(line)
+            continue
+        width = _width(_indent(line))
+        stripped = line.strip()
+        ends_block = width < base or (deeper and width == base)
+        if not ends_block and width == base and went_deeper and base == 0 and indent_lang:
+            ends_block = not _PY_CONTINUATION.match(stripped)  # top level: one definition at a time
+        if ends_block:
+            if indent_lang and _PY_CONTINUATION.match(stripped) and width == base:
+                kept.append(line)
+                went_deeper = False
+                continue
+            if not indent_lang and stripped[0] in CLOSERS:
+                if _BRACE_CONTINUATION.match(stripped) and not stripped.rstrip().endswith(("}", ")", "]", ";")):
+                    kept.append(line)  # "} else {" continues the statement
+                    continue
+                cursor_rest = suffix.split("\n", 1)[0].strip()
+                if cursor_rest[:1] == stripped[:1]:
+                    # auto-paired ``{|}``: the suffix closes the block; keep the line break and indentation
+                    # so its closer lands on a line of its own
+                    kept.append(_indent(line))
+                    break
+                if stripped == suffix_next:
+                    break  # the suffix's next line already closes this block
+                kept.append(line)
+            break
+        if width > base:
+            went_deeper = True
+        kept.append(line)
+    result = "\n".join(kept)
+    return result
+
+
+def _scan(text: str) -> tuple[list[str], list[int]]:
+    """Unclosed openers left in ``text`` and positions of closers that close nothing in ``text``.
+
+    Quotes on one line are skipped, so brackets inside string literals do not count."""
+    stack: list[str] = []
+    excess: list[int] = []
+    quote = ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == quote or ch == "\n":
+                quote = ""
+        elif ch in "\"'`":
+            quote = ch
+        elif ch in OPENERS:
+            stack.append(ch)
+        elif ch in CLOSERS:
+            if stack and stack[-1] == CLOSERS[ch]:
+                stack.pop()
+            else:
+                excess.append(i)
+        i += 1
+    return stack, excess
+
+
+def trim_suffix_overlap(completion: str, suffix: str) -> str:
+    """Drop the end of the completion that repeats what follows the cursor on its line.
+
+    Closing brackets in the overlap are dropped only when they close something opened before the completion
+    (the suffix's copy does that job); ``print(`` + ``foo()`` + ``)`` keeps ``foo()`` whole."""
+    rest = suffix.split("\n", 1)[0].strip()
+    if not rest:
+        return completion
+    body = completion.rstrip()
+    _, excess = _scan(body)
+    excess_set = set(excess)
+    for k in range(min(len(rest), len(body)), 0, -1):
+        piece = rest[:k]
+        if not body.endswith(piece):
+            continue
+        start = len(body) - k
+        if all(body[j] not in CLOSERS or j in excess_set for j in range(start, len(body))):
+            if piece.strip() and (any(c in CLOSERS or c in ";,:" for c in piece) or k >= 3):
+                return body[:start].rstrip(" \t") if body[:start].strip() else ""
+    return completion
+
+
+def balance_brackets(completion: str, suffix: str, multiline: bool) -> str:
+    """Close what the completion opens: by the rest of the line when it has the closers, else appended
+    (single line); a multi-line completion left open is cut back to its last line where all was closed."""
+    stack, _ = _scan(completion)
+    if not stack:
+        return completion
+    rest = suffix.split("\n", 1)[0].lstrip()
+    needed = [OPENERS[o] for o in reversed(stack)]
+    supplied = 0
+    for ch in rest:
+        if supplied < len(needed) and ch == needed[supplied]:
+            supplied += 1
+        elif ch in " \t":
+            continue
+        else:
+            break
+    missing = "".join(needed[supplied:])
+    if not missing:
+        return completion
+    if not multiline or "\n" not in completion.rstrip():
+        return completion.rstrip() + missing
+    lines = completion.split("\n")
+    for end in range(len(lines) - 1, 0, -1):
+        candidate = "\n".join(lines[:end])
+        if not _scan(candidate)[0]:
+            return candidate
+    return ""

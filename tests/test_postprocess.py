@@ -1,0 +1,96 @@
+"""Post-processing rules, one golden table per rule, then the whole pipeline."""
+
+from __future__ import annotations
+
+import pytest
+
+from codellama_lsp.postprocess import (
+    balance_brackets,
+    clean,
+    cut_at_block_end,
+    first_line,
+    trim_suffix_overlap,
+)
+
+
+@pytest.mark.parametrize(
+    "completion,prefix,expected",
+    [
+        ("foo(x)\nbar()", "y = ", "foo(x)"),
+        ("\nreturn 1", "", "return 1"),  # at column 0 of an empty line a leading break is noise
+        ("\nreturn 1", "x = 1", ""),  # after text, a line break ends the single-line completion
+    ],
+)
+def test_first_line(completion, prefix, expected):
+    assert first_line(completion, prefix) == expected
+
+
+@pytest.mark.parametrize(
+    "completion,suffix,expected",
+    [
+        ("foo())", ")\n", "foo()"),  # the suffix's ")" closes the prefix's "("
+        ("foo()", ")\n", "foo()"),  # balanced on its own: nothing to trim
+        ("b, c);", ");\n", "b, c"),
+        ('"name"]', '"]\n', '"name'),
+        ("x + 1", "\n", "x + 1"),
+        ("value)", "  ) + 2\n", "value"),
+    ],
+)
+def test_trim_suffix_overlap(completion, suffix, expected):
+    assert trim_suffix_overlap(completion, suffix) == expected
+
+
+@pytest.mark.parametrize(
+    "completion,suffix,multiline,expected",
+    [
+        ("foo(bar(x", "\n", False, "foo(bar(x))"),
+        ("foo(bar(x", ")\n", False, "foo(bar(x)"),  # one closer already in the suffix
+        ("foo(x)", "\n", False, "foo(x)"),
+        ("items = [\n    1,\n    2,\n]\nrest = call(1,\n", "\n", True, "items = [\n    1,\n    2,\n]"),
+    ],
+)
+def test_balance_brackets(completion, suffix, multiline, expected):
+    assert balance_brackets(completion, suffix, multiline) == expected
+
+
+@pytest.mark.parametrize(
+    "completion,prefix,suffix,language,expected",
+    [
+        # python: the body ends where indentation returns to the header's level
+        ("\n    return x + 1\n\ndef g():\n    pass", "def f(x):", "\n", "python", "\n    return x + 1\n"),
+        # python: else/elif continue the statement
+        ("\n    if x:\n        a()\n    else:\n        b()\nz = 1", "def f(x):", "\n", "python",
+         "\n    if x:\n        a()\n    else:\n        b()"),
+        # python at top level: one definition at a time
+        ("def a():\n    pass\n\ndef b():\n    pass", "", "\n", "python", "def a():\n    pass\n"),
+        # braces: the closer is kept when the suffix lacks it ...
+        ("\n  return 1;\n}\n\nfunction g() {}", "function f() {", "\n", "javascript", "\n  return 1;\n}"),
+        # ... left to the suffix when it already has it on the next line ...
+        ("\n  return 1;\n}\nfoo();", "function f() {", "\n}\n", "javascript", "\n  return 1;"),
+        # ... and "} else {" continues the statement
+        ("\n    a();\n  } else {\n    b();\n  }\n  c();", "  if (x) {", "\n", "javascript",
+         "\n    a();\n  } else {\n    b();\n  }"),
+    ],
+)
+def test_cut_at_block_end(completion, prefix, suffix, language, expected):
+    assert cut_at_block_end(completion, prefix, suffix, language) == expected
+
+
+@pytest.mark.parametrize(
+    "completion,prefix,suffix,language,multiline,expected",
+    [
+        ("   \n  ", "x = ", "\n", "python", False, ""),
+        ("foo())", "print(", ")\n", "python", False, "foo()"),
+        ("foo(bar(x", "y = ", ")\n", "python", False, "foo(bar(x)"),
+        ("\n    return x + 1\n\ndef g():\n    pass\n", "def f(x):", "\n", "python", True, "\n    return x + 1"),
+        # auto-paired "{|}": the model's "}" is dropped, a line break keeps the suffix's on its own line
+        ("\n  return 1;\n}\n", "function f() {", "}\n", "javascript", True, "\n  return 1;\n"),
+        ("x = = 1", "def f(x):\n    ", "\n", "python", False, "x"),
+        ("1; ]]", "int f(void) {\n  return ", "\n}\n", "c", False, "1;"),
+        ("}}}", "int f(void) {\n  return ", "\n}\n", "c", False, ""),
+        ("b, c);", "foo(a, ", ");\n", "javascript", False, "b, c"),
+        ("print('hi')", "", "\n", "ruby", False, "print('hi')"),  # no grammar: rules without validation
+    ],
+)
+def test_clean(completion, prefix, suffix, language, multiline, expected):
+    assert clean(completion, prefix=prefix, suffix=suffix, language=language, multiline=multiline) == expected
