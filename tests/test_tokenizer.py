@@ -50,6 +50,25 @@ def test_encode_equals_sentencepiece_on_random_strings(sp, codellama_tok):
 
 
 @needs_shared
+def test_long_texts_take_the_line_cache_path_exactly(sp, codellama_tok):
+    assert codellama_tok._newline_id == codellama_tok.token_id("<0x0A>")  # Llama: no piece contains "\n"
+    rng = random.Random(8)
+    lines = _random_texts(400, seed=9)
+    raw = codellama_tok._text
+    for _ in range(60):
+        text = "\n".join(rng.sample(lines, rng.randrange(20, 80)))
+        if rng.random() < 0.3:
+            text = "\n" + text + "\n\n"
+        assert len(text) >= 512
+        assert codellama_tok.encode(text) == sp.encode(text) == raw.encode("▁" + text, add_special_tokens=False).ids
+        assert codellama_tok.encode(text, leading_space=False) == ref_encode_infilling(sp, text)
+    # an edit re-encodes only the edited line; the result stays exact
+    base = "\n".join(lines[:200])
+    edited = base.replace(lines[100], lines[100] + "x = 1", 1)
+    assert codellama_tok.encode(edited) == sp.encode(edited)
+
+
+@needs_shared
 def test_special_token_strings_in_user_text_stay_text(sp, codellama_tok):
     text = "<b>bold</b> <s>struck</s>"
     ids = codellama_tok.encode(text)

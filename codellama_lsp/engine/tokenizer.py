@@ -22,6 +22,7 @@ per token stays constant however long the output grows.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -51,6 +52,8 @@ CONTROL_PIECES: tuple[str, ...] = (
 )
 
 _REPLACEMENT = "\ufffd"
+_LINE_SPLIT_MIN = 512  # shorter texts: one call into tokenizers is faster than the line cache
+_LINE_CACHE_SIZE = 32768  # lines; a few MB at most
 
 
 def _strip_implicit_space(node: Any) -> tuple[Any, str]:
@@ -141,6 +144,8 @@ class Tokenizer:
         self.control_ids: frozenset[int] = frozenset(control)
         byte_ids = (raw.token_to_id(f"<0x{b:02X}>") for b in range(256))
         self.byte_ids: frozenset[int] = frozenset(i for i in byte_ids if i is not None)
+        self._newline_id = self._isolated_newline(raw, pre_tokenizer)
+        self._line_cache = functools.lru_cache(maxsize=_LINE_CACHE_SIZE)(self._encode_line)
         self._anchor_id, self._anchor_text = self._pick_anchor()
         self._check_leading_space()
 
@@ -154,12 +159,49 @@ class Tokenizer:
 
     def encode(self, text: str, *, leading_space: bool = True) -> list[int]:
         """Ids of ``text`` without BOS. ``leading_space=True`` matches ``sp.encode(text)``;
-        ``False`` matches Meta's ``encode_infilling`` (no implicit leading "▁")."""
+        ``False`` matches Meta's ``encode_infilling`` (no implicit leading "▁").
+
+        Runs on every keystroke over the whole prefix and suffix, so long texts are encoded line by
+        line through a cache when the vocabulary makes that exact (see ``_isolated_newline``):
+        typing re-encodes only the edited line."""
         if not text:
             return []
+        if self._newline_id is None or len(text) < _LINE_SPLIT_MIN:
+            if leading_space and self._implicit:
+                text = self._implicit + text
+            return self._text.encode(text, add_special_tokens=False).ids
+        lines = text.split("\n")
+        cached = self._line_cache
+        newline = self._newline_id
+        out = list(cached(lines[0], leading_space))
+        for line in lines[1:]:
+            out.append(newline)
+            if line:
+                out.extend(cached(line, False))
+        return out
+
+    def _encode_line(self, line: str, leading_space: bool) -> tuple[int, ...]:
         if leading_space and self._implicit:
-            text = self._implicit + text
-        return self._text.encode(text, add_special_tokens=False).ids
+            line = self._implicit + line
+        if not line:
+            return ()
+        return tuple(self._text.encode(line, add_special_tokens=False).ids)
+
+    @staticmethod
+    def _isolated_newline(raw: Any, pre_tokenizer: Any) -> int | None:
+        """The id of the newline byte piece when no merge can ever cross a newline, else None.
+
+        In SentencePiece-style vocabularies like Llama's, "\n" is only ever the byte-fallback piece
+        ``<0x0A>``: no vocabulary piece contains it, so BPE cannot merge across it and
+        ``encode(a + "\n" + b) == encode(a) + [<0x0A>] + encode_no_space(b)`` exactly. Vocabularies
+        with newline pieces (byte-level ones, or a BPE trained without pre-splitting) return None.
+        """
+        newline = raw.token_to_id("<0x0A>")
+        if newline is None or (isinstance(pre_tokenizer, dict) and pre_tokenizer.get("type") not in (None, "Metaspace")):
+            return None
+        if any("\n" in piece for piece in raw.get_vocab(with_added_tokens=True)):
+            return None
+        return newline
 
     def encode_batch(self, texts: Sequence[str], *, leading_space: bool = True) -> list[list[int]]:
         """``encode`` for many texts at once (the Rust side runs them in parallel)."""
