@@ -293,11 +293,19 @@ def build_prompt(
     offset = max(0, min(int(offset), len(text)))
     language = syntax.language_for(language_id, path)
     tree = None
-    if trees is not None:
-        try:
-            tree = trees.tree(uri or path)
-        except Exception:
-            tree = None
+    if trees is not None and hasattr(trees, "tree_for"):
+        keys = [uri] if uri else []
+        if path and os.path.isabs(path):
+            from pathlib import Path
+
+            keys += [Path(path).as_uri(), path]
+        for key in keys:
+            try:
+                tree = trees.tree_for(key, text)
+            except Exception:
+                tree = None
+            if tree is not None:
+                break
     decision = syntax.analyze(text, offset, language, tree)
     if not decision.complete:
         return None
