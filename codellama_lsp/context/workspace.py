@@ -687,7 +687,8 @@ class WorkspaceIndex:
         self.generation += 1
 
     def refresh(self, paths: Iterable[str]) -> list[str]:
-        """Re-index the given files now (also what the watcher does after debouncing); returns changed paths."""
+        """Re-index the given files now (what the watcher does after debouncing); tells the listeners and
+        returns the paths that changed."""
         changed = []
         for raw in paths:
             path = os.path.realpath(raw)
@@ -715,7 +716,17 @@ class WorkspaceIndex:
             with self._lock:
                 self._rebuild_names()
                 self.stats["files"] = len(self._files)
+            self._notify(changed)
         return changed
+
+    def _notify(self, changed: list[str]) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(changed)
+            except Exception:  # a listener's bug must not stop indexing
+                pass
 
     # -------------------------------------------------------------- watching
 
@@ -772,17 +783,13 @@ class WorkspaceIndex:
             self._timer = None
         if rescan:
             self._ignore.clear()
-            changed = self._full_scan({})
-        else:
-            changed = self.refresh(pending)
-        if changed:
             with self._lock:
-                listeners = list(self._listeners)
-            for listener in listeners:
-                try:
-                    listener(changed)
-                except Exception:
-                    pass
+                self._root_cache.clear()
+            changed = self._full_scan({})
+            if changed:
+                self._notify(changed)
+        else:
+            self.refresh(pending)
 
     # -------------------------------------------------------------- persistence
 

@@ -1,0 +1,246 @@
+"""Prompt packing with the real Code Llama tokenizer and template: budgets, layout, healing, secrets."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from codellama_lsp.config import Settings
+from codellama_lsp.context.prompt import LineCachedTokenizer, build_prompt, comment_lines
+from codellama_lsp.context.retrieval import Retriever
+from codellama_lsp.context.syntax import DocumentTrees
+from codellama_lsp.context.workspace import WorkspaceIndex
+
+from conftest import TOKENIZER_DIR, needs_shared
+
+pytestmark = needs_shared
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from codellama_lsp.engine.tokenizer import load_tokenizer
+
+    return load_tokenizer(TOKENIZER_DIR)
+
+
+@pytest.fixture(scope="module")
+def template(tokenizer):
+    from codellama_lsp.engine.templates import template_for
+
+    return template_for(tokenizer, model_name="codellama/CodeLlama-7b-hf")
+
+
+def write(root: Path, rel: str, text: str) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+BODY = "".join(f"def helper_{i}(value):\n    return value * {i} + len(str(value))\n\n\n" for i in range(150))
+CURRENT = ("from .models import make_user\n\n\n" + BODY +
+           "def register(name):\n    user = make_user(name)\n    <CURSOR>\n\n\ndef tail():\n    return 0\n")
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    write(root, "pkg/__init__.py", "")
+    write(root, "pkg/models.py", "class User:\n    pass\n\n\ndef make_user(name):\n    return User()\n")
+    write(root, "pkg/app.py", CURRENT.replace("<CURSOR>", ""))
+    return root
+
+
+@pytest.fixture()
+def retriever(repo, tmp_path):
+    index = WorkspaceIndex([repo], tmp_path / "cache", watch=False).start()
+    yield Retriever(index)
+    index.stop()
+
+
+def at_cursor(text: str = CURRENT) -> tuple[str, int]:
+    return text.replace("<CURSOR>", ""), text.index("<CURSOR>")
+
+
+def plan_for(template, tokenizer, retriever=None, *, budget=4096, text=None, offset=None, path=None, **kw):
+    if text is None:
+        text, offset = at_cursor()
+    return build_prompt(text=text, offset=offset, path=path, language_id="python", template=template,
+                        tokenizer=tokenizer, settings=Settings(context_tokens=budget, **kw.pop("settings", {})),
+                        retriever=retriever, **kw)
+
+
+@pytest.mark.parametrize("budget", [256, 1024, 4096, 16384])
+def test_budget_is_never_exceeded(repo, template, tokenizer, retriever, budget):
+    plan = plan_for(template, tokenizer, retriever, budget=budget, path=str(repo / "pkg/app.py"))
+    assert len(plan.prompt_ids) <= budget
+    assert plan.prefix_tokens + plan.suffix_tokens + plan.context_tokens <= budget
+    if budget >= 1024:
+        assert plan.snippets, "room for repository context"
+        assert plan.suffix_tokens > 0
+
+
+def test_prompt_ids_are_exactly_the_templates(repo, template, tokenizer, retriever):
+    plan = plan_for(template, tokenizer, retriever, path=str(repo / "pkg/app.py"))
+    assert plan.prompt_ids == template.fim_ids(plan.context_text + plan.prefix, plan.suffix, "spm")
+
+
+def test_line_cached_tokenizer_is_exact(tokenizer):
+    rng = random.Random(3)
+    pieces = ["def f(x):", "    return x", "", "\t\tindent", "ünïcode ✓", "  trailing  ", "a" * 40, "}", "# c"]
+    cached = LineCachedTokenizer(tokenizer)
+    for _ in range(200):
+        text = "\n".join(rng.choice(pieces) for _ in range(rng.randrange(1, 8))) + rng.choice(["", "\n", "\n\n"])
+        for leading in (True, False):
+            assert cached.encode(text, leading_space=leading) == tokenizer.encode(text, leading_space=leading)
+
+
+def test_snippets_are_comment_blocks_with_path_most_relevant_last(repo, template, tokenizer, retriever):
+    plan = plan_for(template, tokenizer, retriever, path=str(repo / "pkg/app.py"))
+    data = plan.to_json()
+    assert data["fim_mode"] == "spm"
+    assert {"prompt", "prompt_ids", "fim_mode", "snippets", "prefix_tokens", "suffix_tokens",
+            "context_tokens"} <= set(data)
+    last = data["snippets"][-1]
+    assert last["reason"].startswith("definition of make_user") and last["path"] == "pkg/models.py"
+    assert set(last) == {"path", "start_line", "end_line", "reason", "tokens"}
+    header = f"# pkg/models.py:{last['start_line']}-{last['end_line']} ({last['reason']})\n# def make_user(name):"
+    assert header in data["prompt"]
+    # the block sits before the document prefix, closest snippet right above it
+    assert data["prompt"].index(header) < data["prompt"].index("def register(name):")
+    assert plan.context_tokens == sum(s["tokens"] for s in data["snippets"])
+
+
+def test_comment_syntax_per_language():
+    assert comment_lines("a\nb", "python") == "# a\n# b"
+    assert comment_lines("a", "rust") == "// a"
+    assert comment_lines("a", "lua") == "-- a"
+    assert comment_lines("a", "html") == "<!--\na\n-->"
+
+
+def test_large_budget_includes_whole_file(repo, template, tokenizer, retriever):
+    small = plan_for(template, tokenizer, retriever, budget=1024, path=str(repo / "pkg/app.py"))
+    large = plan_for(template, tokenizer, retriever, budget=16384, path=str(repo / "pkg/app.py"))
+    assert len(small.prefix) < len(large.prefix)
+    assert large.prefix.startswith("from .models import make_user")
+    assert small.prefix.endswith("user = make_user(name)\n    ")
+
+
+def test_successive_keystrokes_share_a_long_prefix(repo, template, tokenizer, retriever):
+    text, offset = at_cursor()
+    first = plan_for(template, tokenizer, retriever, text=text, offset=offset, path=str(repo / "pkg/app.py"),
+                     settings={"fim_mode": "psm"})
+    typed = text[:offset] + "us" + text[offset:]
+    second = plan_for(template, tokenizer, retriever, text=typed, offset=offset + 2, path=str(repo / "pkg/app.py"),
+                      settings={"fim_mode": "psm"})
+    shared = next((i for i, (a, b) in enumerate(zip(first.prompt_ids, second.prompt_ids)) if a != b),
+                  min(len(first.prompt_ids), len(second.prompt_ids)))
+    assert [s.to_json() for s in first.snippets] == [s.to_json() for s in second.snippets]
+    assert shared >= len(first.prompt_ids) - len(tokenizer.encode(first.suffix, leading_space=False)) - 12
+
+
+def test_token_healing_in_spm_only(template, tokenizer):
+    text = "import os\nvalue = os.pa"
+    plan = plan_for(template, tokenizer, text=text, offset=len(text))
+    assert plan.heal_prefix == "pa" and plan.prefix.endswith("os.")
+    plan = plan_for(template, tokenizer, text=text, offset=len(text), settings={"fim_mode": "psm"})
+    assert plan.fim_mode == "psm" and plan.heal_prefix == "" and plan.prefix.endswith("os.pa")
+
+
+def test_no_prompt_inside_an_identifier(template, tokenizer):
+    text = "value = compute(1)\n"
+    assert plan_for(template, tokenizer, text=text, offset=text.index("pute")) is None
+
+
+def test_left_to_right_models_get_prefix_only(tokenizer):
+    from codellama_lsp.engine.templates import template_for
+
+    plain = template_for(tokenizer, model_name="codellama/CodeLlama-7b-Instruct-hf", fim=False)
+    text, offset = at_cursor()
+    plan = plan_for(plain, tokenizer, text=text, offset=offset)
+    assert plan.fim_mode == "none" and plan.suffix == "" and plan.suffix_tokens == 0
+    assert plan.prompt_ids == plain.prefix_ids(plan.prefix)
+
+
+def test_multiline_and_tree_from_document_trees(template, tokenizer, tmp_path):
+    text = "def f(x):\n    if x:\n"
+    path = tmp_path / "m.py"
+    trees = DocumentTrees()
+    trees.update(path.as_uri(), text, "python")
+    plan = plan_for(template, tokenizer, text=text, offset=len(text) - 1, path=str(path), trees=trees)
+    assert plan.multiline and plan.max_new_tokens == 128
+    text2 = "x = compute(1, \n"
+    plan = plan_for(template, tokenizer, text=text2, offset=len(text2) - 1)
+    assert not plan.multiline and plan.stop_strings == ["\n"] and plan.max_new_tokens <= 64
+
+
+class RepoTemplate:
+    """A family with a native repository format: records what it was given."""
+
+    fim = True
+    repo_format = True
+    family = "repo-test"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.calls = []
+
+    def resolve_mode(self, mode):
+        return mode
+
+    def fim_ids(self, prefix, suffix, mode="spm", *, repo_files=None, path=None):
+        self.calls.append((prefix, repo_files, path))
+        return self.tokenizer.encode((repo_files and "".join(t for _, t in repo_files) or "") + prefix + suffix)
+
+
+def test_repo_format_families_get_files_not_comments(repo, tokenizer, retriever):
+    tpl = RepoTemplate(tokenizer)
+    plan = plan_for(tpl, tokenizer, retriever, path=str(repo / "pkg/app.py"))
+    prefix, repo_files, path = tpl.calls[-1]
+    assert plan.snippets and repo_files == [(s.path, s.text) for s in plan.snippets]
+    assert path == "pkg/app.py"
+    assert "# pkg/models.py" not in prefix and plan.context_text == ""
+
+
+SECRETS = ["AKIAIOSFODNN7EXAMPLE", "sk-live-0123456789abcdefghijklmn", "hunter2hunter2", "BEGINKEYMATERIAL",
+           "env-file-secret-value", "credentials-file-value", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"]
+
+
+def test_planted_secrets_never_reach_a_prompt(tmp_path, template, tokenizer):
+    root = tmp_path / "repo"
+    # secret files that define and mention exactly what the cursor uses
+    write(root, ".env", "def make_user(name):\n    return 'env-file-secret-value'\n")
+    write(root, "credentials.py", "def make_user(name):\n    return 'credentials-file-value'\n")
+    write(root, "id_rsa", "-----BEGIN OPENSSH PRIVATE KEY-----\nBEGINKEYMATERIAL\n-----END OPENSSH PRIVATE KEY-----\n")
+    write(root, "deploy/server.pem", "make_user register BEGINKEYMATERIAL\n")
+    # ordinary files with secret lines next to what the cursor uses
+    write(root, "pkg/__init__.py", "")
+    write(root, "pkg/models.py", "AWS_KEY = 'AKIAIOSFODNN7EXAMPLE'\n\n\ndef make_user(name):\n"
+                                 "    password = \"hunter2hunter2\"\n    return name\n")
+    write(root, "pkg/similar.py", "def register_other(name):\n    user = make_user(name)\n"
+                                  "    token = 'ghp_abcdefghijklmnopqrstuvwxyz0123456789'\n    return user\n")
+    current = ("from .models import make_user\nSTRIPE = 'sk-live-0123456789abcdefghijklmn'\n\n"
+               "def register(name):\n    user = make_user(name)\n    ")
+    path = write(root, "pkg/app.py", current)
+    index = WorkspaceIndex([root], tmp_path / "cache", watch=False).start()
+    try:
+        retriever = Retriever(index)
+        open_docs = {str(root / ".env"): "make_user register env-file-secret-value\n",
+                     str(root / "pkg/similar.py"): (root / "pkg/similar.py").read_text()}
+        edits = [(str(root / "credentials.py"), 0, 1), (str(root / "pkg/models.py"), 0, 4)]
+        for budget in (1024, 4096, 16384):
+            for mode in ("spm", "psm"):
+                plan = plan_for(template, tokenizer, retriever, budget=budget, text=current, offset=len(current),
+                                path=str(path), open_documents=open_docs, recent_edits=edits,
+                                settings={"fim_mode": mode})
+                shown = plan.to_json()["prompt"] + "".join(s.text for s in plan.snippets)
+                assert plan.snippets
+                assert "make_user" in shown
+                for secret in SECRETS:
+                    assert secret not in shown, (secret, budget, mode)
+                assert not any(s.path in (".env", "credentials.py", "id_rsa", "deploy/server.pem")
+                               for s in plan.snippets)
+    finally:
+        index.stop()
