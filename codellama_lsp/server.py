@@ -37,6 +37,7 @@ CONFIG_SECTION = "codellama"
 # Settings whose change needs the model loaded again.
 RELOAD_KEYS = ("model", "quantization", "device", "dtype", "template", "fim", "backend", "endpoint",
                "draft_model", "kv_cache")
+MAX_RECENT_EDITS = 16
 
 
 # --- protocol: typed custom requests, and an answer for every request ------------------------------
@@ -135,6 +136,7 @@ class CodeLlamaServer(LanguageServer):
         self._load_task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         self._log_handler: logging.Handler | None = None
+        self.recent_edits: list[tuple[str, int, int]] = []  # (path, start_line, end_line), most recent last
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -206,7 +208,9 @@ class CodeLlamaServer(LanguageServer):
         old, self.settings = self.settings, new
         self.completion.settings = new
         set_level(new.log_level, log_document_text=new.log_document_text)
-        if old.as_dict() != new.as_dict():
+        changed = sorted(k for k, v in new.as_dict().items() if getattr(old, k) != v)
+        log.info("settings applied from %s; changed: %s", source, ", ".join(changed) or "nothing")
+        if changed:
             self.completion.forget()
             if self.state != "starting" and any(getattr(old, k) != getattr(new, k) for k in RELOAD_KEYS):
                 self.spawn(self.load_model(reload=True))
@@ -258,7 +262,7 @@ class CodeLlamaServer(LanguageServer):
             self.show(message, lsp.MessageType.Error)
         else:
             info = self.engine.info
-            notice = getattr(self.engine, "notice", None)
+            notice = getattr(self.engine, "notice", None) or getattr(self.engine.backend, "notice", "")
             if notice:
                 self.show(notice, lsp.MessageType.Info)
             log.info("model %s ready on %s (%s) in %.1f s", getattr(info, "name", "?"),
@@ -317,11 +321,14 @@ class CodeLlamaServer(LanguageServer):
         try:
             index = WorkspaceIndex(roots)
             await asyncio.to_thread(index.start)
+            retriever = Retriever(index)
+            await asyncio.to_thread(retriever.warm)
         except Exception:
             log.exception("workspace index failed for %s", roots)
             return
         self.index = index
-        self.retriever = self.completion.retriever = Retriever(index)
+        self.retriever = self.completion.retriever = retriever
+        log.info("indexed %d files in %s", len(index.files()), ", ".join(roots))
 
     # -- completion ------------------------------------------------------------------------------
 
@@ -334,8 +341,8 @@ class CodeLlamaServer(LanguageServer):
         doc = self.workspace.get_text_document(uri)
         try:
             text = doc.source
-        except OSError:
-            text = ""
+        except (OSError, UnicodeDecodeError):  # never opened and not readable on disk
+            return CompletionOutcome(reason="unknown_document", uri=uri), LineIndex.of("")
         encoding = normalize_encoding(self.workspace.position_encoding)
         lines = LineIndex.of(text)
         offset = lines.offset_at(position.line, position.character, encoding)
@@ -353,7 +360,8 @@ class CodeLlamaServer(LanguageServer):
             outcome = await self.completion.complete(
                 text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "", cancel=token,
                 trigger=trigger, selected=chosen,
-                open_documents=self.open_documents() if self.settings.repo_context else None)
+                open_documents=self.open_documents() if self.settings.repo_context else None,
+                recent_edits=list(self.recent_edits))
         finally:
             if self._inflight.get(uri) is token:
                 del self._inflight[uri]
@@ -364,9 +372,22 @@ class CodeLlamaServer(LanguageServer):
         (sl, sc), (el, ec) = lines.position_at(start, encoding), lines.position_at(end, encoding)
         return lsp.Range(start=lsp.Position(line=sl, character=sc), end=lsp.Position(line=el, character=ec))
 
+    def note_edit(self, path: str, start_line: int, end_line: int) -> None:
+        """Remember where the user edits (retrieval shows the model code around recent edits)."""
+        last = self.recent_edits[-1] if self.recent_edits else None
+        if last and last[0] == path and last[1] <= start_line <= last[2] + 1:
+            self.recent_edits[-1] = (path, min(last[1], start_line), max(last[2], end_line))
+        else:
+            self.recent_edits.append((path, start_line, end_line))
+            del self.recent_edits[:-MAX_RECENT_EDITS]
+
     def cancel_all(self, reason: str) -> None:
         for token in list(self._inflight.values()):
             token.cancel(reason)
+
+
+def _request_failed(message: str) -> JsonRpcException:
+    return JsonRpcException.from_error(lsp.ResponseError(code=lsp.LSPErrorCodes.RequestFailed, message=message))
 
 
 def _section(values: Any) -> dict[str, Any]:
@@ -450,7 +471,13 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: CodeLlamaServer, params: lsp.DidChangeTextDocumentParams) -> None:
-        _update_tree(ls, params.text_document.uri)
+        uri = params.text_document.uri
+        _update_tree(ls, uri)
+        path = _fs_path(uri)
+        for change in params.content_changes:
+            if path and isinstance(change, lsp.TextDocumentContentChangePartial):
+                start = change.range.start.line
+                ls.note_edit(path, start, start + change.text.count("\n"))
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: CodeLlamaServer, params: lsp.DidCloseTextDocumentParams) -> None:
@@ -495,16 +522,19 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
     async def prompt(ls: CodeLlamaServer, params: lsp.TextDocumentPositionParams) -> dict[str, Any]:
         """What the model sees (and answers) at a position: the JSON of ``complete --show-prompt --json``."""
         if not getattr(ls.engine, "ready", False):
-            raise JsonRpcException.from_error(lsp.ResponseError(
-                code=lsp.LSPErrorCodes.RequestFailed, message=f"model not ready ({ls.state})"))
+            raise _request_failed(f"model not ready ({ls.state})")
         uri = params.text_document.uri
         doc = ls.workspace.get_text_document(uri)
-        text = doc.source
+        try:
+            text = doc.source
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _request_failed(f"cannot read {uri}: {exc}") from None
         lines = LineIndex.of(text)
         offset = lines.offset_at(params.position.line, params.position.character,
                                  normalize_encoding(ls.workspace.position_encoding))
         return await ls.completion.prompt(text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "",
-                                          open_documents=ls.open_documents() if ls.settings.repo_context else None)
+                                          open_documents=ls.open_documents() if ls.settings.repo_context else None,
+                                          recent_edits=list(ls.recent_edits))
 
     @server.feature(PING)
     async def ping(ls: CodeLlamaServer, params: Any) -> dict[str, Any]:

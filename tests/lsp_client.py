@@ -51,6 +51,7 @@ class Notes:
     def __init__(self) -> None:
         self.statuses: list[dict[str, Any]] = []
         self.logs: list[str] = []
+        self.shown: list[str] = []  # window/showMessage texts
         self._waiters: list[asyncio.Future] = []
 
     def _changed(self) -> None:
@@ -65,6 +66,10 @@ class Notes:
 
     def add_log(self, message: str) -> None:
         self.logs.append(message)
+        self._changed()
+
+    def add_shown(self, message: str) -> None:
+        self.shown.append(message)
         self._changed()
 
     async def wait_for(self, check: Callable[[], Any], timeout: float = DEFAULT_TIMEOUT) -> Any:
@@ -92,6 +97,9 @@ class Notes:
     async def wait_log(self, needle: str, *, after: int = 0, timeout: float = DEFAULT_TIMEOUT) -> str:
         return await self.wait_for(lambda: next((m for m in self.logs[after:] if needle in m), None), timeout)
 
+    async def wait_shown(self, needle: str, *, after: int = 0, timeout: float = DEFAULT_TIMEOUT) -> str:
+        return await self.wait_for(lambda: next((m for m in self.shown[after:] if needle in m), None), timeout)
+
     async def wait_ready(self, timeout: float = DEFAULT_TIMEOUT) -> dict:
         status = await self.wait_status(lambda s: s.get("state") in ("ready", "error"), timeout=timeout)
         assert status["state"] == "ready", f"model failed to load: {status.get('message')}"
@@ -109,8 +117,16 @@ def make_client() -> LanguageClient:
         default_log(c, params)
         notes.add_log(params.message)
 
+    default_show = features[lsp.WINDOW_SHOW_MESSAGE]
+
+    def show_message(c: LanguageClient, params: lsp.ShowMessageParams) -> None:
+        default_show(c, params)
+        notes.add_shown(params.message)
+
     def status(c: LanguageClient, params: Any) -> None:
         notes.add_status(params)
+
+    features[lsp.WINDOW_SHOW_MESSAGE] = show_message
 
     features[lsp.WINDOW_LOG_MESSAGE] = log_message
     features[STATUS] = status
@@ -173,10 +189,11 @@ async def lsp_session(
     if model is not None:
         cmd += ["--model", str(model)]
     await client.start_io(*cmd, env=server_env(home))
-    root = root or home
+    root = root or home / "workspace"
+    root.mkdir(parents=True, exist_ok=True)
     folders = folders if folders is not None else [root]
     try:
-        await client.initialize_session(lsp.InitializeParams(
+        client.initialize_result = await client.initialize_session(lsp.InitializeParams(
             capabilities=caps or capabilities(encoding),
             root_uri=root.as_uri(),
             workspace_folders=[lsp.WorkspaceFolder(uri=f.as_uri(), name=f.name) for f in folders],

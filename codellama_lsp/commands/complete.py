@@ -174,6 +174,6 @@ def _retriever(root: Path, settings):
         from ..context.workspace import WorkspaceIndex
     except ImportError:
         return None, None
-    index = WorkspaceIndex([str(root)])
+    index = WorkspaceIndex([str(root)], watch=False)
     index.start()
     return Retriever(index), index
