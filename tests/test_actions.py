@@ -219,3 +219,187 @@ def test_go_rust_java_placement(tmp_path):
     assert plan.framework == "junit"
     assert plan.test_path == tmp_path / "j" / "src" / "test" / "java" / "com" / "x" / "CalcTest.java"
     assert plan_tests(tmp_path / "notes.txt") is None
+
+
+# --- over LSP, against the real server with a scripted checkpoint -------------------------------
+# The scripted model answers every chat prompt with "```\nreturn a + b" (tests/scripted_model.py).
+
+BUGGY = "def add(a, b):\n    return a - b\n\n\ndef sub(a, b):\n    return a - b\n"
+
+
+@pytest.fixture(scope="module")
+def scripted_dir(tmp_path_factory):
+    if not TOKENIZER_DIR.is_dir():
+        pytest.skip(f"shared tokenizer not found at {TOKENIZER_DIR}")
+    from scripted_model import build_scripted_llama
+
+    return build_scripted_llama(tmp_path_factory.mktemp("scripted") / "model", TOKENIZER_DIR)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("proj")
+    (root / "pyproject.toml").write_text("[project]\nname = 'calc'\ndependencies = ['pytest']\n")
+    (root / "tests").mkdir()
+    return root
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client(scripted_dir, project, tmp_path_factory):
+    from lsp_client import capabilities, lsp_session
+
+    # VS Code's capabilities: versioned documentChanges and file creation (Neovim's are covered by
+    # tests/editors/test_actions_nvim.py)
+    caps = capabilities(editor="visual_studio_code@v1.65.2")
+    async with lsp_session(tmp_path_factory.mktemp("actions-srv"), model=scripted_dir, root=project, caps=caps,
+                           init_options={"repoContext": False}) as c:
+        await c.notes.wait_ready()
+        c.applied = []  # every workspace/applyEdit the server sent
+
+        @c.feature(lsp.WORKSPACE_APPLY_EDIT)
+        def apply_edit(params: lsp.ApplyWorkspaceEditParams) -> lsp.ApplyWorkspaceEditResult:
+            c.applied.append(params)
+            return lsp.ApplyWorkspaceEditResult(applied=True)
+
+        yield c
+
+
+async def request(client, method, params, timeout=60):
+    from lsp_client import raw_request, to_plain
+
+    return to_plain(await raw_request(client, method, params, timeout))
+
+
+def open_doc(client, path: Path, text: str, version: int = 1) -> str:
+    from lsp_client import open_document
+
+    path.write_text(text)
+    uri = path.as_uri()
+    open_document(client, uri, text, version=version)
+    return uri
+
+
+def as_range(d) -> lsp.Range:
+    return lsp.Range(lsp.Position(d["start"]["line"], d["start"]["character"]),
+                     lsp.Position(d["end"]["line"], d["end"]["character"]))
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_listing_over_lsp_is_fast_and_never_runs_the_model(client, project):
+    uri = open_doc(client, project / "calc.py", BUGGY)
+    params = {"textDocument": {"uri": uri}, "range": {"start": {"line": 1, "character": 6}, "end": {"line": 1, "character": 6}},
+              "context": {"diagnostics": [{"range": {"start": {"line": 1, "character": 11}, "end": {"line": 1, "character": 16}},
+                                           "message": "should add"}]}}
+    statuses = len(client.notes.statuses)
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        found = await request(client, "textDocument/codeAction", params)
+        timings.append((time.perf_counter() - started) * 1000)
+    assert [a["title"] for a in found] == ["Explain this", "Fix this", "Document this", "Write unit tests"]
+    assert sorted(timings)[2] < 50, f"codeAction round trips took {timings} ms"
+    assert len(client.notes.statuses) == statuses  # no generation happened
+    fix = found[1]["command"]
+    assert fix["command"] == "codellama.fix" and fix["arguments"][2] == 1
+    assert fix["arguments"][3][0]["message"] == "should add"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_fix_applies_a_minimal_edit_inside_the_range(client, project):
+    uri = open_doc(client, project / "fix_me.py", BUGGY)
+    target = {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 16}}  # "    return a - b"
+    diag = {"range": {"start": {"line": 1, "character": 11}, "end": {"line": 1, "character": 16}}, "message": "should add"}
+    before = len(client.applied)
+    result = await request(client, "workspace/executeCommand",
+                           {"command": "codellama.fix", "arguments": [uri, target, 1, [diag]]})
+    assert result == {"applied": True, "edits": 1, "reason": ""}
+    (sent,) = client.applied[before:]
+    (doc_edit,) = sent.edit.document_changes
+    assert doc_edit.text_document.uri == uri and doc_edit.text_document.version == 1
+    assert [(e.range, e.new_text) for e in doc_edit.edits] == [(lsp.Range(lsp.Position(1, 13), lsp.Position(1, 14)), "+")]
+    assert edits.apply_edits(BUGGY, doc_edit.edits) == BUGGY.replace("a - b", "a + b", 1)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_rewrites_stay_inside_the_range_whatever_the_model_says(client, project):
+    """Whole-function targets: the scripted answer ("return a + b") replaces the function, which is
+    nonsense as code — but every edit must still lie inside the range, and the rest stays intact."""
+    uri = open_doc(client, project / "doc_me.py", BUGGY)
+    target = {"start": {"line": 4, "character": 0}, "end": {"line": 5, "character": 16}}  # def sub
+    for command in ("codellama.document", "codellama.fix"):
+        before = len(client.applied)
+        result = await request(client, "workspace/executeCommand", {"command": command, "arguments": [uri, target, 1]})
+        assert result["applied"] is True
+        (sent,) = client.applied[before:]
+        doc_edits = sent.edit.document_changes[0].edits
+        start, end = edits.range_offsets(BUGGY, as_range(target))
+        for e in doc_edits:
+            s, t = edits.range_offsets(BUGGY, e.range)
+            assert start <= s <= t <= end
+        after = edits.apply_edits(BUGGY, doc_edits)
+        assert after.startswith(BUGGY[:start]) and after.endswith(BUGGY[end:])
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_stale_document_version_is_refused(client, project):
+    from pygls.exceptions import JsonRpcException
+
+    uri = open_doc(client, project / "stale.py", BUGGY)
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[lsp.TextDocumentContentChangeWholeDocument(text=BUGGY + "\n# edited\n")]))
+    before = len(client.applied)
+    target = {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 16}}
+    with pytest.raises(JsonRpcException) as err:
+        await request(client, "workspace/executeCommand", {"command": "codellama.fix", "arguments": [uri, target, 1, []]})
+    assert err.value.code == -32801  # ContentModified
+    assert "changed" in err.value.message
+    assert len(client.applied) == before
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_write_tests_creates_then_extends_the_test_file(client, project):
+    uri = open_doc(client, project / "calc2.py", BUGGY)
+    target = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 16}}
+    test_file = project / "tests" / "test_calc2.py"
+    before = len(client.applied)
+    result = await request(client, "workspace/executeCommand", {"command": "codellama.tests", "arguments": [uri, target, 1]})
+    assert result["applied"] and result["created"] and result["framework"] == "pytest"
+    assert result["uri"] == test_file.as_uri()
+    create, fill = client.applied[before].edit.document_changes
+    assert isinstance(create, lsp.CreateFile) and create.uri == test_file.as_uri()
+    assert fill.edits[0].new_text == "return a + b\n"
+    # the editor saved it; the next run appends
+    test_file.write_text("import calc2\n")
+    result = await request(client, "workspace/executeCommand", {"command": "codellama.tests", "arguments": [uri, target, 1]})
+    assert result["applied"] and not result["created"]
+    (append,) = client.applied[-1].edit.document_changes
+    assert edits.apply_edits("import calc2\n", append.edits) == "import calc2\n\nreturn a + b\n"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_explain_streams_markdown_like_chat(client, project):
+    from lsp_client import to_plain
+
+    chunks = []
+
+    @client.feature("codellama/chatChunk")
+    def on_chunk(params):
+        chunks.append(to_plain(params))
+
+    uri = open_doc(client, project / "explain_me.py", BUGGY)
+    result = await request(client, "workspace/executeCommand", {
+        "command": "codellama.explain",
+        "arguments": [uri, {"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 4}}, 1]})
+    assert result["text"] == "```\nreturn a + b"
+    mine = [c for c in chunks if c["conversationId"] == result["conversationId"]]
+    assert "".join(c["text"] for c in mine) == result["text"]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_bad_command_arguments_are_a_clear_error(client):
+    from pygls.exceptions import JsonRpcException
+
+    with pytest.raises(JsonRpcException) as err:
+        await request(client, "workspace/executeCommand", {"command": "codellama.fix", "arguments": [42]})
+    assert "takes [uri, range, version]" in err.value.message
