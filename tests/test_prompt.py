@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
 
 from codellama_lsp.config import Settings
-from codellama_lsp.context.prompt import LineCachedTokenizer, build_prompt, comment_lines
+from codellama_lsp.context.prompt import build_prompt, comment_lines
 from codellama_lsp.context.retrieval import Retriever
 from codellama_lsp.context.syntax import DocumentTrees
 from codellama_lsp.context.workspace import WorkspaceIndex
@@ -85,16 +84,6 @@ def test_budget_is_never_exceeded(repo, template, tokenizer, retriever, budget):
 def test_prompt_ids_are_exactly_the_templates(repo, template, tokenizer, retriever):
     plan = plan_for(template, tokenizer, retriever, path=str(repo / "pkg/app.py"))
     assert plan.prompt_ids == template.fim_ids(plan.context_text + plan.prefix, plan.suffix, "spm")
-
-
-def test_line_cached_tokenizer_is_exact(tokenizer):
-    rng = random.Random(3)
-    pieces = ["def f(x):", "    return x", "", "\t\tindent", "ünïcode ✓", "  trailing  ", "a" * 40, "}", "# c"]
-    cached = LineCachedTokenizer(tokenizer)
-    for _ in range(200):
-        text = "\n".join(rng.choice(pieces) for _ in range(rng.randrange(1, 8))) + rng.choice(["", "\n", "\n\n"])
-        for leading in (True, False):
-            assert cached.encode(text, leading_space=leading) == tokenizer.encode(text, leading_space=leading)
 
 
 def test_snippets_are_comment_blocks_with_path_most_relevant_last(repo, template, tokenizer, retriever):

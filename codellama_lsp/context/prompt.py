@@ -11,15 +11,14 @@ instead. The most relevant snippet is last — nearest the cursor — because Co
 start of a long prompt (paper, Table 17), and the order is stable across keystrokes so the KV cache of the previous
 request covers a long shared prefix.
 
-Speed: a 16k-token prompt is ~50 KB of text, and tokenizing that from scratch on every keystroke costs ~25 ms.
-For SentencePiece vocabularies in which no piece contains a newline (Code Llama's), tokenization never merges
-across a line break, so a prompt's ids are exactly the concatenation of its lines' ids: ``LineCachedTokenizer``
-caches ids per line and only new lines are tokenized. Other vocabularies go through the tokenizer unchanged.
+Speed: a 16k-token prompt is ~50 KB of text; tokenizing it from scratch costs ~25 ms per keystroke. Budgets are
+therefore counted per line with memoised counts, and the final encode relies on ``Tokenizer.encode``'s exact
+per-line cache (Code Llama's vocabulary never merges across a newline), so a keystroke re-tokenizes one line.
+For other vocabularies line sums are an estimate and the exact length of the final ids is checked and trimmed.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import threading
@@ -134,101 +133,28 @@ def render_snippet(snippet: Snippet, language: str | None) -> str:
     return comment_lines(f"{head}\n{snippet.text}", language) + "\n\n"
 
 
-# ------------------------------------------------------------------ fast exact tokenization
-
-
-class LineCachedTokenizer:
-    """A tokenizer proxy whose ``encode`` concatenates cached per-line ids (exact; see the module docstring)."""
-
-    def __init__(self, tokenizer: Any, max_lines: int = 200_000) -> None:
-        self._tok = tokenizer
-        self._cache: dict[str, list[int]] = {}
-        self._max = max_lines
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._tok, name)
-
-    def _line_ids(self, line: str) -> list[int]:
-        ids = self._cache.get(line)
-        if ids is None:
-            ids = self._tok.encode(line, leading_space=False)
-            with self._lock:
-                if len(self._cache) >= self._max:
-                    self._cache.clear()
-                self._cache[line] = ids
-        return ids
-
-    def encode(self, text: str, *, leading_space: bool = True) -> list[int]:
-        if not text:
-            return []
-        lines = text.split("\n")
-        out: list[int] = []
-        last = len(lines) - 1
-        for i, line in enumerate(lines):
-            piece = line + "\n" if i < last else line
-            if not piece:
-                continue
-            if i == 0 and leading_space:
-                out += self._tok.encode(piece, leading_space=True)
-            else:
-                out += self._line_ids(piece)
-        return out
-
-    def count(self, text: str) -> int:
-        return len(self.encode(text))
-
-
-_FAST: dict[int, tuple[Any, Any, Any]] = {}
-_FAST_LOCK = threading.Lock()
-
-
-def _line_safe(tokenizer: Any) -> bool:
-    """True when no vocabulary piece contains a newline, so tokenization never crosses a line break."""
-    raw = getattr(tokenizer, "_text", None)
-    if raw is None or getattr(tokenizer, "implicit_space", "") != "\u2581":
-        return False
-    try:
-        vocab = raw.get_vocab(with_added_tokens=False)
-    except Exception:
-        return False
-    return not any("\n" in piece or "\u010a" in piece for piece in vocab)
-
-
-def fast_template(template: Any, tokenizer: Any) -> tuple[Any, Any]:
-    """(template, tokenizer) sharing one line cache when that is exact for this vocabulary, else unchanged."""
-    key = id(template)
-    with _FAST_LOCK:
-        hit = _FAST.get(key)
-        if hit is not None and hit[0] is template:
-            return hit[1], hit[2]
-    fast_tpl, fast_tok = template, tokenizer
-    if tokenizer is not None and getattr(template, "tokenizer", None) is tokenizer and _line_safe(tokenizer):
-        fast_tok = LineCachedTokenizer(tokenizer)
-        fast_tpl = copy.copy(template)
-        fast_tpl.tokenizer = fast_tok
-    with _FAST_LOCK:
-        _FAST[key] = (template, fast_tpl, fast_tok)
-    return fast_tpl, fast_tok
-
-
 # ------------------------------------------------------------------ packing
 
 
 class _LineCounter:
-    """Token counts of lines, cached (prefix/suffix clipping touches thousands of lines per request)."""
+    """Token counts of single lines, memoised: clipping a 16k-token prefix touches ~1,500 lines per keystroke,
+    and between keystrokes all but one of them are unchanged."""
 
     def __init__(self, tokenizer: Any) -> None:
         self.tok = tokenizer
+        self._counts = _COUNT_CACHES.setdefault(id(tokenizer), {})
 
     def line(self, line: str) -> int:
-        if isinstance(self.tok, LineCachedTokenizer):
-            return len(self.tok._line_ids(line))
-        return len(self.tok.encode(line, leading_space=False)) if _has_encode(self.tok) else self.tok.count(line)
+        n = self._counts.get(line)
+        if n is None:
+            n = len(self.tok.encode(line, leading_space=False)) if hasattr(self.tok, "encode") else self.tok.count(line)
+            if len(self._counts) > 200_000:
+                self._counts.clear()
+            self._counts[line] = n
+        return n
 
 
-def _has_encode(tok: Any) -> bool:
-    return hasattr(tok, "encode")
+_COUNT_CACHES: dict[int, dict[str, int]] = {}
 
 
 class _Tail:
@@ -310,7 +236,6 @@ def build_prompt(
     if not decision.complete:
         return None
 
-    template, tokenizer = fast_template(template, tokenizer)
     counter = _LineCounter(tokenizer)
     mode = template.resolve_mode(getattr(settings, "fim_mode", "spm")) if hasattr(template, "resolve_mode") else (
         getattr(settings, "fim_mode", "spm") if getattr(template, "fim", True) else "none")
@@ -410,7 +335,7 @@ def build_prompt(
         budget=total,
         reason=decision.reason,
         context_text=context_text,
-        tokenizer=getattr(tokenizer, "_tok", tokenizer),
+        tokenizer=tokenizer,
     )
 
 

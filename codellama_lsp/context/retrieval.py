@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from . import syntax
 from .prompt import Snippet
-from .workspace import Definition, Import, WorkspaceIndex, parse_imports, redact_secrets
+from .workspace import Definition, Import, WorkspaceIndex, import_lines, parse_imports, redact_secrets
 
 WINDOW_LINES = 20
 WINDOW_STRIDE = 10
@@ -217,10 +217,15 @@ class _Candidate:
     reason: str
     tier: str
     weight: float
+    shown: tuple[int, ...] | None = None  # the lines displayed when not the whole range (outlines, signatures)
+    parts: tuple[tuple[int, str], ...] | None = None  # (line, text) pieces a signature group may drop
 
     @property
     def key(self) -> tuple[str, int, int]:
         return (self.path, self.start_line, self.end_line)
+
+    def lines_shown(self) -> set[int]:
+        return set(self.shown) if self.shown is not None else set(range(self.start_line, self.end_line + 1))
 
 
 class _TextCache:
@@ -339,6 +344,7 @@ class Retriever:
         self._token_counts: OrderedDict[str, int] = OrderedDict()
         self._last: tuple[Any, list[tuple[str, int, int]]] | None = None
         self._resolved: dict[tuple, list[str]] = {}
+        self._import_cache: dict[tuple, list[Import]] = {}
         if index is not None:
             index.add_listener(self._on_change)
 
@@ -435,13 +441,18 @@ class Retriever:
 
         cands.sort(key=lambda c: (-c.weight, TIERS[c.tier], c.path, c.start_line))
         chosen: list[tuple[_Candidate, Snippet]] = []
-        taken: dict[str, list[tuple[int, int]]] = {}
+        taken: dict[str, set[int]] = {}
         used = 0
         for c in cands:
             if c.path == path and not (c.end_line < vis_first or c.start_line > vis_last):
                 continue  # already in the prompt around the cursor
-            if any(not (c.end_line < s or c.start_line > e) for s, e in taken.get(c.path, ())):
-                continue
+            shown_before = taken.get(c.path)
+            if shown_before and c.lines_shown() & shown_before:
+                if c.parts is None:
+                    continue
+                c = _without_lines(c, shown_before)  # a signature group keeps the signatures not yet shown
+                if c is None:
+                    continue
             if not c.text.strip():
                 continue
             snippet = Snippet(self._display_path(c.path), c.start_line, c.end_line, c.text, c.reason, 0)
@@ -451,7 +462,7 @@ class Retriever:
             snippet.tokens = tokens
             used += tokens
             chosen.append((c, snippet))
-            taken.setdefault(c.path, []).append((c.start_line, c.end_line))
+            taken.setdefault(c.path, set()).update(c.lines_shown())
             if budget - used < 16:
                 break
 
@@ -483,32 +494,52 @@ class Retriever:
 
     # -------------------------------------------------------------- candidate sources
 
-    def _definition_text(self, d: Definition, lines: list[str]) -> tuple[int, int, str]:
-        """The definition's lines; long ones as an outline (header, docstring start, member signatures)."""
+    def _imports(self, text: str, language: str | None) -> list[Import]:
+        key = (language, import_lines(text))
+        hit = self._import_cache.get(key)
+        if hit is None:
+            hit = parse_imports(key[1], language)
+            if len(self._import_cache) > 256:
+                self._import_cache.clear()
+            self._import_cache[key] = hit
+        return hit
+
+    def _definition_text(self, d: Definition, lines: list[str]) -> tuple[int, int, str, tuple[int, ...] | None]:
+        """The definition's lines; a long one as an outline: its signature and its members' signatures."""
         start, end = d.start_line, min(d.end_line, len(lines))
         if end - start + 1 <= MAX_DEFINITION_LINES:
-            return start, end, "\n".join(lines[start - 1:end])
+            return start, end, "\n".join(lines[start - 1:end]), None
+        keep = list(_signature_lines(lines, start))
         members = [m for m in self.index.definitions_in(d.path)
                    if start < m.start_line <= end and m.kind in ("method", "function", "constant", "class", "type")]
-        keep = set(range(start, min(start + 8, end + 1)))
-        for m in members:
-            keep.add(m.start_line)
-        out, last = [], start - 1
-        for ln in sorted(keep)[: MAX_DEFINITION_LINES * 2]:
-            if ln > last + 1:
+        for m in members[:MAX_DEFINITION_LINES]:
+            keep += _signature_lines(lines, m.start_line)
+        keep = sorted(set(keep))
+        out, last = [], None
+        for ln in keep:
+            if last is not None and ln > last + 1:
                 out.append(syntax_indent(lines[ln - 1]) + "...")
             out.append(lines[ln - 1])
             last = ln
-        return start, end, "\n".join(out)
+        return start, end, "\n".join(out), tuple(keep)
 
-    def _outline(self, file: str) -> tuple[int, int, str] | None:
+    def _outline(self, file: str, reason: str, weight: float) -> _Candidate | None:
+        """A module imported whole: the signature of each of its definitions."""
         lines = self._texts.lines(file)
         defs = self.index.definitions_in(file) if lines else []
-        if not defs:
+        return self._signature_group(file, lines, defs[:120], reason, weight)
+
+    def _signature_group(self, file: str, lines: list[str] | None, defs: list[Definition], reason: str,
+                         weight: float) -> _Candidate | None:
+        if not lines or not defs:
             return None
-        heads = sorted({d.start_line for d in defs if d.start_line <= len(lines)})[:120]
-        out = [lines[ln - 1] for ln in heads]
-        return heads[0], heads[-1], "\n".join(out)
+        parts: dict[int, str] = {}
+        for d in defs:
+            for ln in _signature_lines(lines, d.start_line):
+                parts[ln] = lines[ln - 1]
+        ordered = tuple(sorted(parts.items()))
+        return _Candidate(file, ordered[0][0], ordered[-1][0], "\n".join(t for _, t in ordered), reason, "import",
+                          weight, tuple(ln for ln, _ in ordered), ordered)
 
     def _definition_candidates(self, path, text, lines, cursor_line, language) -> list[_Candidate]:
         index = self.index
@@ -526,7 +557,7 @@ class Retriever:
         # how often each name is used (around the cursor in big files: this runs on every keystroke)
         counts = Counter(_IDENT.findall(text) if len(text) < 20_000 else
                          _IDENT.findall("\n".join(lines[max(0, cursor_line - 400): cursor_line + 100])))
-        imports = parse_imports(text, language) if path else []
+        imports = self._imports(text, language) if path else []
         imported: dict[str, tuple[Import, str]] = {}
         modules: dict[str, Import] = {}
         for imp in imports:
@@ -553,8 +584,8 @@ class Retriever:
                 flines = self._texts.lines(d.path)
                 if not flines:
                     continue
-                start, end, body = self._definition_text(d, flines)
-                out.append(_Candidate(d.path, start, end, body, reason, tier, weight))
+                start, end, body, shown = self._definition_text(d, flines)
+                out.append(_Candidate(d.path, start, end, body, reason, tier, weight, shown))
 
         def defs_in(files: list[str], name: str) -> list[Definition]:
             found = [d for f in files for d in index.definitions_in(f) if d.name == name]
@@ -589,30 +620,39 @@ class Retriever:
                 continue
             if imp is not None:
                 add_defs(defs_in(files_for(imp, None), attr), f"definition of {mod}.{attr}", "definition", 2.5 * w)
-        # everything else the file imports, weighted by how much the file uses it
+        # everything else the file imports: signatures grouped per file, weighted by how much the file uses them
+        groups: dict[str, list[tuple[Definition, str]]] = {}
         for local, (imp, original) in imported.items():
             if local in handled:
                 continue
             files = files_for(imp, original)
             defs = defs_in(files, original)
-            use = counts.get(local, 0)
+            if not defs and files:
+                defs = [d for d in index.definitions(original) if index.root_of(d.path) == index.root_of(path)
+                        and d.kind != "method"][:1]
             if defs:
-                add_defs(defs, f"imported: {local} from {imp.module}", "import",
-                         0.4 + 0.1 * min(use, 10))
-            else:
-                sub = [f for f in files if os.path.splitext(os.path.basename(f))[0] == original]
-                for f in sub[:1]:
-                    outline = self._outline(f)
-                    if outline:
-                        out.append(_Candidate(f, *outline, f"outline of imported module {local}", "import",
-                                              0.35 + 0.1 * min(use, 10)))
+                for d in defs[:1]:
+                    if d.path != path:
+                        groups.setdefault(d.path, []).append((d, local))
+                continue
+            sub = [f for f in files if os.path.splitext(os.path.basename(f))[0] == original]
+            for f in sub[:1]:
+                cand = self._outline(f, f"outline of imported module {local}", 0.35 + 0.1 * min(counts.get(local, 0), 10))
+                if cand:
+                    out.append(cand)
+        for file, items in groups.items():
+            use = max(counts.get(local, 0) for _, local in items)
+            names = ", ".join(sorted({local for _, local in items}))
+            cand = self._signature_group(file, self._texts.lines(file), [d for d, _ in items],
+                                         f"signatures imported: {names}", 0.45 + 0.1 * min(use, 10))
+            if cand:
+                out.append(cand)
         for alias, imp in modules.items():
             for f in files_for(imp, None)[:1]:
-                outline = self._outline(f)
-                if outline:
-                    use = counts.get(alias.split(".")[0], 0)
-                    out.append(_Candidate(f, *outline, f"outline of imported module {alias}", "import",
-                                          0.35 + 0.1 * min(use, 10)))
+                use = counts.get(alias.split(".")[0], 0)
+                cand = self._outline(f, f"outline of imported module {alias}", 0.35 + 0.1 * min(use, 10))
+                if cand:
+                    out.append(cand)
         return out
 
     def _recent_edit_candidates(self, recent_edits, open_documents) -> list[_Candidate]:
@@ -677,6 +717,29 @@ class Retriever:
             out.append(_Candidate(w.path, w.start_line, w.end_line, body, "similar code", "similar code",
                                   0.3 + 0.5 * score / top))
         return out
+
+
+def _signature_lines(lines: list[str], start: int, limit: int = 6) -> list[int]:
+    """Line numbers of the signature starting at ``start``: up to the line that opens the body."""
+    out = []
+    depth = 0
+    for ln in range(start, min(start + limit, len(lines) + 1)):
+        text = lines[ln - 1]
+        out.append(ln)
+        depth += sum(text.count(c) for c in "([") - sum(text.count(c) for c in ")]")
+        stripped = text.rstrip()
+        if depth <= 0 and (stripped.endswith((":", "{", ";", "=>", "}")) or "=" in stripped or ln == start and
+                           not stripped.endswith(("(", "[", ",", "\\"))):
+            break
+    return out
+
+
+def _without_lines(c: _Candidate, shown: set[int]) -> _Candidate | None:
+    parts = tuple((ln, t) for ln, t in (c.parts or ()) if ln not in shown)
+    if not parts:
+        return None
+    return _Candidate(c.path, parts[0][0], parts[-1][0], "\n".join(t for _, t in parts), c.reason, c.tier,
+                      c.weight, tuple(ln for ln, _ in parts), parts)
 
 
 def _is_secret(path: str) -> bool:

@@ -261,6 +261,33 @@ _RUST_USE = re.compile(r"^\s*(?:pub\s+)?use\s+(?:crate|super|self)::([\w:]+)(?::
 _C_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
+_IMPORT_WORDS = ("import", "require", "use ", "#include", "include ")
+
+
+def import_lines(text: str) -> str:
+    """Only the lines of ``text`` that can hold imports (a parenthesised Python import keeps its continuation
+    lines), found with ``str.find``: per keystroke this is far cheaper than running the import patterns over
+    the whole file, and the result is a good cache key because typing rarely changes it."""
+    starts: set[int] = set()
+    for word in _IMPORT_WORDS:
+        pos = text.find(word)
+        while pos >= 0:
+            starts.add(text.rfind("\n", 0, pos) + 1)
+            nl = text.find("\n", pos)
+            if nl < 0:
+                break
+            pos = text.find(word, nl)
+    out = []
+    for start in sorted(starts):
+        end = text.find("\n", start)
+        line = text[start:] if end < 0 else text[start:end]
+        if "(" in line and ")" not in line:
+            close = text.find(")", start)
+            line = text[start:] if close < 0 else text[start:close + 1]
+        out.append(line)
+    return "\n".join(out)
+
+
 @dataclass(frozen=True)
 class Import:
     """One import statement: the module spec as written, the names it binds (name -> original), and its kind."""
