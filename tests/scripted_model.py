@@ -16,8 +16,14 @@ successor per token).
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
+
+# the same place tests/conftest.py reads shared data from (imported from here because a second
+# conftest.py under tests/editors/ can shadow ``import conftest``)
+REPO = Path(__file__).resolve().parent.parent
+TOKENIZER_DIR = Path(os.environ.get("CODELLAMA_LSP_SHARED", REPO.parent / "shared")) / "data" / "codellama-tokenizer"
 
 DEFAULT_ANSWER = " ```\nreturn a + b"
 

@@ -16,7 +16,7 @@ from codellama_lsp import actions, edits
 from codellama_lsp.targets import enclosing_scope, find_target
 from codellama_lsp.testgen import plan_tests
 
-from conftest import TOKENIZER_DIR, needs_shared
+from scripted_model import TOKENIZER_DIR
 
 SOURCE = '''import os
 

@@ -25,7 +25,7 @@ from codellama_lsp.chat import (
 from codellama_lsp.commands.chat import line_span, parse_lines
 from codellama_lsp.config import Settings
 
-from conftest import TOKENIZER_DIR, needs_shared
+from scripted_model import TOKENIZER_DIR
 
 CHUNK = "codellama/chatChunk"
 ANSWER = "```\nreturn a + b"  # what the scripted model answers to any chat prompt
