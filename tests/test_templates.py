@@ -323,10 +323,24 @@ def test_infilling_is_decided_from_name_and_config(name, config, expected):
     assert infills("codellama", model_name=name, config=config) is expected
 
 
+@pytest.mark.parametrize("family,name,expected", [
+    ("codestral", "mistralai/Codestral-22B-v0.1", True),
+    ("codestral", "mistralai/Mistral-7B-Instruct-v0.3", False),  # same tokenizer, no FIM training
+    ("qwen", "Qwen/Qwen2.5-Coder-7B", True),
+    ("qwen", "Qwen/Qwen2.5-7B-Instruct", False),
+    ("starcoder2", "/models/anything", True),
+    ("deepseek", "deepseek-ai/deepseek-coder-6.7b-base", True),
+    ("plain", "gpt2", False),
+])
+def test_infilling_of_other_families(family, name, expected):
+    assert infills(family, model_name=name) is expected
+
+
 @needs_shared
 def test_left_to_right_models_build_prefix_prompts(codellama_tok, sp):
     template = template_for(codellama_tok, model_name="codellama/CodeLlama-7b-Python-hf")
     assert not template.fim and template.resolve_mode("spm") == "none"
+    assert template_for(codellama_tok).resolve_mode("none") == "none"
     prefix = "import os\n\ndef main():\n    "
     assert template.prefix_ids(prefix) == [1] + sp.encode(prefix)
     assert template.fim_ids(prefix, "\n    return 0\n") == template.prefix_ids(prefix)

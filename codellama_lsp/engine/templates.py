@@ -73,11 +73,18 @@ def infills(family: str, *, model_name: str = "", config: Any = None) -> bool:
 
     Code Llama: 7B and 13B (base and Instruct) infill; the Python variants and 34B do not (all
     sources agree); for 70B the sources disagree (Meta's current model card says no), so it is
-    treated as left-to-right. Override with ``fim = true`` when you know better.
+    treated as left-to-right. Families whose control tokens also ship with general-purpose models
+    need the name to say so: Mistral v3 tokenizers carry ``[SUFFIX]``/``[PREFIX]`` but only
+    Codestral infills; Qwen2.5 tokenizers carry the FIM tokens but only the Coder models infill.
+    Override with ``fim = true`` when you know better.
     """
     if family == "plain":
         return False
     text = _model_text(model_name, config)
+    if family == "codestral":
+        return "codestral" in text
+    if family == "qwen":
+        return "coder" in text
     if family == "codellama":
         if "python" in text or "34b" in text or "70b" in text:
             return False
@@ -128,7 +135,7 @@ class Template:
     def resolve_mode(self, mode: str = "spm") -> str:
         """The FIM layout ``fim_ids`` will really use for ``mode``: the requested one when the
         family was trained on it, else the family's own; "none" for left-to-right models."""
-        if not self.fim or not self.fim_modes:
+        if not self.fim or not self.fim_modes or mode == "none":
             return "none"
         return mode if mode in self.fim_modes else self.fim_modes[0]
 
