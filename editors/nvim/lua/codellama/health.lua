@@ -1,0 +1,42 @@
+-- :checkhealth codellama
+local compat = require('codellama.compat')
+local M = {}
+
+function M.check()
+  local h = compat.health
+  local cl = require('codellama')
+  h.start('codellama')
+  local v = vim.version()
+  local vs = string.format('%d.%d.%d', v.major, v.minor, v.patch)
+  if vim.fn.has('nvim-0.7') == 0 then
+    h.error('Neovim ' .. vs .. ' is too old: 0.7 or newer is needed')
+  elseif compat.native_inline then
+    h.ok('Neovim ' .. vs .. ': native vim.lsp.inline_completion')
+  else
+    h.ok('Neovim ' .. vs .. ': ghost text drawn with extmarks')
+  end
+  local cmd = cl.config.cmd or (cl.config.python and { vim.fn.expand(cl.config.python) }) or { 'codellama-lsp' }
+  if vim.fn.executable(cmd[1]) == 1 then
+    h.ok('server command found: ' .. vim.fn.exepath(cmd[1]))
+  else
+    h.error('server command not found: ' .. cmd[1],
+      { 'pip install codellama-lsp, or set cmd/python in setup()' })
+  end
+  local c = cl.client()
+  if not c then
+    h.warn('server not running (open a file after setup())')
+    return
+  end
+  h.ok(string.format('server running (client id %d, position encoding %s)', c.id, c.offset_encoding or '?'))
+  local s = cl.status
+  if s.state == 'ready' then
+    h.ok(string.format('model ready: %s on %s (%s)', s.model or '?', s.device or '?', s.quantization or '?'))
+  elseif s.state == 'error' then
+    h.error('model failed to load: ' .. (s.message or '?'))
+  else
+    h.info('model state: ' .. (s.state or '?') .. ' ' .. (s.message or ''))
+  end
+  if s.total_ms then h.info(string.format('last completion: %d ms', s.total_ms)) end
+end
+
+return M
