@@ -1,12 +1,191 @@
-"""`codellama-lsp doctor` (not yet implemented)."""
+"""`codellama-lsp doctor`: can this machine run the configured model, and how?
+
+Reports device, VRAM/RAM, library versions, the model (found or not, resolved path, demo fallback),
+quantization, tokenizer/template family, tree-sitter grammars, and the memory estimate for weights + KV
+cache at the configured context length; then loads the model (unless ``--no-load``) to prove it works.
+A model that cannot be loaded ends the report with ``codellama-lsp: error: <what to do>`` and exit 2.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
 
 def add_arguments(parser) -> None:
-    pass
+    parser.add_argument("--model", help="model directory, Hugging Face id in the local cache, or 'demo'")
+    parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"))
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"))
+    parser.add_argument("--context-tokens", type=int, metavar="N", help="context length for the KV-cache estimate")
+    parser.add_argument("--no-load", action="store_true", help="only inspect; do not load the model")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--config", help="TOML settings file (default: config.toml in the platform config directory)")
+
+
+def _grammars() -> list[str]:
+    import pkgutil
+
+    return sorted(m.name[len("tree_sitter_") :] for m in pkgutil.iter_modules() if m.name.startswith("tree_sitter_"))
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for dist in ("codellama-lsp", "torch", "transformers", "tokenizers", "bitsandbytes", "pygls"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _machine(device: str) -> dict[str, Any]:
+    import psutil
+    import torch
+
+    mem = psutil.virtual_memory()
+    info: dict[str, Any] = {
+        "device": device,
+        "ram_total_gib": round(mem.total / 2**30, 1),
+        "ram_available_gib": round(mem.available / 2**30, 1),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["vram_total_gib"] = round(total / 2**30, 1)
+        info["vram_free_gib"] = round(free / 2**30, 1)
+    return info
+
+
+def collect(settings, *, load: bool) -> tuple[dict[str, Any], Exception | None]:
+    """The whole report as a dict, and the load error (if any) that makes the exit status non-zero."""
+    from ..engine import memory
+    from ..engine.backend import EngineError
+    from ..engine.loading import choose_device, choose_dtype, choose_quantization, read_config, resolve_model
+
+    report: dict[str, Any] = {"versions": _versions()}
+    error: Exception | None = None
+    try:
+        device = choose_device(settings.device)
+    except EngineError as exc:
+        device, error = "cpu", exc
+    report["machine"] = _machine(device)
+    quantization = choose_quantization(settings.quantization, device)
+    dtype = str(choose_dtype(settings.dtype, device)).replace("torch.", "")
+    report["grammars"] = _grammars()
+    model: dict[str, Any] = {"requested": settings.model, "quantization": quantization, "dtype": dtype, "found": False}
+    report["model"] = model
+    if error is not None:
+        return report, error
+    try:
+        resolved = resolve_model(settings.model, explicit=settings.model_explicit)
+        model.update(found=True, path=str(resolved.path), is_demo=resolved.is_demo)
+        if resolved.notice:
+            model["notice"] = resolved.notice
+        config = read_config(resolved.path, resolved.name)
+        model["model_type"] = config.get("model_type")
+        model["context_length"] = config.get("max_position_embeddings")
+        try:
+            est = memory.estimate(
+                config,
+                quantization=quantization,
+                dtype=dtype,
+                context_tokens=settings.context_tokens,
+                kv_cache=settings.kv_cache,
+            )
+            report["memory_estimate"] = {**est.as_dict(), "kv_cache": settings.kv_cache}
+        except ValueError as exc:
+            report["memory_estimate"] = {"error": str(exc)}
+        if load:
+            from ..engine.loading import load_backend
+
+            start = time.perf_counter()
+            backend = load_backend(settings)
+            model["loaded"] = True
+            model["load_s"] = round(time.perf_counter() - start, 2)
+            model["device"] = backend.info.device
+            model["quantization"] = backend.info.quantization
+            model["dtype"] = backend.info.dtype
+            model["template_family"] = backend.info.family
+            model["fim"] = backend.info.fim
+            model["tokenizer"] = type(backend.tokenizer).__name__ + f" (vocab {backend.tokenizer.vocab_size})"
+            try:
+                model["footprint_gib"] = round(backend.model.get_memory_footprint() / 2**30, 3)
+            except Exception:  # noqa: BLE001 - informative only
+                pass
+            backend.close()
+        else:
+            from ..engine.templates import template_for
+            from ..engine.tokenizer import load_tokenizer
+
+            template = template_for(load_tokenizer(resolved.path), model_name=resolved.name, config=config,
+                                    override=settings.template, fim=settings.fim)
+            model["template_family"] = template.family
+            model["fim"] = template.fim
+    except EngineError as exc:
+        model["error"] = str(exc)
+        error = exc
+    return report, error
+
+
+def _print_text(report: dict[str, Any]) -> None:
+    machine, model, versions = report["machine"], report["model"], report["versions"]
+    line = f"device        {machine['device']}"
+    if "gpu" in machine:
+        line += f" ({machine['gpu']}, VRAM {machine['vram_free_gib']} of {machine['vram_total_gib']} GiB free)"
+    print(line)
+    print(f"RAM           {machine['ram_available_gib']} of {machine['ram_total_gib']} GiB available")
+    print("versions      " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    if model.get("found"):
+        demo = " (bundled demo model)" if model.get("is_demo") else ""
+        print(f"model         {model['requested']} -> {model['path']}{demo}")
+        if model.get("notice"):
+            print(f"notice        {model['notice']}")
+    else:
+        print(f"model         {model['requested']}: NOT FOUND")
+    print(f"quantization  {model['quantization']} ({model['dtype']})")
+    if "template_family" in model:
+        print(f"tokenizer     {model['template_family']} family, {'infills (FIM)' if model.get('fim') else 'left-to-right only'}")
+    est = report.get("memory_estimate")
+    if est and "error" not in est:
+        print(
+            f"memory        weights {est['weights_gib']} GiB + KV cache {est['kv_cache_gib']} GiB "
+            f"at {est['context_tokens']} tokens ({est['kv_cache']}) = {est['total_gib']} GiB "
+            f"({_params(est['params'])} params)"
+        )
+    if model.get("loaded"):
+        extra = f", footprint {model['footprint_gib']} GiB" if "footprint_gib" in model else ""
+        print(f"loaded        yes, in {model['load_s']} s on {model['device']}{extra}")
+    grammars = report["grammars"]
+    print(f"grammars      {', '.join(grammars) if grammars else 'none (pip install tree-sitter-python ...)'}")
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e8 else f"{n / 1e6:.1f} M"
 
 
 def run(args) -> int:
-    print("codellama-lsp doctor: not implemented yet")
-    return 1
+    from ..config import load_settings
+    from ..errors import report_cli_error
+
+    cli = {"model": args.model, "quantization": args.quantization, "device": args.device, "dtype": args.dtype,
+           "context_tokens": args.context_tokens}
+    settings, errors = load_settings(cli, Path(args.config) if args.config else None)
+    for message in errors:
+        print(f"codellama-lsp: warning: {message}", file=sys.stderr)
+    report, error = collect(settings, load=not args.no_load)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        _print_text(report)
+    sys.stdout.flush()
+    if error is not None:
+        return report_cli_error(error)
+    return 0

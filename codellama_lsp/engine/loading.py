@@ -34,6 +34,8 @@ class ResolvedModel:
 
 
 def _pull_hint(name: str) -> str:
+    if name == DEMO_MODEL or _looks_like_path(name) or Path(os.path.expanduser(name)).exists():
+        return "replace the checkpoint in that directory (re-download or re-save the model)"
     return f"run `codellama-lsp pull {name}` on a connected machine (then copy the Hugging Face cache here)"
 
 
@@ -58,6 +60,12 @@ def _looks_like_path(name: str) -> bool:
 
 
 def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, honouring ``HF_HUB_CACHE`` / ``HF_HOME`` as set now (huggingface_hub
+    reads them once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.path.expanduser(os.environ["HF_HUB_CACHE"]))
+    if os.environ.get("HF_HOME"):
+        return Path(os.path.expanduser(os.environ["HF_HOME"])) / "hub"
     from huggingface_hub import constants
 
     return Path(constants.HF_HUB_CACHE)
@@ -71,7 +79,7 @@ def find_in_hub_cache(repo_id: str) -> Path | None:
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency of transformers
         return None
     try:
-        found = try_to_load_from_cache(repo_id, "config.json")
+        found = try_to_load_from_cache(repo_id, "config.json", cache_dir=str(hub_cache_dir()))
     except (HFValidationError, ValueError):
         return None
     if isinstance(found, str) and os.path.isfile(found):
@@ -326,7 +334,10 @@ def load_backend(settings: Settings, progress: Progress | None = None):
     tokenizer = load_tokenizer_for(resolved)
     from .templates import template_for
 
-    template = template_for(tokenizer, model_name=resolved.name, config=config, override=settings.template, fim=settings.fim)
+    try:
+        template = template_for(tokenizer, model_name=resolved.name, config=config, override=settings.template, fim=settings.fim)
+    except ValueError as exc:  # TemplateError: e.g. a template override the tokenizer cannot serve
+        raise ModelLoadError(_first_line(exc)) from None
     report(20, f"loading weights ({quantization}, {str(dtype).replace('torch.', '')}, {device})")
     model = load_model(resolved, device=device, dtype=dtype, quantization=quantization)
     draft = None

@@ -1,0 +1,357 @@
+"""The decode loop against a naive reference: KV reuse and speculation must not change a single token.
+
+The reference (``naive``) is the plainest greedy loop there is: a fresh cache, the whole prompt prefilled,
+one token per forward pass. The engine path keeps its cache across calls (longest common prefix, crop,
+prefill the rest) and speculates. Identity tests run the tiny model in float64 so that floating-point
+rounding differences between chunkings (which can flip a near-tie argmax in fp32 on some CPUs) cannot make
+an exactness test flaky; the loop itself is dtype-agnostic and other tests run it in fp32.
+
+A random-weight model never repeats itself, so prompt lookup would never get a draft accepted. The
+"chain" model below keeps the random transformer blocks (context still matters) but ties its output
+head to a fixed successor permutation of the embeddings, so it mostly continues token chains it has seen
+in the prompt: drafts are accepted, partly rejected, and cropped, as with real code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import textwrap
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from codellama_lsp.config import Settings  # noqa: E402
+from codellama_lsp.engine import decode as D  # noqa: E402
+from codellama_lsp.engine.backend import CancelToken, GenerationParams  # noqa: E402
+
+SOURCE = inspect.getsource(textwrap)  # a real source file that does not change with this repository
+
+
+def load(path: Path, **overrides):
+    from codellama_lsp.engine.loading import load_backend
+
+    return load_backend(Settings(model=str(path), model_explicit=True, **overrides))
+
+
+def naive(model, prompt: list[int], max_new: int, stop_ids=()) -> list[int]:
+    """Reference greedy decoding: fresh cache, full prefill, one token per forward."""
+    from transformers.cache_utils import DynamicCache
+
+    with torch.inference_mode():
+        cache = DynamicCache(config=model.config)
+        logits = model(input_ids=torch.tensor([prompt]), past_key_values=cache, use_cache=True).logits[0, -1]
+        out: list[int] = []
+        while True:
+            token = int(logits.argmax())
+            out.append(token)
+            if token in stop_ids or len(out) >= max_new:
+                return out
+            logits = model(input_ids=torch.tensor([[token]]), past_key_values=cache, use_cache=True).logits[0, -1]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    b = load(tiny_model_dir)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def backend64(tiny_model_dir):
+    b = load(tiny_model_dir)
+    b.model.to(torch.float64)
+    b.reset_cache()
+    yield b
+    b.close()
+
+
+def chain_checkpoint(src: Path, dest: Path, seed: int = 1) -> tuple[Path, list[int]]:
+    """The tiny checkpoint with its head re-tied so that token x is mostly followed by perm[x]."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
+    perm = torch.randperm(model.config.vocab_size, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        embed = model.model.embed_tokens.weight.clone()
+        model.lm_head.weight.copy_(embed[torch.argsort(perm)] * 50)
+        for layer in model.model.layers:  # stronger blocks: the context overrides the chain now and then
+            layer.self_attn.o_proj.weight.mul_(2.0)
+            layer.mlp.down_proj.weight.mul_(2.0)
+    model.save_pretrained(dest)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (dest / name).write_bytes((src / name).read_bytes())
+    return dest, perm.tolist()
+
+
+@pytest.fixture(scope="module")
+def chain(tiny_model_dir, tmp_path_factory):
+    path, perm = chain_checkpoint(tiny_model_dir, tmp_path_factory.mktemp("chain") / "model")
+    b = load(path)
+    b.model.to(torch.float64)
+    b.reset_cache()
+    yield b, perm
+    b.close()
+
+
+def editing_session(rng: random.Random, doc: str) -> list[tuple[str, str]]:
+    """(prefix, suffix) states of a user typing, deleting and jumping around ``doc``."""
+    states = []
+    cursor = rng.randrange(len(doc) // 3, 2 * len(doc) // 3)
+    for _ in range(4):  # type
+        doc = doc[:cursor] + rng.choice("abc_(=. ") + doc[cursor:]
+        cursor += 1
+        states.append((doc[:cursor], doc[cursor:]))
+    for _ in range(2):  # backspace
+        doc = doc[: cursor - 1] + doc[cursor:]
+        cursor -= 1
+        states.append((doc[:cursor], doc[cursor:]))
+    cursor = rng.randrange(len(doc) // 4, 3 * len(doc) // 4)  # jump
+    states.append((doc[:cursor], doc[cursor:]))
+    for ch in "x1":
+        doc = doc[:cursor] + ch + doc[cursor:]
+        cursor += 1
+        states.append((doc[:cursor], doc[cursor:]))
+    return states
+
+
+@pytest.mark.parametrize("mode", ["spm", "psm"])
+def test_cache_reuse_and_lookup_are_token_identical_to_naive(backend64, mode):
+    b = backend64
+    b.reset_cache()
+    rng = random.Random(7 if mode == "spm" else 8)
+    start = rng.randrange(0, len(SOURCE) - 1000)
+    doc = SOURCE[start : start + 800]
+    prefills, reused = [], []
+    for prefix, suffix in editing_session(rng, doc):
+        ids = b.template.fim_ids(prefix, suffix, mode=mode)
+        params = GenerationParams(max_new_tokens=6, stop_token_ids=b.template.fim_stop_ids)
+        result = b.generate(ids, params)
+        assert result.token_ids == naive(b.model, ids, 6, set(b.template.fim_stop_ids)), (mode, prefix[-20:])
+        assert result.stats.prefill_tokens + result.stats.reused_tokens == len(ids)
+        assert 0 < result.stats.prefill_tokens
+        prefills.append(result.stats.prefill_tokens)
+        reused.append(result.stats.reused_tokens)
+    assert sum(reused) > 0
+    typing = prefills[1:6]  # type and backspace at one cursor: only the changed end of the prompt
+    if mode == "spm":
+        assert max(typing) <= 4, prefills  # suffix first: a keystroke costs a token or two
+    else:
+        assert min(typing) > 20, prefills  # PSM re-prefills the whole suffix after the cursor
+
+
+def test_never_reuses_the_whole_prompt(backend64):
+    b = backend64
+    ids = [b.tokenizer.bos_id] + b.encode(SOURCE[:400])
+    first = b.generate(ids, GenerationParams(max_new_tokens=5, speculation="none"))
+    again = b.generate(ids, GenerationParams(max_new_tokens=5, speculation="none"))
+    assert again.stats.reused_tokens == len(ids) - 1 and again.stats.prefill_tokens == 1
+    assert again.token_ids == first.token_ids == naive(b.model, ids, 5)
+    # a prompt that is a strict prefix of what the cache holds (the cache also covers generated tokens)
+    shorter = ids[: len(ids) // 2]
+    result = b.generate(shorter, GenerationParams(max_new_tokens=5))
+    assert result.stats.reused_tokens == len(shorter) - 1
+    assert result.token_ids == naive(b.model, shorter, 5)
+
+
+def test_speculative_verify_accepts_and_rejects_exactly(backend64):
+    """Verify with drafts that are right for a while, then wrong: every accept/crop path, same tokens."""
+    b = backend64
+    rng = random.Random(3)
+    accepted = proposed = forwards = generated = 0
+    for case in range(4):
+        start = rng.randrange(0, len(SOURCE) - 800)
+        ids = [b.tokenizer.bos_id] + b.encode(SOURCE[start : start + 400])
+        expected = naive(b.model, ids, 14)
+
+        def oracle(seq, room, ids=ids, expected=expected):
+            done = len(seq) - len(ids)
+            draft = list(expected[done : done + min(room, rng.randint(1, 6))])
+            if draft and rng.random() < 0.5:
+                draft[rng.randrange(len(draft))] = rng.randrange(3, 32000)  # a wrong guess somewhere
+            return draft
+
+        result = D.generate(b.kv, ids, GenerationParams(max_new_tokens=14), detokenizer=_detok(b), eos_id=2,
+                            proposer=oracle)
+        assert result.token_ids == expected, case
+        assert b.kv.ids == (ids + expected)[: len(b.kv.ids)]  # the cache holds exactly the accepted tokens
+        accepted += result.stats.accepted_draft_tokens
+        proposed += result.stats.draft_tokens
+        forwards += result.stats.forward_passes
+        generated += result.stats.generated_tokens
+    assert 0 < accepted < proposed  # some drafts accepted, some rejected and cropped
+    assert generated / forwards > 1.5
+
+
+def test_prompt_lookup_speeds_up_repetitive_text_and_stays_identical(chain):
+    b, perm = chain
+    rng = random.Random(11)
+    generated = forwards = accepted = rejected = 0
+    for case in range(6):
+        x = rng.randrange(3, 32000)
+        seq = [x]
+        for _ in range(40):
+            seq.append(perm[seq[-1]])
+        noise = [rng.randrange(3, 32000) for _ in range(30)]
+        cut = rng.randrange(2, 10)
+        ids = [1] + noise[:15] + seq + noise[15:] + seq[:cut]  # the chain seen before, now being typed again
+        if case % 2:
+            ids = ids[:-1]  # a deletion: the cache holds a longer prompt than this one
+        result = b.generate(ids, GenerationParams(max_new_tokens=16))
+        assert result.token_ids == naive(b.model, ids, 16), case
+        generated += result.stats.generated_tokens
+        forwards += result.stats.forward_passes
+        accepted += result.stats.accepted_draft_tokens
+        rejected += result.stats.draft_tokens - result.stats.accepted_draft_tokens
+    assert generated / forwards > 1.5, (generated, forwards)
+    assert accepted > 0 and rejected > 0
+
+
+def test_draft_model_speculation_is_identical(backend64, chain):
+    b = backend64
+    target_ids = [1] + b.encode(SOURCE[1000:1500])
+    expected = naive(b.model, target_ids, 12)
+    # the target itself as draft: every proposal accepted; the chain model as draft: mostly rejected
+    for draft_model, must_accept in ((b.model, True), (chain[0].model, False)):
+        b.reset_cache()
+        draft = D.DraftModel(draft_model, num_tokens=4)
+        params = GenerationParams(max_new_tokens=12, speculation="draft")
+        result = D.generate(b.kv, target_ids, params, detokenizer=_detok(b), eos_id=2, draft=draft)
+        assert result.token_ids == expected
+        assert result.stats.draft_tokens > 0
+        if must_accept:
+            assert result.stats.accepted_draft_tokens == result.stats.draft_tokens
+            assert result.stats.tokens_per_forward >= 2.5
+
+
+def _detok(b):
+    from codellama_lsp.engine.tokenizer import StreamDetokenizer
+
+    return StreamDetokenizer(b.tokenizer)
+
+
+def test_streamed_text_equals_returned_text_and_decode(backend):
+    for seed in range(3):
+        start = random.Random(seed).randrange(0, len(SOURCE) - 500)
+        prefix, suffix = SOURCE[start : start + 300], SOURCE[start + 300 : start + 400]
+        ids = backend.template.fim_ids(prefix, suffix, mode="spm")
+        pieces: list[str] = []
+        result = backend.generate(ids, GenerationParams(max_new_tokens=20), on_text=pieces.append)
+        assert "".join(pieces) == result.text == backend.decode(result.token_ids)
+        assert result.text
+
+
+def test_stop_string_ends_text_and_is_not_returned(backend):
+    ids = [1] + backend.encode(SOURCE[:300])
+    full = backend.generate(ids, GenerationParams(max_new_tokens=20, speculation="none")).text
+    stop = full[8:11]
+    assert stop and full.find(stop) == 8
+    pieces: list[str] = []
+    result = backend.generate(ids, GenerationParams(max_new_tokens=20, stop_strings=[stop]), on_text=pieces.append)
+    assert result.stats.stop_reason == "stop_string"
+    assert result.text == full[:8] == "".join(pieces)
+
+
+def test_stop_token_and_max_tokens(backend):
+    ids = [1] + backend.encode(SOURCE[300:600])
+    full = backend.generate(ids, GenerationParams(max_new_tokens=10))
+    assert full.stats.stop_reason == "max_tokens" and full.stats.generated_tokens == 10
+    stop_id = full.token_ids[4]
+    result = backend.generate(ids, GenerationParams(max_new_tokens=10, stop_token_ids=[stop_id]))
+    assert result.token_ids == full.token_ids[: full.token_ids.index(stop_id) + 1]
+    assert result.stats.stop_reason == ("eos" if stop_id == backend.tokenizer.eos_id else "eot")
+    assert result.text == backend.decode(result.token_ids[:-1])
+
+
+def test_cancel_stops_within_one_token(backend):
+    ids = [1] + backend.encode(SOURCE[600:900])
+    cancel = CancelToken()
+    seen: list[int] = []
+
+    def on_text(piece: str) -> None:
+        seen.append(len(piece))
+        if len(seen) == 3:
+            cancel.cancel()
+
+    result = backend.generate(ids, GenerationParams(max_new_tokens=200), cancel=cancel, on_text=on_text)
+    assert result.stats.stop_reason == "cancelled" and result.cancelled
+    assert result.stats.generated_tokens <= 4  # the token being decoded when the flag was set, at most
+    # cancelled before the call: no forward pass at all
+    before = CancelToken()
+    before.cancel()
+    result = backend.generate(ids + [13], GenerationParams(max_new_tokens=50), cancel=before)
+    assert result.stats.generated_tokens == 0 and result.stats.stop_reason == "cancelled"
+
+
+def test_time_budget_is_honoured(backend):
+    ids = [1] + backend.encode(SOURCE[900:1200])
+    budget = 0.4
+    result = backend.generate(ids, GenerationParams(max_new_tokens=100_000, time_budget_s=budget, speculation="none"))
+    assert result.stats.stop_reason == "time_budget"
+    assert result.stats.generated_tokens > 0
+    assert result.stats.total_s < budget + 0.5  # one forward pass past the budget at most (tiny model: ms)
+
+
+def test_sampling_is_seeded_and_does_not_speculate(backend):
+    ids = [1] + backend.encode(SOURCE[:200])
+    params = GenerationParams(max_new_tokens=15, temperature=0.9, top_p=0.9, seed=5)
+    first, second = backend.generate(ids, params), backend.generate(ids, params)
+    assert first.token_ids == second.token_ids
+    assert first.stats.draft_tokens == 0
+    greedy = backend.generate(ids, GenerationParams(max_new_tokens=15))
+    other = backend.generate(ids, GenerationParams(max_new_tokens=15, temperature=0.9, top_p=0.9, seed=6))
+    assert len({tuple(first.token_ids), tuple(greedy.token_ids), tuple(other.token_ids)}) == 3
+
+
+def test_token_healing_constrains_and_strips_the_partial_word(backend):
+    prefix, suffix = "def total(values):\n    result = 0\n    for v in values:\n        result += v\n    ret", "\n"
+    cut, heal = prefix[:-4], prefix[-4:]  # "    ret" is "▁▁▁" + "▁ret": cut at that token boundary
+    assert heal == " ret"
+    ids = backend.template.fim_ids(cut, suffix, mode="spm")
+    pieces: list[str] = []
+    result = backend.generate(ids, GenerationParams(max_new_tokens=8, heal_prefix=heal), on_text=pieces.append)
+    raw = backend.decode(result.token_ids)
+    assert raw.startswith(heal)
+    assert result.text == raw[len(heal) :] == "".join(pieces)
+
+
+def test_quantized_kv_cache(backend, tiny_model_dir):
+    """fp8 KV cache: smaller, reused only when the prompt extends it, no speculation (it cannot crop)."""
+    from codellama_lsp.engine.decode import KVState
+
+    quant = load(tiny_model_dir, kv_cache="quantized")
+    try:
+        ids = [1] + quant.encode(SOURCE[:2400])[:599]
+        params = GenerationParams(max_new_tokens=6)
+        result = quant.generate(ids, params)
+        assert result.stats.draft_tokens == 0
+        assert result.token_ids == naive(backend.model, ids, 6)  # fp8 KV keeps these greedy tokens
+        dynamic = KVState(backend.model)
+        dynamic.reset()
+        D.prefill(dynamic, quant.cached_ids)
+        assert quant.kv.nbytes() < 0.5 * dynamic.nbytes(), (quant.kv.nbytes(), dynamic.nbytes())
+        extended = quant.generate(quant.cached_ids + [13, 13], params)
+        assert extended.stats.reused_tokens == len(ids) + 5  # prompt + generated tokens fed so far
+        diverged = quant.generate(ids[:300] + [13], params)
+        assert diverged.stats.reused_tokens == 0  # cannot crop: rebuilt
+    finally:
+        quant.close()
+
+
+def test_warm_prefills_so_the_next_request_only_adds_the_change(backend):
+    backend.reset_cache()
+    ids = backend.template.fim_ids(SOURCE[:500], SOURCE[500:700], mode="spm")
+    warmed = backend.warm(ids)
+    assert warmed["prefill_tokens"] == len(ids) and not warmed["cancelled"]
+    more = backend.template.fim_ids(SOURCE[:500] + "x", SOURCE[500:700], mode="spm")
+    result = backend.generate(more, GenerationParams(max_new_tokens=3))
+    assert result.stats.prefill_tokens <= 3
+
+
+def test_prompt_lookup_draft_prefers_longest_and_nearest_match():
+    seq = [1, 2, 3, 9, 9, 5, 2, 3, 7, 7, 4, 2, 3]
+    assert D.prompt_lookup_draft(seq, num_tokens=2) == [7, 7]  # the nearest earlier "2 3"
+    assert D.prompt_lookup_draft([5, 6, 7, 8], num_tokens=3) == []
+    assert D.prompt_lookup_draft([1, 2, 3, 1, 2, 3], num_tokens=3, max_ngram=3) == [1, 2, 3]
