@@ -1,0 +1,150 @@
+"""End to end over stdio, the control side: cancellation, supersession, configuration changes
+without a restart, a model reload, and UTF-8 positions (Neovim 0.11's encoding).
+
+Long generations come from a configuration change (``maxTokens`` very high); the tests wait for the
+server's "decoding started" log line instead of sleeping, so they are deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import pytest_asyncio
+from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcException
+
+from codellama_lsp.positions import UTF8, units
+from conftest import build_tiny_llama
+from lsp_client import inline, lsp_session, open_document, raw_request
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
+
+SHORT = {"maxTokens": 3, "logLevel": "debug"}
+LONG = {"maxTokens": 100000, "completionTimeoutS": 120.0, "logLevel": "debug"}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client(tiny_model_dir, tmp_path_factory):
+    home = tmp_path_factory.mktemp("server-control")
+    async with lsp_session(home, model=tiny_model_dir, encoding="utf-8", init_options=dict(SHORT),
+                           configuration={"codellama": dict(SHORT)}) as c:
+        await c.notes.wait_ready()
+        yield c
+
+
+async def configure(client, values: dict) -> None:
+    """Change the client's settings, notify the server, and wait until it has applied them."""
+    mark = len(client.notes.logs)
+    client.set_configuration({"codellama": dict(values)})
+    client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings=None))
+    await client.notes.wait_log("settings applied from workspace/configuration", after=mark)
+
+
+def params(uri: str, line: int, character: int) -> lsp.InlineCompletionParams:
+    return lsp.InlineCompletionParams(
+        text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=line, character=character),
+        context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Automatic))
+
+
+def start_inline(client, uri: str, line: int, character: int, msg_id: str) -> asyncio.Future:
+    return asyncio.ensure_future(client.protocol.send_request_async(
+        lsp.TEXT_DOCUMENT_INLINE_COMPLETION, params(uri, line, character), msg_id=msg_id))
+
+
+async def test_cancel_request_stops_decoding_and_answers_request_cancelled(client):
+    uri = "file:///tmp/codellama-lsp-tests/cancel.txt"
+    open_document(client, uri, "a long story ", "plaintext")
+    await configure(client, LONG)
+    logs, statuses = len(client.notes.logs), len(client.notes.statuses)
+    pending = start_inline(client, uri, 0, 13, "cancel-me")
+    await client.notes.wait_log("decoding started", after=logs)
+    ping_started = time.perf_counter()
+    await raw_request(client, "codellama/ping", None)
+    assert time.perf_counter() - ping_started < 1.0  # the event loop is free while the model decodes
+    client.cancel_request(lsp.CancelParams(id="cancel-me"))
+    with pytest.raises(JsonRpcException) as err:
+        await pending
+    assert err.value.code == -32800
+    status = await client.notes.wait_status(lambda s: s.get("uri") == uri, after=statuses)
+    assert status["stop_reason"] == "cancelled"
+    assert status["generated_tokens"] < 100000  # decoding stopped long before its limit
+    await configure(client, SHORT)
+
+
+async def test_a_newer_request_supersedes_the_older_one(client):
+    uri = "file:///tmp/codellama-lsp-tests/supersede.txt"
+    open_document(client, uri, "first words ", "plaintext")
+    await configure(client, LONG)
+    logs, statuses = len(client.notes.logs), len(client.notes.statuses)
+    older = start_inline(client, uri, 0, 12, "older")
+    await client.notes.wait_log("decoding started", after=logs)
+    logs = len(client.notes.logs)
+    newer = start_inline(client, uri, 0, 12, "newer")
+    result = await asyncio.wait_for(older, 30)
+    assert not result.items  # answered, empty, and promptly
+    superseded = await client.notes.wait_status(lambda s: s.get("reason") == "superseded", after=statuses)
+    assert superseded["stop_reason"] == "cancelled"
+    await client.notes.wait_log("decoding started", after=logs)  # the newer one runs now
+    client.cancel_request(lsp.CancelParams(id="newer"))
+    with pytest.raises(JsonRpcException):
+        await newer
+    await configure(client, SHORT)
+
+
+async def test_a_configuration_change_applies_to_the_next_request(client):
+    uri = "file:///tmp/codellama-lsp-tests/short.txt"
+    open_document(client, uri, "some words ", "plaintext")
+
+    async def generated_tokens() -> int:
+        statuses = len(client.notes.statuses)
+        await client.text_document_inline_completion_async(params(uri, 0, 11))
+        status = await client.notes.wait_status(lambda s: s.get("uri") == uri, after=statuses)
+        return status["generated_tokens"]
+
+    await configure(client, {**SHORT, "maxTokens": 6})
+    assert await generated_tokens() > 2
+    await configure(client, {**SHORT, "maxTokens": 2})
+    assert await generated_tokens() <= 2
+    await configure(client, SHORT)
+
+
+async def test_invalid_setting_is_named_to_the_user_and_the_default_kept(client):
+    shown = len(client.notes.shown)
+    await configure(client, {**SHORT, "maxTokens": "lots", "temprature": 0.2})
+    message = await client.notes.wait_shown("maxTokens", after=shown)
+    assert "temprature" in message
+    uri = "file:///tmp/codellama-lsp-tests/invalid.txt"
+    open_document(client, uri, "more words ", "plaintext")
+    statuses = len(client.notes.statuses)
+    await inline(client, uri, 0, 11)
+    status = await client.notes.wait_status(lambda s: s.get("uri") == uri, after=statuses)
+    assert status["generated_tokens"] <= 128  # the default max_tokens; the server still works
+    await configure(client, SHORT)
+
+
+async def test_position_after_an_emoji_is_read_in_utf8_units(client):
+    text = 's = "😋😋" + tail\n'
+    uri = "file:///tmp/codellama-lsp-tests/emoji8.txt"
+    open_document(client, uri, text, "plaintext")
+    cursor_chars = text.index("😋") + 1
+    character = units(text[:cursor_chars], UTF8)
+    assert character == 9
+    described = await raw_request(client, "codellama/prompt",
+                                  {"textDocument": {"uri": uri}, "position": {"line": 0, "character": character}})
+    assert described.replace_start == cursor_chars
+    result = await inline(client, uri, 0, character)
+    assert result.items and result.items[0].range.start == lsp.Position(line=0, character=character)
+
+
+async def test_changing_the_model_reloads_it_without_a_restart(client, tmp_path_factory):
+    other = build_tiny_llama(tmp_path_factory.mktemp("other-model") / "model", seed=1)
+    statuses = len(client.notes.statuses)
+    await configure(client, {**SHORT, "model": str(other)})
+    await client.notes.wait_status(lambda s: s.get("state") == "loading", after=statuses)
+    ready = await client.notes.wait_status(lambda s: s.get("state") in ("ready", "error"), after=statuses)
+    assert ready["state"] == "ready" and ready["model"] == str(other)
+    uri = "file:///tmp/codellama-lsp-tests/reloaded.txt"
+    open_document(client, uri, "after reload ", "plaintext")
+    assert (await inline(client, uri, 0, 13)).items
