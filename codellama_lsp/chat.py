@@ -126,6 +126,7 @@ class ChatEngines:
         self.engine = engine
         self.settings = settings
         self._chat_engine = None
+        self._chat_model = ""
         self._lock = asyncio.Lock()
 
     @property
@@ -134,15 +135,22 @@ class ChatEngines:
 
     async def get(self):
         if not self.separate:
+            self.close()  # chat_model was unset: free the separate model
             return self.engine
         async with self._lock:
+            if self._chat_engine is not None and self._chat_model != self.settings.chat_model:
+                self.close()  # chat_model changed: replace it
             if self._chat_engine is None:
                 from .engine.worker import Engine
 
                 chat_settings = dataclasses.replace(self.settings, model=self.settings.chat_model, model_explicit=True)
                 engine = Engine(chat_settings)
-                await engine.load(None)
-                self._chat_engine = engine
+                try:
+                    await engine.load(None)
+                except EngineError as exc:
+                    engine.close()
+                    raise ChatError(f"the chat model could not be loaded: {exc}") from exc
+                self._chat_engine, self._chat_model = engine, self.settings.chat_model
             return self._chat_engine
 
     def close(self) -> None:

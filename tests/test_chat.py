@@ -239,6 +239,31 @@ async def test_chat_about_a_missing_file_is_a_clear_error(client, tmp_path):
     assert "nope.py" in err.value.message
 
 
+# --- a separate chat model --------------------------------------------------------------------------
+
+
+async def test_a_separate_chat_model_is_loaded_once_and_shared(scripted_model_dir, tiny_model_dir):
+    from codellama_lsp.chat import ChatEngines
+    from codellama_lsp.engine.worker import Engine
+
+    settings, _ = Settings().updated({"model": str(tiny_model_dir), "chatModel": str(scripted_model_dir)})
+    main = Engine(settings)  # the completion model (not even loaded: chat must not need it)
+    engines = ChatEngines(main, settings)
+    svc = ChatService(engines, settings)
+    try:
+        answer = await svc.ask([{"role": "user", "content": "hi"}])
+        chat_engine = await engines.get()
+        assert chat_engine is not main and chat_engine.info.path == str(scripted_model_dir)
+        assert answer.text == ANSWER  # the scripted chat model answered
+        again = await svc.ask([{"role": "user", "content": "again"}])
+        assert again.text == ANSWER and await engines.get() is chat_engine  # loaded once, reused
+        engines.settings = settings.updated({"chatModel": ""})[0]
+        assert await engines.get() is main and engines._chat_engine is None  # unset: freed
+    finally:
+        engines.close()
+        main.close()
+
+
 # --- cancel: a model that talks until stopped -------------------------------------------------------
 
 
