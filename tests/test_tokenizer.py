@@ -136,6 +136,33 @@ def test_directory_without_tokenizer(tmp_path):
 
 
 @needs_shared
+def test_sentencepiece_only_directory_is_refused(tmp_path):
+    # transformers 5 converts tokenizer.model differently from SentencePiece: refuse, do not mis-prompt
+    for name in ("tokenizer.model", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((TOKENIZER_DIR / name).read_bytes())
+    with pytest.raises(ModelLoadError, match="no tokenizer.json.*token-exact.*pull") as info:
+        load_tokenizer(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_byte_level_directory_without_tokenizer_json(tmp_path):
+    # vocab.json + merges.txt only (GPT-2 style): transformers' conversion is used, and is exact
+    from tokenizers import Tokenizer as Raw
+
+    from test_templates import synthetic_families
+
+    reference = Raw.from_str(synthetic_families()["plain"]["tokenizer.json"])
+    reference.model.save(str(tmp_path))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "GPT2Tokenizer", "eos_token": "<|endoftext|>", "add_prefix_space": False}))
+    assert not (tmp_path / "tokenizer.json").exists()
+    tok = load_tokenizer(tmp_path)
+    text = "def f(x):\n    return x  # 中文 😀\n"
+    assert tok.encode(text) == reference.encode(text).ids
+    assert tok.decode(tok.encode(text)) == text
+
+
+@needs_shared
 def test_special_tokens_from_config_files(tmp_path):
     spec = json.loads((TOKENIZER_DIR / "tokenizer.json").read_text(encoding="utf-8"))
     (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")

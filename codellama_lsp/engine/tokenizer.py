@@ -412,7 +412,13 @@ def load_tokenizer(model_dir: str | Path) -> Tokenizer:
     try:
         tokenizer_json = json_file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        # Only tokenizer.model: transformers' conversion is all there is (not token-exact in 5.x).
+        if (path / "tokenizer.model").is_file():
+            # transformers 5.x converts a SentencePiece model differently from SentencePiece itself
+            # (9 in 10 prompts differ on the Code Llama vocabulary): refuse rather than mis-prompt.
+            raise ModelLoadError(f"{path} has tokenizer.model but no tokenizer.json, so prompts would not be "
+                                 f"token-exact; add the model's tokenizer.json (`codellama-lsp pull MODEL` "
+                                 f"downloads it)") from None
+        # vocab.json + merges.txt (byte-level BPE): transformers' conversion of these is exact.
         try:
             hf = _load_hf(path)
             tokenizer_json = hf.backend_tokenizer.to_str()
