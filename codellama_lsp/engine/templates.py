@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from .backend import EngineError
 from .tokenizer import Tokenizer
 
 __all__ = ["Template", "TemplateError", "template_for", "FAMILIES", "detect_family", "infills"]
@@ -42,8 +43,9 @@ Message = Mapping[str, Any]
 RepoFiles = Sequence[tuple[str, str]]
 
 
-class TemplateError(ValueError):
-    """A prompt cannot be built (bad chat roles, a family the tokenizer lacks, ...); one line."""
+class TemplateError(EngineError, ValueError):
+    """A prompt cannot be built (bad chat roles, a family the tokenizer lacks, ...); one line that
+    says what to change. An ``EngineError`` so model loading reports a bad ``template`` override."""
 
 
 def detect_family(tokenizer: Tokenizer) -> str:
