@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import Settings
-from .engine.backend import CancelToken, GenerationParams, GenerationResult
+from .engine.backend import CancelToken, EngineError, GenerationParams, GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,12 @@ class CompletionService:
             outcome.reason = "no_prompt"
             return
 
-        result = await self._generate(plan, cancel, outcome)
+        try:
+            result = await self._generate(plan, cancel, outcome)
+        except EngineError as exc:  # e.g. the model was being replaced: an empty answer, not an error
+            log.warning("generation failed: %s", exc)
+            outcome.reason = "engine_error"
+            return
         outcome.result = result
         if result.cancelled or cancel.cancelled:
             outcome.reason = cancel.reason or "cancelled"

@@ -252,7 +252,7 @@ class CodeLlamaServer(LanguageServer):
         started = time.perf_counter()
         try:
             if reload:
-                await self.engine.reload(self.settings)
+                await self.engine.reload(self.settings, on_progress)
             else:
                 await self.engine.load(on_progress)
         except Exception as exc:
