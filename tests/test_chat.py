@@ -4,10 +4,7 @@ against a real server: chunks in order, concatenating to the response; multi-tur
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -269,10 +266,11 @@ async def test_a_separate_chat_model_is_loaded_once_and_shared(scripted_model_di
 
 @pytest.mark.asyncio
 async def test_cancel_stops_generation_and_status_says_cancelled(tiny_model_dir, tmp_path):
+    from concurrent.futures import Future
+
     from lsp_client import lsp_session
     from pygls.exceptions import JsonRpcException
     from pygls.protocol import JsonRPCRequestMessage
-    from concurrent.futures import Future
 
     async with lsp_session(tmp_path, model=tiny_model_dir, init_options={"chatMaxTokens": 4000}) as c:
         await c.notes.wait_ready()
@@ -297,18 +295,21 @@ async def test_cancel_stops_generation_and_status_says_cancelled(tiny_model_dir,
 # --- the command line -------------------------------------------------------------------------------
 
 
-def test_cli_chat_streams_the_answer(scripted_model_dir, tmp_path):
+def test_cli_chat_streams_the_answer(scripted_model_dir, tmp_path, monkeypatch, capsys):
+    """In-process (the model loads in this interpreter, no second torch import): same code path as the
+    installed ``codellama-lsp chat``."""
+    from codellama_lsp.cli import main
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.delenv("CODELLAMA_LSP_MODEL", raising=False)
     src = tmp_path / "geo.py"
     src.write_text(CODE)
-    env = {k: v for k, v in __import__("os").environ.items() if k != "CODELLAMA_LSP_MODEL"}
-    env.update(XDG_CONFIG_HOME=str(tmp_path / "cfg"), HF_HUB_OFFLINE="1")
-    done = subprocess.run(
-        [sys.executable, "-m", "codellama_lsp", "chat", "What does area do?", "--file", str(src), "--lines", "4-6",
-         "--model", str(scripted_model_dir), "--no-repo-context"],
-        capture_output=True, text=True, timeout=120, env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == ANSWER + "\n"
-    bad = subprocess.run([sys.executable, "-m", "codellama_lsp", "chat", "q", "--file", str(src), "--lines", "40-42"],
-                         capture_output=True, text=True, timeout=60, env=env)
-    assert bad.returncode == 2 and "line 40 does not exist" in bad.stderr
+    rc = main(["chat", "What does area do?", "--file", str(src), "--lines", "4-6",
+               "--model", str(scripted_model_dir), "--no-repo-context"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert out.out == ANSWER + "\n"
+    assert main(["chat", "q", "--file", str(src), "--lines", "40-42"]) == 2
+    assert "line 40 does not exist" in capsys.readouterr().err
+    assert main(["chat", "q", "--lines", "1-2"]) == 2
+    assert "--lines needs --file" in capsys.readouterr().err
