@@ -488,7 +488,10 @@ def main(argv=None) -> int:
         "heldout_rows": len(hrows),
     }
     (args.work / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
-    save_model_dir(model, tok, args.out, extra_files={"TRAINING.md": training_md(record)})
+    save_model_dir(model, tok, args.out, extra_files={
+        "TRAINING.md": training_md(record),
+        "training_record.json": json.dumps(record, indent=2) + "\n",
+    })
     log(f"wrote {args.out}")
     return 0
 
