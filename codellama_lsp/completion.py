@@ -51,7 +51,7 @@ class CompletionOutcome:
     text: str = ""
     replace_start: int = 0
     replace_end: int = 0
-    plan: Any = None  # context.prompt.PromptPlan (or the fallback plan)
+    plan: Any = None  # context.prompt.PromptPlan
     result: GenerationResult | None = None
     source: str = "none"  # "model" | "cache" | "none"
     reason: str = ""  # for an empty answer: not_ready, disabled_language, no_prompt, cancelled, superseded, empty, ...
@@ -212,7 +212,7 @@ class CompletionService:
             outcome.reason = cancel.reason or "cancelled"
             return
 
-        plan = self.build_plan(virtual, voffset, path=path, language_id=language_id,
+        plan = self.build_plan(virtual, voffset, uri=uri, path=path, language_id=language_id,
                                open_documents=open_documents, recent_edits=recent_edits,
                                invoked=trigger == INVOKED)
         outcome.plan = plan
@@ -291,29 +291,25 @@ class CompletionService:
 
     # -- the pieces other modules own ------------------------------------------------------------
 
-    def build_plan(self, text: str, offset: int, *, path, language_id, open_documents=None,
+    def build_plan(self, text: str, offset: int, *, uri: str = "", path=None, language_id="", open_documents=None,
                    recent_edits=None, invoked: bool = True):
         """The prompt for this position (None = do not complete here)."""
         backend = self.engine.backend
         settings = self.settings
-        try:
-            from .context.prompt import build_prompt
-        except ImportError:
-            return _fallback_plan(text, offset, backend, settings, language_id)
+        from .context.prompt import build_prompt
+
         kwargs = dict(
             text=text, offset=offset, path=path, language_id=language_id, template=backend.template,
             tokenizer=backend.tokenizer, settings=settings,
             retriever=self.retriever if settings.repo_context else None,
-            open_documents=open_documents, recent_edits=recent_edits, trees=self.trees,
+            open_documents=open_documents, recent_edits=recent_edits, trees=self.trees, uri=uri or None,
         )
         return build_prompt(**kwargs)
 
     @staticmethod
     def clean(completion: str, prefix: str, suffix: str, plan) -> str:
-        try:
-            from .postprocess import clean
-        except ImportError:
-            return completion if completion.strip() else ""  # FALLBACK until postprocess.py lands
+        from .postprocess import clean
+
         return clean(completion, prefix=prefix, suffix=suffix, language=getattr(plan, "language", "") or "",
                      multiline=bool(getattr(plan, "multiline", True)))
 
@@ -347,29 +343,3 @@ class CompletionService:
         kwargs.setdefault("trigger", INVOKED)
         outcome = await self.complete(text, offset, use_cache=False, **kwargs)
         return self.describe(outcome)
-
-
-# FALLBACK: a bare prefix/suffix FIM prompt, used only while context/prompt.py is absent.
-# Remove once the context engine's build_prompt has landed.
-@dataclass
-class _FallbackPlan:
-    prompt_ids: list[int]
-    prefix: str
-    suffix: str
-    fim_mode: str
-    language: str
-    snippets: list = field(default_factory=list)
-    multiline: bool = True
-    stop_strings: list[str] = field(default_factory=list)
-    max_new_tokens: int = 0
-    heal_prefix: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"prompt": None, "prompt_ids": self.prompt_ids, "fim_mode": self.fim_mode, "snippets": [],
-                "prefix_tokens": None, "suffix_tokens": None, "context_tokens": None}
-
-
-def _fallback_plan(text: str, offset: int, backend, settings: Settings, language_id: str) -> _FallbackPlan:
-    prefix, suffix = text[max(0, offset - 4000) : offset], text[offset : offset + 2000]
-    ids = backend.template.fim_ids(prefix, suffix, mode=settings.fim_mode)
-    return _FallbackPlan(list(ids), prefix, suffix, settings.fim_mode, language_id, max_new_tokens=settings.max_tokens)
