@@ -137,21 +137,41 @@ def list_actions(
 # prompts
 
 
-def fix_question(code: str, fence: str, diagnostics: list[dict], first_line: int) -> str:
+def fix_question(code: str, fence: str, diagnostics: list[dict], first_line: int,
+                 flagged: list[str] | None = None) -> str:
     """``first_line``: the document line (0-based) the quoted code starts on, so diagnostics can be
-    pointed at lines of the quote."""
+    pointed at lines of the quote; ``flagged[i]``: the text diagnostic *i*'s range covers."""
     problems = []
-    for d in diagnostics:
-        line = d.get("range", {}).get("start", {}).get("line")
+    for i, d in enumerate(diagnostics):
+        rng = d.get("range") if isinstance(d.get("range"), dict) else {}
+        line = rng.get("start", {}).get("line")
         where = f"line {line - first_line + 1}" if isinstance(line, int) else "somewhere"
+        snippet = flagged[i].strip() if flagged and i < len(flagged) and flagged[i].strip() else ""
+        if snippet:
+            where += f" at `{snippet[:80]}`"
         source = f" [{d['source']}]" if d.get("source") else ""
-        problems.append(f"- {where} of the code{source}: {str(d.get('message', '')).strip()}")
+        problems.append(f"- {where}{source}: {str(d.get('message', '')).strip()}")
     listed = "\n".join(problems) if problems else "- (no diagnostics given: fix any bug you find)"
     return (
-        f"Fix this code.\n```{fence}\n{code.rstrip()}\n```\nProblems reported:\n{listed}\n\n"
+        f"Fix this code.\n```{fence}\n{code.rstrip()}\n```\nProblems reported (lines of the code above):\n{listed}\n\n"
         "Reply with the complete corrected code in one fenced code block. Change only what is needed "
         "to fix the problems; keep everything else exactly as it is."
     )
+
+
+def _flagged_text(text: str, diagnostics: list[dict], encoding: str) -> list[str]:
+    """The text each diagnostic's range covers (one line at most), for the prompt."""
+    from lsprotocol.converters import get_converter
+
+    out = []
+    for d in diagnostics:
+        try:
+            start, end = edits.range_offsets(text, get_converter().structure(d["range"], lsp.Range), encoding)
+        except Exception:
+            out.append("")
+            continue
+        out.append(text[start:end].split("\n", 1)[0])
+    return out
 
 
 def document_question(code: str, fence: str, language: str | None) -> str:
@@ -273,7 +293,8 @@ async def rewrite_range(ls, op: str, args: tuple) -> dict:
         raise ActionError("the range is empty; select some code first")
     code = textwrap.dedent(target)
     if op == FIX:
-        question = fix_question(code, ctx.fence, diagnostics, text.count("\n", 0, start))
+        flagged = _flagged_text(text, diagnostics, encoding_of(ls.workspace.get_text_document(uri)))
+        question = fix_question(code, ctx.fence, diagnostics, text.count("\n", 0, start), flagged)
     else:
         question = document_question(code, ctx.fence, ctx.language)
     answer_code = await _ask_for_code(ls, question, ctx, _rewrite_budget(ls, code))

@@ -3,7 +3,6 @@ end to end over LSP: edits applied only inside the range, stale versions refused
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -153,9 +152,15 @@ def test_find_target_prefers_a_non_blank_selection():
 
 def test_fix_question_points_diagnostics_at_lines_of_the_quoted_code():
     question = actions.fix_question("def add(a, b):\n    return a - b\n", "python",
-                                    [{"range": {"start": {"line": 4}}, "message": "wrong operator", "source": "lint"}], 3)
-    assert "- line 2 of the code [lint]: wrong operator" in question
+                                    [{"range": {"start": {"line": 4}}, "message": "wrong operator", "source": "lint"}], 3,
+                                    ["a - b"])
+    assert "- line 2 at `a - b` [lint]: wrong operator" in question
     assert "```python\ndef add(a, b):\n    return a - b\n```" in question
+
+
+def test_flagged_text_is_what_each_diagnostic_covers():
+    d = {"range": {"start": {"line": 4, "character": 11}, "end": {"line": 4, "character": 16}}}
+    assert actions._flagged_text(SOURCE, [d, {"range": "bad"}], "utf-16") == ["a - b", ""]
 
 
 def test_document_question_names_the_language_convention():
