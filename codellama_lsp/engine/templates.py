@@ -115,6 +115,7 @@ class Template:
     uses_bos: bool = True
     fim_stop_ids: list[int] = field(default_factory=list)
     chat_stop_ids: list[int] = field(default_factory=list)
+    chat_format: str = "template"  # "inst"/"source" (Code Llama), "mistral", or the model's own template
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -124,9 +125,6 @@ class Template:
             raise TemplateError(f"the tokenizer has no {piece!r} token required by the {self.family} "
                                 f"template; set `template = \"auto\"`")
         return token_id
-
-    def _ids(self, *pieces: str) -> list[int]:
-        return [i for i in (self.tokenizer.token_id(p) for p in pieces) if i is not None]
 
     def _bos(self) -> list[int]:
         bos = self.tokenizer.bos_id
@@ -180,8 +178,6 @@ class Template:
         return {"family": self.family, "fim": self.fim, "fim_modes": list(self.fim_modes),
                 "repo_format": self.repo_format, "chat_format": self.chat_format}
 
-    chat_format: str = "template"
-
     # -- chat through the model's own Jinja template (families without a reference encoder) ------
 
     def _chat_from_template(self, messages: list[dict[str, str]]) -> list[int]:
@@ -194,7 +190,8 @@ class Template:
             text = hf.apply_chat_template(messages, chat_template=template, tokenize=False,
                                           add_generation_prompt=True)
         except Exception as exc:  # noqa: BLE001 - Jinja errors (e.g. "roles must alternate")
-            raise TemplateError(f"the model's chat template rejected the conversation: {exc}") from None
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TemplateError(f"the model's chat template rejected the conversation: {detail}") from None
         if not isinstance(text, str):
             raise TemplateError("the model's chat template did not render text")
         return self.tokenizer.encode_markup(text)
