@@ -26,7 +26,7 @@ from .completion import AUTOMATIC, INVOKED, CompletionOutcome, CompletionService
 from .config import Settings
 from .engine.backend import CancelToken
 from .logs import EditorLogHandler, document_text, set_level
-from .positions import LineIndex, normalize_encoding
+from .positions import LineIndex, normalize_encoding, units
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ CONFIG_SECTION = "codellama"
 RELOAD_KEYS = ("model", "quantization", "device", "dtype", "template", "fim", "backend", "endpoint",
                "draft_model", "kv_cache")
 MAX_RECENT_EDITS = 16
+WARM_AFTER_S = 0.4  # a pause in typing this long prefills the KV cache for the cursor
 
 
 # --- protocol: typed custom requests, and an answer for every request ------------------------------
@@ -137,6 +138,8 @@ class CodeLlamaServer(LanguageServer):
         self._background: set[asyncio.Task] = set()
         self._log_handler: logging.Handler | None = None
         self.recent_edits: list[tuple[str, int, int]] = []  # (path, start_line, end_line), most recent last
+        self._warm_timer: asyncio.TimerHandle | None = None
+        self._warm_token: CancelToken | None = None
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -351,6 +354,7 @@ class CodeLlamaServer(LanguageServer):
             chosen = Selected(lines.offset_at(selected.range.start.line, selected.range.start.character, encoding),
                               lines.offset_at(selected.range.end.line, selected.range.end.character, encoding),
                               selected.text)
+        self.stop_warming()
         token = CancelToken()
         previous = self._inflight.get(uri)
         if previous is not None:
@@ -380,6 +384,57 @@ class CodeLlamaServer(LanguageServer):
         else:
             self.recent_edits.append((path, start_line, end_line))
             del self.recent_edits[:-MAX_RECENT_EDITS]
+
+    # -- KV cache warm-up -------------------------------------------------------------------------
+
+    def schedule_warm(self, uri: str, position: lsp.Position) -> None:
+        """After a pause in typing, prefill the model's KV cache with the prompt at the edit, so the
+        next completion there only prefills what changed. Cancelled by any real request."""
+        self.stop_warming()
+        if not getattr(self.engine, "ready", False) or not hasattr(self.engine, "warm"):
+            return
+        loop = asyncio.get_running_loop()
+        self._warm_timer = loop.call_later(WARM_AFTER_S, lambda: self.spawn(self._warm(uri, position)))
+
+    def stop_warming(self) -> None:
+        if self._warm_timer is not None:
+            self._warm_timer.cancel()
+            self._warm_timer = None
+        if self._warm_token is not None:
+            self._warm_token.cancel("request")
+            self._warm_token = None
+
+    async def _warm(self, uri: str, position: lsp.Position) -> None:
+        self._warm_timer = None
+        if self._inflight or not getattr(self.engine, "ready", False):
+            return
+        doc = self.workspace.get_text_document(uri)
+        try:
+            text = doc.source
+        except (OSError, UnicodeDecodeError):
+            return
+        offset = LineIndex.of(text).offset_at(position.line, position.character,
+                                              normalize_encoding(self.workspace.position_encoding))
+        try:
+            plan = self.completion.build_plan(
+                text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "",
+                open_documents=self.open_documents() if self.settings.repo_context else None,
+                recent_edits=list(self.recent_edits), invoked=False)
+        except Exception:
+            log.exception("warm-up prompt failed")
+            return
+        if plan is None or not plan.prompt_ids:
+            return
+        token = self._warm_token = CancelToken()
+        try:
+            info = await self.engine.warm(plan.prompt_ids, token)
+        except Exception as exc:
+            log.debug("warm-up skipped: %s", exc)
+            return
+        finally:
+            if self._warm_token is token:
+                self._warm_token = None
+        log.debug("warmed %s: %s", uri, info)
 
     def cancel_all(self, reason: str) -> None:
         for token in list(self._inflight.values()):
@@ -474,10 +529,19 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
         uri = params.text_document.uri
         _update_tree(ls, uri)
         path = _fs_path(uri)
+        cursor = None
         for change in params.content_changes:
-            if path and isinstance(change, lsp.TextDocumentContentChangePartial):
-                start = change.range.start.line
-                ls.note_edit(path, start, start + change.text.count("\n"))
+            if isinstance(change, lsp.TextDocumentContentChangePartial):
+                start = change.range.start
+                lines = change.text.split("\n")
+                end_line = start.line + len(lines) - 1
+                if path:
+                    ls.note_edit(path, start.line, end_line)
+                encoding = normalize_encoding(ls.workspace.position_encoding)
+                column = (start.character if len(lines) == 1 else 0) + units(lines[-1], encoding)
+                cursor = lsp.Position(line=end_line, character=column)
+        if cursor is not None:
+            ls.schedule_warm(uri, cursor)
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: CodeLlamaServer, params: lsp.DidCloseTextDocumentParams) -> None:
@@ -543,6 +607,7 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
 
     @server.feature(lsp.SHUTDOWN)
     def shutdown(ls: CodeLlamaServer, params: Any) -> None:
+        ls.stop_warming()
         ls.cancel_all("shutdown")
         if ls.index is not None:
             try:

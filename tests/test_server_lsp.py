@@ -164,3 +164,21 @@ async def test_malformed_params_are_answered_with_invalid_params(client):
 async def test_an_unknown_document_gets_an_empty_answer_not_an_error(client):
     result = await inline(client, "file:///nonexistent/dir/missing.txt", 3, 2)
     assert not result.items
+
+
+async def test_a_pause_after_typing_warms_the_cache_for_the_next_request(client):
+    text = "warm me up "
+    uri = new_uri(client, "warm.txt", text)
+    logs = len(client.notes.logs)
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[lsp.TextDocumentContentChangePartial(
+            range=lsp.Range(start=lsp.Position(line=0, character=len(text)),
+                            end=lsp.Position(line=0, character=len(text))),
+            text="now ")]))
+    await client.notes.wait_log(f"warmed {uri}", after=logs)
+    statuses = len(client.notes.statuses)
+    await inline(client, uri, 0, len(text) + 4)
+    status = await client.notes.wait_status(lambda s: s.get("uri") == uri, after=statuses)
+    assert status["prompt_tokens"] > 2
+    assert status["reused_tokens"] >= status["prompt_tokens"] - 1  # only the last token ran again
