@@ -1,0 +1,162 @@
+"""Model resolution (offline, local cache only, demo fallback) and loading in fp32 / 4-bit / 8-bit on CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from codellama_lsp.config import DEFAULT_MODEL, Settings
+from codellama_lsp.engine import loading
+from codellama_lsp.engine.backend import GenerationParams, ModelLoadError
+from codellama_lsp.engine.loading import resolve_model
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def fake_cached_model(cache: Path, repo_id: str, files: dict[str, str]) -> Path:
+    """The layout huggingface_hub writes: refs/main -> commit, snapshots/<commit>/<file>."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / ("models--" + repo_id.replace("/", "--"))
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    snapshot = root / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name, text in files.items():
+        (snapshot / name).write_text(text)
+    return snapshot
+
+
+def test_package_import_puts_the_hub_offline():
+    import codellama_lsp  # noqa: F401
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_directory_resolves_to_itself(tmp_path):
+    resolved = resolve_model(str(tmp_path), explicit=True)
+    assert resolved.path == tmp_path.resolve() and not resolved.is_demo and not resolved.notice
+
+
+def test_hub_id_resolves_from_the_local_cache_only(hub_cache):
+    snapshot = fake_cached_model(hub_cache, "someone/Tiny-Code", {"config.json": "{}"})
+    resolved = resolve_model("someone/Tiny-Code", explicit=True)
+    assert resolved.path == snapshot and resolved.name == "someone/Tiny-Code"
+
+
+def test_explicit_model_missing_from_cache_says_how_to_pull(hub_cache):
+    with pytest.raises(ModelLoadError) as err:
+        resolve_model("someone/Absent-7b", explicit=True)
+    message = str(err.value)
+    assert "not in the local Hugging Face cache" in message
+    assert "codellama-lsp pull someone/Absent-7b" in message
+    assert "\n" not in message
+
+
+def test_default_model_absent_falls_back_to_demo_with_notice(hub_cache, monkeypatch, tmp_path):
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "config.json").write_text("{}")
+    monkeypatch.setattr(loading, "DEMO_DIR", demo)
+    resolved = resolve_model(DEFAULT_MODEL, explicit=False)
+    assert resolved.is_demo and resolved.path == demo
+    assert "using the bundled demo model" in resolved.notice
+    assert f"codellama-lsp pull {DEFAULT_MODEL}" in resolved.notice
+    # named by the user: never silently replaced
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
+        resolve_model(DEFAULT_MODEL, explicit=True)
+    assert resolve_model("demo", explicit=True).is_demo
+
+
+def test_default_model_absent_and_no_demo_is_an_error(hub_cache, monkeypatch, tmp_path):
+    monkeypatch.setattr(loading, "DEMO_DIR", tmp_path / "missing-demo")
+    with pytest.raises(ModelLoadError, match=f"codellama-lsp pull {DEFAULT_MODEL}"):
+        resolve_model(DEFAULT_MODEL, explicit=False)
+
+
+def test_paths_that_do_not_exist_or_are_files(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        resolve_model(str(tmp_path / "nope"), explicit=True)
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        resolve_model("./models/x", explicit=True)
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match="is a file"):
+        resolve_model(str(file), explicit=True)
+
+
+def test_cpu_defaults():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CPU defaults only")
+    assert loading.choose_device("auto") == "cpu"
+    assert loading.choose_dtype("auto", "cpu") == torch.float32  # explicit: transformers 5 keeps the file's dtype
+    assert loading.choose_quantization("auto", "cpu") == "none"
+    assert loading.choose_quantization("auto", "cuda") == "4bit"
+    with pytest.raises(ModelLoadError, match="no CUDA GPU"):
+        loading.choose_device("cuda")
+
+
+def test_fp32_load_is_explicit_about_dtype_and_generates(tiny_model_dir):
+    backend = loading.load_backend(Settings(model=str(tiny_model_dir), model_explicit=True))
+    try:
+        assert backend.info.dtype == "float32" and backend.info.quantization == "none"
+        assert backend.info.family == "codellama" and backend.info.fim
+        assert backend.model.config._attn_implementation == "sdpa"
+        result = backend.generate([1] + backend.encode("def f():"), GenerationParams(max_new_tokens=4))
+        assert result.stats.generated_tokens == 4
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("quantization", ["4bit", "8bit"])
+def test_bitsandbytes_quantized_load_generates_on_cpu(tiny_model_dir, quantization):
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+
+    progress: list[tuple[int, str]] = []
+    backend = loading.load_backend(
+        Settings(model=str(tiny_model_dir), model_explicit=True, quantization=quantization),
+        progress=lambda pct, msg: progress.append((pct, msg)),
+    )
+    try:
+        assert backend.info.quantization == quantization
+        layer = backend.model.model.layers[0].self_attn.q_proj
+        assert isinstance(layer, bnb.nn.Linear4bit if quantization == "4bit" else bnb.nn.Linear8bitLt)
+        if quantization == "4bit":
+            assert layer.weight.quant_state.quant_type == "nf4"
+            assert backend.model.config.quantization_config.bnb_4bit_use_double_quant
+        ids = backend.template.fim_ids("def add(a, b):\n    return ", "\n", mode="spm")
+        first = backend.generate(ids, GenerationParams(max_new_tokens=5, stop_token_ids=backend.template.fim_stop_ids))
+        again = backend.generate(ids, GenerationParams(max_new_tokens=5, stop_token_ids=backend.template.fim_stop_ids))
+        assert first.stats.generated_tokens > 0 and again.token_ids == first.token_ids
+        assert again.stats.reused_tokens == len(ids) - 1
+        percents = [p for p, _ in progress]
+        assert percents == sorted(percents) and percents[-1] == 100
+    finally:
+        backend.close()
+
+
+def test_memory_estimate_matches_code_llama_7b():
+    from codellama_lsp.engine import memory
+
+    config = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+              "num_key_value_heads": 32, "vocab_size": 32016, "model_type": "llama"}
+    gib = memory.GIB
+    assert memory.model_shape(config).params == 6_738_546_688
+    fp16 = memory.estimate(config, quantization="none", dtype="float16", context_tokens=16384)
+    nf4 = memory.estimate(config, quantization="4bit", dtype="float16", context_tokens=16384)
+    int8 = memory.estimate(config, quantization="8bit", dtype="float16", context_tokens=16384)
+    assert round(fp16.weights_bytes / gib, 1) == 12.6 and round(fp16.kv_bytes / gib, 1) == 8.0
+    assert round(nf4.weights_bytes / gib, 1) == 3.6 and round(int8.weights_bytes / gib, 1) == 6.5
+    quant_kv = memory.estimate(config, quantization="4bit", dtype="float16", context_tokens=16384, kv_cache="quantized")
+    assert quant_kv.kv_bytes == fp16.kv_bytes / 2
+    gqa = dict(config, hidden_size=8192, num_attention_heads=64, num_key_value_heads=8, num_hidden_layers=48)
+    assert round(memory.estimate(gqa, quantization="none", dtype="float16", context_tokens=16384).kv_bytes / gib, 1) == 3.0
