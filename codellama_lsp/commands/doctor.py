@@ -101,6 +101,9 @@ def collect(settings, *, load: bool) -> tuple[dict[str, Any], Exception | None]:
                 kv_cache=settings.kv_cache,
             )
             report["memory_estimate"] = {**est.as_dict(), "kv_cache": settings.kv_cache}
+            machine = report["machine"]
+            available = machine.get("vram_free_gib") if device.startswith("cuda") else machine["ram_available_gib"]
+            report["memory_estimate"]["fits"] = est.total_bytes / memory.GIB <= available
         except ValueError as exc:
             report["memory_estimate"] = {"error": str(exc)}
         if load:
@@ -160,6 +163,9 @@ def _print_text(report: dict[str, Any]) -> None:
             f"at {est['context_tokens']} tokens ({est['kv_cache']}) = {est['total_gib']} GiB "
             f"({_params(est['params'])} params)"
         )
+        if not est.get("fits", True):
+            print("              more than this machine has free: try --quantization 4bit, a smaller model, "
+                  "or a lower context_tokens")
     if model.get("loaded"):
         extra = f", footprint {model['footprint_gib']} GiB" if "footprint_gib" in model else ""
         print(f"loaded        yes, in {model['load_s']} s on {model['device']}{extra}")
