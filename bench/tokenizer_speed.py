@@ -43,6 +43,7 @@ def median_ms(fn, repeat: int) -> float:
 
 def clear_cache(tok: Tokenizer) -> None:
     tok._line_cache.cache_clear()
+    tok._block_cache.cache_clear()
 
 
 def main() -> int:

@@ -54,6 +54,7 @@ CONTROL_PIECES: tuple[str, ...] = (
 _REPLACEMENT = "\ufffd"
 _LINE_SPLIT_MIN = 64  # tiny texts: one call into tokenizers is as fast, keep them out of the cache
 _LINE_CACHE_SIZE = 32768  # lines; a few MB at most
+_BLOCK_LINES = 32  # lines per block-cache entry
 
 
 def _strip_implicit_space(node: Any) -> tuple[Any, str]:
@@ -146,6 +147,7 @@ class Tokenizer:
         self.byte_ids: frozenset[int] = frozenset(i for i in byte_ids if i is not None)
         self._newline_id = self._isolated_newline(raw, pre_tokenizer)
         self._line_cache = functools.lru_cache(maxsize=_LINE_CACHE_SIZE)(self._encode_line)
+        self._block_cache = functools.lru_cache(maxsize=_LINE_CACHE_SIZE // _BLOCK_LINES)(self._encode_block)
         self._anchor_id, self._anchor_text = self._pick_anchor()
         self._check_leading_space()
 
@@ -171,14 +173,21 @@ class Tokenizer:
                 text = self._implicit + text
             return self._text.encode(text, add_special_tokens=False).ids
         lines = text.split("\n")
-        cached = self._line_cache
-        newline = self._newline_id
-        out = list(cached(lines[0], leading_space))
-        for line in lines[1:]:
+        out = list(self._line_cache(lines[0], leading_space))
+        # the other lines go in blocks (each a newline + line, repeated): one cache hit per block
+        block = self._block_cache
+        for start in range(1, len(lines), _BLOCK_LINES):
+            out.extend(block("\n".join(lines[start:start + _BLOCK_LINES])))
+        return out
+
+    def _encode_block(self, block: str) -> tuple[int, ...]:
+        newline, cached = self._newline_id, self._line_cache
+        out: list[int] = []
+        for line in block.split("\n"):
             out.append(newline)
             if line:
                 out.extend(cached(line, False))
-        return out
+        return tuple(out)
 
     def _encode_line(self, line: str, leading_space: bool) -> tuple[int, ...]:
         if leading_space and self._implicit:
