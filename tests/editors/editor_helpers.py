@@ -7,6 +7,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+# Short generations keep the editor tests fast on 2 CPU cores; sent as initializationOptions, so the
+# editors' settings path is exercised too.
+SERVER_SETTINGS = {"maxTokens": 24, "chatMaxTokens": 48}
+
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
     """The test's environment for an editor and the server it starts: isolated home and XDG dirs,

@@ -2,7 +2,7 @@
 -- so that Neovim's main loop processes the fed keys exactly as typed ones (insert mode, autocommands,
 -- mappings). Input and output through environment variables and one JSON file:
 --   CODELLAMA_TEST_RTP   the plugin directory (editors/nvim)
---   CODELLAMA_TEST_CMD   JSON list: the server command
+--   CODELLAMA_TEST_CMD   JSON list: the server command; CODELLAMA_TEST_SETTINGS  JSON: initializationOptions
 --   CODELLAMA_TEST_FILE  the file to edit;  CODELLAMA_TEST_LINE  1-based line to append to
 --   CODELLAMA_TEST_TYPE  characters typed at the end of that line
 --   CODELLAMA_TEST_OUT   where the JSON report goes
@@ -48,6 +48,7 @@ end
 
 local cl = require('codellama').setup({
   cmd = vim.fn.json_decode(env.CODELLAMA_TEST_CMD),
+  settings = vim.fn.json_decode(env.CODELLAMA_TEST_SETTINGS),
   debounce_ms = 50,
   chat_layout = 'split',
 })
@@ -79,7 +80,7 @@ end
 vim.defer_fn(function()
   vim.cmd('edit ' .. vim.fn.fnameescape(env.CODELLAMA_TEST_FILE))
   step('edited')
-  poll('the model to be ready', 120000, function()
+  poll('the model to be ready', 180000, function()
     if cl.status.state == 'error' then error('server error: ' .. tostring(cl.status.message)) end
     return cl.client() and cl.status.state == 'ready'
   end, function()

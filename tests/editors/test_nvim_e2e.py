@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from editor_helpers import REPO, clean_env, tail
+from editor_helpers import REPO, SERVER_SETTINGS, clean_env, tail
 
 pytestmark = [pytest.mark.editor, pytest.mark.slow]
 
@@ -60,10 +60,13 @@ def session(request, server_command, tmp_path_factory):
     src = work / "demo.py"
     src.write_text(SOURCE)
     out = work / "report.json"
+    home = tmp_path_factory.mktemp(f"nvim-{request.param}-home")
     env = clean_env(
-        work / "home",
+        # Outside the project folder: the server watches the project, and its log lives under HOME.
+        home,
         CODELLAMA_TEST_RTP=str(REPO / "editors" / "nvim"),
         CODELLAMA_TEST_CMD=json.dumps(server_command),
+        CODELLAMA_TEST_SETTINGS=json.dumps(SERVER_SETTINGS),
         CODELLAMA_TEST_FILE=str(src),
         CODELLAMA_TEST_LINE=str(LINE),
         CODELLAMA_TEST_TYPE=TYPED,
@@ -71,13 +74,14 @@ def session(request, server_command, tmp_path_factory):
     )
     proc = subprocess.run(
         [nvim, "--headless", "-u", "NONE", "-i", "NONE", "-n", "-S", str(DRIVER)],
-        cwd=work, env=env, capture_output=True, text=True, timeout=240,
+        cwd=work, env=env, capture_output=True, text=True, timeout=330,
     )
-    logs = "\n".join(tail(p) for p in (work / "home").rglob("lsp.log"))
+    logs = "\n".join(tail(p) for p in home.rglob("lsp.log"))
     assert out.is_file(), f"Neovim {version} wrote no report (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n{logs}"
     report = json.loads(out.read_text())
     assert not report.get("error"), f"Neovim {version}: {report.get('error')} (steps {report['steps']})\n{logs}"
     report["_version"] = version
+    print(f"Neovim {version}: {' '.join(report['steps'])}")
     return report
 
 
