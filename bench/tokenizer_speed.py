@@ -16,6 +16,7 @@ Defaults to the shared Code Llama tokenizer (../shared/data/codellama-tokenizer)
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -153,7 +154,8 @@ def main() -> int:
 
     env = (f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, "
            f"tokenizers {tokenizers.__version__}, transformers {transformers.__version__}; "
-           f"tokenizer: {args.tokenizer.name}; medians of {args.repeat} runs")
+           f"tokenizer: {args.tokenizer.name}; medians of {args.repeat} runs; "
+           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     lines = ["| measurement | result |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows]]
     report = "\n".join(lines)
     print(env)
