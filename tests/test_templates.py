@@ -426,6 +426,7 @@ def family_tokenizers(tmp_path_factory) -> dict[str, Tokenizer]:
 def test_family_is_detected_from_special_tokens(family_tokenizers, family):
     tok = family_tokenizers[family]
     assert detect_family(tok) == family
+    assert tok.describe()["kind"] == ("SentencePiece-style BPE" if family == "codestral" else "byte-level BPE")
     assert template_for(tok).family == family
 
 

@@ -102,6 +102,8 @@ def test_small_api(codellama_tok):
     assert tok.adds_bos()
     assert tok.implicit_space == "▁"
     assert tok.encode_markup("<s>[INST] hi") == [1] + tok.encode("[INST] hi", leading_space=False)
+    info = tok.describe()
+    assert info["kind"] == "SentencePiece-style BPE" and info["vocab_size"] == 32016 and info["line_cache"]
 
 
 @needs_shared

@@ -145,6 +145,9 @@ class Tokenizer:
         self.control_ids: frozenset[int] = frozenset(control)
         byte_ids = (raw.token_to_id(f"<0x{b:02X}>") for b in range(256))
         self.byte_ids: frozenset[int] = frozenset(i for i in byte_ids if i is not None)
+        self.kind = ("byte-level BPE" if "ByteLevel" in json.dumps(pre_tokenizer)
+                     else "SentencePiece-style BPE" if (self._implicit == "▁" or self.byte_ids)
+                     else "other")
         self._newline_id = self._isolated_newline(raw, pre_tokenizer)
         self._line_cache = functools.lru_cache(maxsize=_LINE_CACHE_SIZE)(self._encode_line)
         self._block_cache = functools.lru_cache(maxsize=_LINE_CACHE_SIZE // _BLOCK_LINES)(self._encode_block)
@@ -317,6 +320,12 @@ class Tokenizer:
                     except Exception:  # noqa: BLE001 - callers treat None as "not available"
                         self._hf = False
         return self._hf or None
+
+    def describe(self) -> dict[str, Any]:
+        """What ``doctor`` shows about the tokenizer."""
+        return {"kind": self.kind, "vocab_size": self.vocab_size, "bos": self.bos_token, "eos": self.eos_token,
+                "implicit_space": bool(self._implicit), "line_cache": self._newline_id is not None,
+                "source": self.source}
 
     def __repr__(self) -> str:
         return f"Tokenizer({self.source or '?'}, vocab={self.vocab_size}, implicit_space={self._implicit!r})"
