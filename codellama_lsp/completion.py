@@ -15,6 +15,8 @@ and the completion ends with ``)``: the suggestion replaces that ``)`` instead o
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -134,6 +136,16 @@ class CompletionService:
         self.trees = trees
         self.report: Callable[[CompletionOutcome], None] | None = None
         self._shown: dict[str, _Shown] = {}
+        # Prompt building (tree-sitter, retrieval, tokenizing) takes tens of milliseconds on a big file:
+        # it runs on a thread of its own so the event loop stays free, and in parallel with the model.
+        self._context = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="codellama-context")
+
+    def close(self) -> None:
+        self._context.shutdown(wait=False, cancel_futures=True)
+
+    async def off_loop(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` on the context thread (prompt building and clean-up are CPU work)."""
+        return await asyncio.get_running_loop().run_in_executor(self._context, functools.partial(fn, *args, **kwargs))
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -212,9 +224,9 @@ class CompletionService:
             outcome.reason = cancel.reason or "cancelled"
             return
 
-        plan = self.build_plan(virtual, voffset, uri=uri, path=path, language_id=language_id,
-                               open_documents=open_documents, recent_edits=recent_edits,
-                               invoked=trigger == INVOKED)
+        plan = await self.off_loop(self.build_plan, virtual, voffset, uri=uri, path=path, language_id=language_id,
+                                   open_documents=open_documents, recent_edits=recent_edits,
+                                   invoked=trigger == INVOKED)
         outcome.plan = plan
         if plan is None:
             outcome.reason = "no_prompt"
@@ -230,7 +242,7 @@ class CompletionService:
         if result.cancelled or cancel.cancelled:
             outcome.reason = cancel.reason or "cancelled"
             return
-        completion = self.clean(result.text, virtual[:voffset], virtual[voffset:], plan)
+        completion = await self.off_loop(self.clean, result.text, virtual[:voffset], virtual[voffset:], plan)
         if not completion:
             outcome.reason = "empty"
             return

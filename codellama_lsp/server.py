@@ -416,8 +416,8 @@ class CodeLlamaServer(LanguageServer):
         offset = LineIndex.of(text).offset_at(position.line, position.character,
                                               normalize_encoding(self.workspace.position_encoding))
         try:
-            plan = self.completion.build_plan(
-                text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "",
+            plan = await self.completion.off_loop(
+                self.completion.build_plan, text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "",
                 open_documents=self.open_documents() if self.settings.repo_context else None,
                 recent_edits=list(self.recent_edits), invoked=False)
         except Exception:
@@ -614,6 +614,7 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
                 ls.index.stop()
             except Exception:
                 log.exception("index stop failed")
+        ls.completion.close()
         try:
             ls.engine.close()
         except Exception:

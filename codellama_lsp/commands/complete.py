@@ -136,6 +136,7 @@ async def _complete(settings, text: str, offset: int, path: Path, root: Path) ->
         language_id = _language_id(path)
         outcome = await service.complete(text, offset, uri=path.as_uri(), path=str(path), language_id=language_id,
                                          trigger=INVOKED, use_cache=False)
+        service.close()
         return service.describe(outcome)
     finally:
         if index is not None:

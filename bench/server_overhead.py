@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""What the language server itself costs, apart from the model.
+
+    python bench/server_overhead.py --model DIR [--requests 60] [--pings 100] [--write bench/results/server_overhead.md]
+
+Runs the real server (``python -m codellama_lsp serve``) over stdio, like an editor does, and measures:
+
+1. **Event-loop responsiveness while a long generation runs.** An inline request decodes for a long
+   time (``maxTokens`` very high); meanwhile ``codellama/ping`` requests (answered straight from the
+   event loop) are sent one after another. Their round-trip times show whether the model work really
+   stays off the loop. Target: every ping under 50 ms.
+2. **Server overhead per inline request, excluding model time.** Inline requests at many positions of
+   a real source file (this repository's ``codellama_lsp/server.py``), one generated token each. For
+   each request: the client's round-trip time minus the model's own time on the worker
+   (``generation_ms`` from ``codellama/status``). What remains is JSON-RPC, position conversion, prompt
+   building (tree-sitter, retrieval, tokenizing), post-processing and the answer.
+3. **Typing-along cache hits**: the round trip when the user types the first character of the
+   suggestion just shown (answered without the model).
+
+Any model directory works (the numbers of 2 and 3 exclude the model); a tiny one keeps 1 quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lsprotocol import types as lsp  # noqa: E402
+from pygls.lsp.client import LanguageClient  # noqa: E402
+
+DOCUMENT = ROOT / "codellama_lsp" / "server.py"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.client = LanguageClient("server-overhead-bench", "1")
+        self.statuses: list[dict] = []
+        self.logs: list[str] = []
+        self._event = asyncio.Event()
+        self.settings: dict = {}
+
+        @self.client.feature("codellama/status")
+        def status(ls: LanguageClient, params) -> None:
+            self.statuses.append(_plain(params))
+            self._event.set()
+
+        @self.client.feature(lsp.WINDOW_LOG_MESSAGE)
+        def log_message(ls: LanguageClient, params: lsp.LogMessageParams) -> None:
+            self.logs.append(params.message)
+            self._event.set()
+
+        @self.client.feature(lsp.WINDOW_SHOW_MESSAGE)
+        def show_message(ls: LanguageClient, params: lsp.ShowMessageParams) -> None:
+            print("server:", params.message, file=sys.stderr)
+
+        @self.client.feature(lsp.WORKSPACE_CONFIGURATION)
+        def configuration(ls: LanguageClient, params: lsp.ConfigurationParams):
+            return [self.settings for _ in params.items]
+
+        @self.client.feature(lsp.WINDOW_WORK_DONE_PROGRESS_CREATE)
+        def progress_create(ls: LanguageClient, params) -> None:
+            return None
+
+    async def wait_for(self, check, timeout: float = 600.0):
+        deadline = time.monotonic() + timeout
+        while not (found := check()):
+            self._event.clear()
+            if time.monotonic() > deadline:
+                raise TimeoutError("bench: condition not met")
+            try:
+                await asyncio.wait_for(self._event.wait(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+        return found
+
+    async def configure(self, **values) -> None:
+        mark = len(self.logs)
+        self.settings = {**self.settings, **values}
+        self.client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings=None))
+        await self.wait_for(lambda: any("settings applied" in m for m in self.logs[mark:]))
+
+    async def status_for(self, uri: str, after: int) -> dict:
+        return await self.wait_for(lambda: next((s for s in self.statuses[after:] if s.get("uri") == uri), None))
+
+
+def _plain(value):
+    if hasattr(value, "_asdict"):
+        return {k: _plain(v) for k, v in value._asdict().items()}
+    return value
+
+
+def inline_params(uri: str, line: int, character: int) -> lsp.InlineCompletionParams:
+    return lsp.InlineCompletionParams(
+        text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=line, character=character),
+        context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Invoked))
+
+
+def line_end_positions(text: str, count: int) -> list[tuple[int, int]]:
+    """Ends of non-blank lines spread over the file (where a user would ask for a completion)."""
+    lines = text.split("\n")
+    candidates = [(i, len(line)) for i, line in enumerate(lines) if line.strip()]
+    step = max(1, len(candidates) // count)
+    return candidates[::step][:count]
+
+
+async def run(args) -> dict:
+    bench = Bench()
+    client = bench.client
+    workdir = Path(tempfile.mkdtemp(prefix="codellama-bench-"))
+    env = dict(os.environ, XDG_CONFIG_HOME=str(workdir / "config"), XDG_STATE_HOME=str(workdir / "state"),
+               XDG_CACHE_HOME=str(workdir / "cache"), HF_HUB_OFFLINE="1")
+    await client.start_io(sys.executable, "-m", "codellama_lsp", "serve", "--model", str(args.model),
+                          "--log-file", str(workdir / "server.log"), env=env)
+    caps = lsp.ClientCapabilities(
+        general=lsp.GeneralClientCapabilities(position_encodings=[lsp.PositionEncodingKind.Utf16]),
+        workspace=lsp.WorkspaceClientCapabilities(configuration=True),
+        window=lsp.WindowClientCapabilities(work_done_progress=True),
+        text_document=lsp.TextDocumentClientCapabilities(inline_completion=lsp.InlineCompletionClientCapabilities()),
+    )
+    bench.settings = {"logLevel": "debug", "maxTokens": 1}
+    await client.initialize_async(lsp.InitializeParams(
+        capabilities=caps, root_uri=ROOT.as_uri(),
+        workspace_folders=[lsp.WorkspaceFolder(uri=ROOT.as_uri(), name=ROOT.name)]))
+    client.initialized(lsp.InitializedParams())
+    started = time.perf_counter()
+    ready = await bench.wait_for(lambda: next((s for s in bench.statuses if s.get("state") in ("ready", "error")), None))
+    if ready["state"] != "ready":
+        raise SystemExit(f"model failed to load: {ready.get('message')}")
+    load_s = time.perf_counter() - started
+
+    text = DOCUMENT.read_text(encoding="utf-8")
+    uri = DOCUMENT.as_uri()
+    client.text_document_did_open(lsp.DidOpenTextDocumentParams(
+        text_document=lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+    results: dict = {"load_s": load_s, "document": str(DOCUMENT.relative_to(ROOT)),
+                     "document_lines": text.count("\n") + 1}
+
+    # 2. overhead per inline request (1 token each) -------------------------------------------------
+    overhead, server_side, rtts, empty = [], [], [], 0
+    positions = line_end_positions(text, args.requests + 5)
+    for i, (line, col) in enumerate(positions):
+        mark = len(bench.statuses)
+        t0 = time.perf_counter()
+        result = await client.text_document_inline_completion_async(inline_params(uri, line, col))
+        rtt = (time.perf_counter() - t0) * 1000
+        status = await bench.status_for(uri, mark)
+        if i < 5:
+            continue  # warm-up: first parse, first retrieval build, first tokenizer calls
+        items = result.items if isinstance(result, lsp.InlineCompletionList) else (result or [])
+        empty += not items
+        rtts.append(rtt)
+        overhead.append(rtt - status.get("generation_ms", 0.0))
+        server_side.append(status["total_ms"] - status.get("generation_ms", 0.0))
+    results["inline"] = {
+        "requests": len(rtts), "empty_answers": empty,
+        "round_trip_ms": {"p50": percentile(rtts, 50), "p99": percentile(rtts, 99)},
+        "overhead_ms": {"p50": percentile(overhead, 50), "p99": percentile(overhead, 99), "max": max(overhead)},
+        "in_server_overhead_ms": {"p50": percentile(server_side, 50), "p99": percentile(server_side, 99)},
+    }
+
+    # 3. typing-along cache hit (a plain-text copy: garbage from a tiny model survives no syntax check) --
+    hits = []
+    version = 1
+    uri = (ROOT / "codellama_lsp" / "server-copy.txt").as_uri()
+    client.text_document_did_open(lsp.DidOpenTextDocumentParams(
+        text_document=lsp.TextDocumentItem(uri=uri, language_id="plaintext", version=1, text=text)))
+    await bench.configure(maxTokens=4)
+    for line, col in positions[:20]:
+        result = await client.text_document_inline_completion_async(inline_params(uri, line, col))
+        items = result.items if isinstance(result, lsp.InlineCompletionList) else (result or [])
+        if not items or len(items[0].insert_text) < 2:
+            continue
+        first = items[0].insert_text[0]
+        version += 1
+        client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[lsp.TextDocumentContentChangePartial(
+                range=lsp.Range(start=lsp.Position(line=line, character=col), end=lsp.Position(line=line, character=col)),
+                text=first)]))
+        mark = len(bench.statuses)
+        t0 = time.perf_counter()
+        await client.text_document_inline_completion_async(inline_params(uri, line, col + len(first.encode("utf-16-le")) // 2))
+        elapsed = (time.perf_counter() - t0) * 1000
+        status = await bench.status_for(uri, mark)
+        if status.get("source") == "cache":
+            hits.append(elapsed)
+        version += 1
+        client.text_document_did_change(lsp.DidChangeTextDocumentParams(  # undo the typed character
+            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[lsp.TextDocumentContentChangePartial(
+                range=lsp.Range(start=lsp.Position(line=line, character=col),
+                                end=lsp.Position(line=line, character=col + len(first.encode("utf-16-le")) // 2)),
+                text="")]))
+    results["cache_hit_round_trip_ms"] = {"hits": len(hits), "p50": percentile(hits, 50), "p99": percentile(hits, 99)}
+
+    # 1. responsiveness while a long generation runs -------------------------------------------------
+    await bench.configure(maxTokens=100000, completionTimeoutS=600.0)
+    line, col = positions[len(positions) // 2]
+    mark = len(bench.logs)
+    pending = asyncio.ensure_future(client.protocol.send_request_async(
+        lsp.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, line, col), msg_id="long-generation"))
+    await bench.wait_for(lambda: any("decoding started" in m for m in bench.logs[mark:]))
+    pings = []
+    for _ in range(args.pings):
+        t0 = time.perf_counter()
+        await client.protocol.send_request_async("codellama/ping", None)
+        pings.append((time.perf_counter() - t0) * 1000)
+    status_mark = len(bench.statuses)
+    client.cancel_request(lsp.CancelParams(id="long-generation"))
+    try:
+        await pending
+    except Exception:
+        pass
+    cancelled = await bench.status_for(uri, status_mark)
+    results["ping_during_generation_ms"] = {
+        "pings": len(pings), "p50": percentile(pings, 50), "p99": percentile(pings, 99), "max": max(pings),
+        "under_50ms": sum(p < 50 for p in pings), "tokens_generated_meanwhile": cancelled.get("generated_tokens"),
+        "stop_reason": cancelled.get("stop_reason"),
+    }
+    await client.shutdown_async(None)
+    client.exit(None)
+    await client.stop()
+    return results
+
+
+def environment(args) -> str:
+    import torch
+
+    try:
+        load = "load average %.1f / %.1f / %.1f" % os.getloadavg()
+    except OSError:
+        load = "load average n/a"
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs ({load} at start), Python {platform.python_version()}, "
+            f"torch {torch.__version__} (CPU threads {torch.get_num_threads()}); model `{args.model}`")
+
+
+def markdown(results: dict, env: str, command: str) -> str:
+    inline = results["inline"]
+    ping = results["ping_during_generation_ms"]
+    cache = results["cache_hit_round_trip_ms"]
+    rows = [
+        ("ping while a long generation runs (p50 / p99 / max)",
+         f"{ping['p50']:.1f} / {ping['p99']:.1f} / {ping['max']:.1f} ms — {ping['under_50ms']}/{ping['pings']} under 50 ms "
+         f"({ping['tokens_generated_meanwhile']} tokens generated meanwhile, then {ping['stop_reason']})"),
+        ("inline request overhead excl. model time, client-measured (p50 / p99 / max)",
+         f"{inline['overhead_ms']['p50']:.1f} / {inline['overhead_ms']['p99']:.1f} / {inline['overhead_ms']['max']:.1f} ms "
+         f"over {inline['requests']} requests"),
+        ("same, measured inside the server (p50 / p99)",
+         f"{inline['in_server_overhead_ms']['p50']:.1f} / {inline['in_server_overhead_ms']['p99']:.1f} ms"),
+        ("inline round trip incl. 1 generated token (p50 / p99)",
+         f"{inline['round_trip_ms']['p50']:.1f} / {inline['round_trip_ms']['p99']:.1f} ms"),
+        ("typing-along cache hit round trip (p50 / p99)",
+         f"{cache['p50']:.1f} / {cache['p99']:.1f} ms ({cache['hits']} hits)"),
+        ("model load (tiny model, incl. imports)", f"{results['load_s']:.1f} s"),
+    ]
+    table = "\n".join(f"| {a} | {b} |" for a, b in rows)
+    return (f"# Server overhead\n\nCommand: `{command}`\n\nDate: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
+            f"Environment: {env}. Document: `{results['document']}` ({results['document_lines']} lines), "
+            f"repository context from this checkout.\n\n| measurement | result |\n|---|---|\n{table}\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="model directory (any size: model time is excluded)")
+    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--pings", type=int, default=100)
+    parser.add_argument("--write", help="write the markdown result here")
+    args = parser.parse_args()
+    env = environment(args)
+    results = asyncio.run(run(args))
+    command = "python bench/server_overhead.py " + " ".join(sys.argv[1:])
+    text = markdown(results, env, command)
+    print(text)
+    if args.write:
+        Path(args.write).write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
