@@ -92,3 +92,32 @@ def offset_at(text: str, line: int, character: int, encoding: str) -> int:
 
 def position_at(text: str, offset: int, encoding: str) -> tuple[int, int]:
     return LineIndex.of(text).position_at(offset, encoding)
+
+
+def apply_change(text: str, start: tuple[int, int], end: tuple[int, int], new_text: str, encoding: str) -> str:
+    """``text`` with the LSP range ``start``-``end`` (line, character) replaced by ``new_text``."""
+    index = LineIndex.of(text)
+    begin = index.offset_at(*start, encoding)
+    finish = max(begin, index.offset_at(*end, encoding))
+    return text[:begin] + new_text + text[finish:]
+
+
+def install_document_model(workspace) -> None:
+    """Make a pygls ``Workspace`` apply incremental edits with these rules (LSP line ends, no
+    off-by-one clamping) instead of its own; documents opened afterwards use them."""
+    from pygls.workspace import TextDocument, Workspace
+
+    class LspTextDocument(TextDocument):
+        def _apply_incremental_change(self, change) -> None:
+            encoding = normalize_encoding(self.position_codec.encoding)
+            r = change.range
+            self._source = apply_change(self.source, (r.start.line, r.start.character),
+                                        (r.end.line, r.end.character), change.text, encoding)
+
+    class LspWorkspace(Workspace):
+        def _create_text_document(self, doc_uri, source=None, version=None, language_id=None):
+            return LspTextDocument(doc_uri, source=source, version=version, language_id=language_id,
+                                   sync_kind=self._sync_kind, position_codec=self._position_codec)
+
+    if isinstance(workspace, Workspace) and not isinstance(workspace, LspWorkspace):
+        workspace.__class__ = LspWorkspace

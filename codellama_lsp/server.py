@@ -26,7 +26,7 @@ from .completion import AUTOMATIC, INVOKED, CompletionOutcome, CompletionService
 from .config import Settings
 from .engine.backend import CancelToken
 from .logs import EditorLogHandler, document_text, set_level
-from .positions import LineIndex, normalize_encoding, units
+from .positions import LineIndex, install_document_model, normalize_encoding, units
 
 log = logging.getLogger(__name__)
 
@@ -493,6 +493,7 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
 
     @server.feature(lsp.INITIALIZE)
     def initialize(ls: CodeLlamaServer, params: lsp.InitializeParams) -> None:
+        install_document_model(ls.workspace)  # pygls' own edit application mis-splits lines
         if params.initialization_options is not None:
             ls.apply_client_settings(params.initialization_options, source="initializationOptions")
 

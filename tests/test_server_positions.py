@@ -72,3 +72,28 @@ def test_offset_position_round_trip_property(text, data):
         return  # inside a CRLF is not a position
     for encoding in (UTF8, UTF16, UTF32):
         assert index.offset_at(*index.position_at(offset, encoding), encoding) == offset
+
+
+@pytest.mark.parametrize("encoding", [UTF8, UTF16, UTF32])
+def test_incremental_edits_land_where_the_client_meant(encoding):
+    from lsprotocol import types as lsp
+    from pygls.workspace import Workspace
+
+    from codellama_lsp.positions import install_document_model
+
+    workspace = Workspace(None, position_encoding=encoding)
+    install_document_model(workspace)
+    text = "a = '😋'\r\nform\x0cfeed\u2028same line\r\nlast"
+    workspace.put_text_document(lsp.TextDocumentItem(uri="file:///t.txt", language_id="plaintext", version=1, text=text))
+    doc = workspace.get_text_document("file:///t.txt")
+    index = LineIndex.of(text)
+    target = text.index("same")
+    line, character = index.position_at(target, encoding)
+    assert line == 1  # U+2028 and form feed are not line ends
+    doc.apply_change(lsp.TextDocumentContentChangePartial(
+        range=lsp.Range(start=lsp.Position(line=line, character=character),
+                        end=lsp.Position(line=line, character=character + units("same", encoding))),
+        text="SAME"))
+    past_end = lsp.Position(line=0, character=999)  # clamps to the end of line 0, before its CRLF
+    doc.apply_change(lsp.TextDocumentContentChangePartial(range=lsp.Range(start=past_end, end=past_end), text="!"))
+    assert doc.source == "a = '😋'!\r\nform\x0cfeed\u2028SAME line\r\nlast"
