@@ -95,7 +95,7 @@ def test_snippets_are_comment_blocks_with_path_most_relevant_last(repo, template
     last = data["snippets"][-1]
     assert last["reason"].startswith("definition of make_user") and last["path"] == "pkg/models.py"
     assert set(last) == {"path", "start_line", "end_line", "reason", "tokens"}
-    header = f"# pkg/models.py:{last['start_line']}-{last['end_line']} ({last['reason']})\n# def make_user(name):"
+    header = f"# pkg/models.py:{last['start_line']}-{last['end_line']}\n# def make_user(name):"
     assert header in data["prompt"]
     # the block sits before the document prefix, closest snippet right above it
     assert data["prompt"].index(header) < data["prompt"].index("def register(name):")

@@ -128,8 +128,8 @@ def comment_lines(text: str, language: str | None) -> str:
 
 
 def render_snippet(snippet: Snippet, language: str | None) -> str:
-    """One snippet as it appears in the prompt: a comment block headed by its path, lines and reason."""
-    head = f"{snippet.path}:{snippet.start_line}-{snippet.end_line} ({snippet.reason})"
+    """One snippet as it appears in the prompt: a comment block headed by its path and lines."""
+    head = f"{snippet.path}:{snippet.start_line}-{snippet.end_line}"  # the reason is in the JSON, not worth tokens
     return comment_lines(f"{head}\n{snippet.text}", language) + "\n\n"
 
 

@@ -37,11 +37,13 @@ WINDOW_LINES = 20
 WINDOW_STRIDE = 10
 QUERY_LINES = 20
 MAX_DEFINITION_LINES = 40
+MAX_OUTLINE_MEMBERS = 16
 
 # prompt order: lower tiers are placed first (farthest from the cursor)
 TIERS = {"similar code": 0, "open document": 1, "recent edit": 2, "import": 3, "definition": 4}
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ATTR = re.compile(r"([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z0-9])|[A-Z]?[a-z0-9]+|[A-Z]+")
 _STOP = frozenset(
     "self cls def return if elif else for while in is not and or import from class as with try except finally "
@@ -208,6 +210,9 @@ class BM25Windows:
             return out
 
 
+Part = tuple[int, tuple[int, ...], str]  # (first line, lines shown, text) of one definition's signature
+
+
 @dataclass
 class _Candidate:
     path: str
@@ -218,7 +223,7 @@ class _Candidate:
     tier: str
     weight: float
     shown: tuple[int, ...] | None = None  # the lines displayed when not the whole range (outlines, signatures)
-    parts: tuple[tuple[int, str], ...] | None = None  # (line, text) pieces a signature group may drop
+    parts: tuple[Part, ...] | None = None  # a signature group's pieces, most wanted first (may be dropped)
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -272,10 +277,20 @@ def _resolve_python(spec: str, name: str | None, path: str, index: WorkspaceInde
             candidates += [target + ".py", os.path.join(target, "__init__.py")]
         return [c for c in candidates if index.entry(c) is not None]
     table = index.module_files()
-    found = []
-    if name:
-        found += table.get(f"{rest}.{name}", [])
-    found += table.get(rest, [])
+    found: list[str] = []
+    parts = rest.split(".")
+    # the workspace root may be the package itself (``import pkg.x`` with root .../pkg): then "pkg" is the root
+    attempts = [parts]
+    root_dir = index.root_of(path)
+    if root_dir and parts[0] == os.path.basename(root_dir):
+        attempts.append(parts[1:])
+    for attempt in attempts:
+        dotted = ".".join(attempt)  # "" for the root package itself (the root's own __init__.py)
+        if name:
+            found += table.get(f"{dotted}.{name}" if dotted else name, [])
+        found += table.get(dotted, [])
+        if found:
+            break
     root = index.root_of(path)
     same_root = [f for f in found if index.root_of(f) == root]
     return same_root or found
@@ -345,6 +360,9 @@ class Retriever:
         self._last: tuple[Any, list[tuple[str, int, int]]] | None = None
         self._resolved: dict[tuple, list[str]] = {}
         self._import_cache: dict[tuple, list[Import]] = {}
+        self._usage: Counter = Counter()
+        self._usage_key: tuple | None = None
+        self._usage_cache: tuple[Counter, Counter] = (Counter(), Counter())
         if index is not None:
             index.add_listener(self._on_change)
 
@@ -439,7 +457,11 @@ class Retriever:
             if c.key in previous:
                 c.weight *= 1.5  # hysteresis: keep the set stable while the cursor stays in this scope
 
-        cands.sort(key=lambda c: (-c.weight, TIERS[c.tier], c.path, c.start_line))
+        # value per token: a 1,000-token class must be worth more than four 250-token snippets to win
+        # value per token: a 1,000-token class must be worth more than four 250-token snippets to win (a
+        # signature group can shrink to fit, so only its first part's worth of size counts against it)
+        cands.sort(key=lambda c: (-c.weight / (1.0 + (min(len(c.text), 600) if c.parts else len(c.text)) / 1500.0),
+                                  TIERS[c.tier], c.path, c.start_line))
         chosen: list[tuple[_Candidate, Snippet]] = []
         taken: dict[str, set[int]] = {}
         used = 0
@@ -457,6 +479,14 @@ class Retriever:
                 continue
             snippet = Snippet(self._display_path(c.path), c.start_line, c.end_line, c.text, c.reason, 0)
             tokens = self._count(render(snippet) if render else c.text, count_tokens)
+            room = min(budget - used, max(budget // 4, 150)) if c.parts else budget - used
+            while tokens > room and c.parts and len(c.parts) > 1:
+                # a signature group too big for what is left (or for a quarter of the budget: one module's
+                # outline must not crowd out everything else) keeps its most wanted signatures
+                keep = max(1, min(len(c.parts) - 1, int(len(c.parts) * room / tokens)))
+                c = _group(c.path, c.parts[:keep], c.reason, c.tier, c.weight)
+                snippet = Snippet(self._display_path(c.path), c.start_line, c.end_line, c.text, c.reason, 0)
+                tokens = self._count(render(snippet) if render else c.text, count_tokens)
             if used + tokens > budget:
                 continue
             snippet.tokens = tokens
@@ -494,6 +524,18 @@ class Retriever:
 
     # -------------------------------------------------------------- candidate sources
 
+    def _usage_counts(self, path: str | None, text: str) -> tuple[Counter, Counter]:
+        """How often each name (and ``module.attr`` pair) occurs in the file. Counting a large file costs a few
+        milliseconds, so the counts are reused while the file's size stays in the same 4 KB bucket: a few
+        typed characters do not change a ranking."""
+        key = (path, len(text) >> 12) if len(text) > 20_000 else None
+        if key is not None and self._usage_key == key:
+            return self._usage_cache
+        result = (Counter(_IDENT.findall(text)), Counter(_ATTR.findall(text)))
+        if key is not None:
+            self._usage_key, self._usage_cache = key, result
+        return result
+
     def _imports(self, text: str, language: str | None) -> list[Import]:
         key = (language, import_lines(text))
         hit = self._import_cache.get(key)
@@ -512,7 +554,9 @@ class Retriever:
         keep = list(_signature_lines(lines, start))
         members = [m for m in self.index.definitions_in(d.path)
                    if start < m.start_line <= end and m.kind in ("method", "function", "constant", "class", "type")]
-        for m in members[:MAX_DEFINITION_LINES]:
+        usage = self._usage
+        members.sort(key=lambda m: (-usage.get(m.name, 0), m.start_line))
+        for m in members[:MAX_OUTLINE_MEMBERS]:
             keep += _signature_lines(lines, m.start_line)
         keep = sorted(set(keep))
         out, last = [], None
@@ -523,23 +567,29 @@ class Retriever:
             last = ln
         return start, end, "\n".join(out), tuple(keep)
 
-    def _outline(self, file: str, reason: str, weight: float) -> _Candidate | None:
-        """A module imported whole: the signature of each of its definitions."""
+    def _outline(self, file: str, reason: str, weight: float, usage: dict[str, int] | None = None) -> _Candidate | None:
+        """A module imported whole: the signatures of its top-level definitions, those this file uses first."""
         lines = self._texts.lines(file)
-        defs = self.index.definitions_in(file) if lines else []
-        return self._signature_group(file, lines, defs[:120], reason, weight)
+        defs = [d for d in self.index.definitions_in(file) if d.kind != "method"] if lines else []
+        usage = usage or {}
+        defs.sort(key=lambda d: (-usage.get(d.name, 0), d.start_line))
+        used = sum(1 for d in defs if usage.get(d.name, 0))
+        return self._signature_group(file, lines, defs[: used + 40], reason, weight)
 
     def _signature_group(self, file: str, lines: list[str] | None, defs: list[Definition], reason: str,
                          weight: float) -> _Candidate | None:
+        """Signatures of ``defs`` (given most wanted first) from one file, as one snippet that may shrink."""
         if not lines or not defs:
             return None
-        parts: dict[int, str] = {}
+        parts: list[Part] = []
+        seen: set[int] = set()
         for d in defs:
-            for ln in _signature_lines(lines, d.start_line):
-                parts[ln] = lines[ln - 1]
-        ordered = tuple(sorted(parts.items()))
-        return _Candidate(file, ordered[0][0], ordered[-1][0], "\n".join(t for _, t in ordered), reason, "import",
-                          weight, tuple(ln for ln, _ in ordered), ordered)
+            if d.start_line in seen or d.start_line > len(lines):
+                continue
+            seen.add(d.start_line)
+            shown = tuple(_signature_lines(lines, d.start_line))
+            parts.append((d.start_line, shown, "\n".join(lines[ln - 1] for ln in shown)))
+        return _group(file, tuple(parts), reason, "import", weight)
 
     def _definition_candidates(self, path, text, lines, cursor_line, language) -> list[_Candidate]:
         index = self.index
@@ -555,8 +605,12 @@ class Retriever:
                 if m.group(2):
                     attrs[(name, m.group(2))] = max(attrs.get((name, m.group(2)), 0.0), w)
         # how often each name is used (around the cursor in big files: this runs on every keystroke)
-        counts = Counter(_IDENT.findall(text) if len(text) < 20_000 else
-                         _IDENT.findall("\n".join(lines[max(0, cursor_line - 400): cursor_line + 100])))
+        counts, pair_counts = self._usage_counts(path, text)
+        self._usage = counts
+
+        def usage_of(alias: str) -> dict[str, int]:
+            return {attr: n for (mod, attr), n in pair_counts.items() if mod == alias}
+
         imports = self._imports(text, language) if path else []
         imported: dict[str, tuple[Import, str]] = {}
         modules: dict[str, Import] = {}
@@ -589,7 +643,12 @@ class Retriever:
 
         def defs_in(files: list[str], name: str) -> list[Definition]:
             found = [d for f in files for d in index.definitions_in(f) if d.name == name]
-            return [d for d in found if d.kind != "method"] or found
+            found = [d for d in found if d.kind != "method"] or found
+            # several in one file (typing overloads, redefinitions): the last one is the implementation
+            last: dict[str, Definition] = {}
+            for d in found:
+                last[d.path] = d
+            return list(last.values())
 
         handled: set[str] = set()
         for name, w in sorted(weights.items(), key=lambda kv: -kv[1]):
@@ -601,8 +660,9 @@ class Retriever:
                     # re-exported (``from .core import X`` in a package ``__init__``): follow the name
                     defs = [d for d in index.definitions(original) if index.root_of(d.path) == index.root_of(path)]
                     defs = [d for d in defs if d.kind != "method"][:2]
-                add_defs(defs, f"definition of {name} (imported from {imp.module})", "definition", 3.0 * w)
-                handled.add(name)
+                if defs:  # else it is a module (``from . import nodes``): its outline comes below
+                    add_defs(defs, f"definition of {name} (imported from {imp.module})", "definition", 3.0 * w)
+                    handled.add(name)
             elif name in modules:
                 continue
             else:
@@ -637,12 +697,14 @@ class Retriever:
                 continue
             sub = [f for f in files if os.path.splitext(os.path.basename(f))[0] == original]
             for f in sub[:1]:
-                cand = self._outline(f, f"outline of imported module {local}", 0.35 + 0.1 * min(counts.get(local, 0), 10))
+                cand = self._outline(f, f"outline of imported module {local}",
+                                     0.35 + 0.1 * min(counts.get(local, 0), 10), usage_of(local))
                 if cand:
                     out.append(cand)
         for file, items in groups.items():
             use = max(counts.get(local, 0) for _, local in items)
             names = ", ".join(sorted({local for _, local in items}))
+            items.sort(key=lambda item: -counts.get(item[1], 0))
             cand = self._signature_group(file, self._texts.lines(file), [d for d, _ in items],
                                          f"signatures imported: {names}", 0.45 + 0.1 * min(use, 10))
             if cand:
@@ -650,7 +712,8 @@ class Retriever:
         for alias, imp in modules.items():
             for f in files_for(imp, None)[:1]:
                 use = counts.get(alias.split(".")[0], 0)
-                cand = self._outline(f, f"outline of imported module {alias}", 0.35 + 0.1 * min(use, 10))
+                cand = self._outline(f, f"outline of imported module {alias}", 0.35 + 0.1 * min(use, 10),
+                                     usage_of(alias))
                 if cand:
                     out.append(cand)
         return out
@@ -734,12 +797,18 @@ def _signature_lines(lines: list[str], start: int, limit: int = 6) -> list[int]:
     return out
 
 
-def _without_lines(c: _Candidate, shown: set[int]) -> _Candidate | None:
-    parts = tuple((ln, t) for ln, t in (c.parts or ()) if ln not in shown)
+def _group(path: str, parts: tuple[Part, ...], reason: str, tier: str, weight: float) -> _Candidate | None:
     if not parts:
         return None
-    return _Candidate(c.path, parts[0][0], parts[-1][0], "\n".join(t for _, t in parts), c.reason, c.tier,
-                      c.weight, tuple(ln for ln, _ in parts), parts)
+    ordered = sorted(parts)
+    shown = tuple(ln for part in ordered for ln in part[1])
+    return _Candidate(path, shown[0], shown[-1], "\n".join(part[2] for part in ordered), reason, tier, weight,
+                      shown, parts)
+
+
+def _without_lines(c: _Candidate, shown: set[int]) -> _Candidate | None:
+    return _group(c.path, tuple(p for p in c.parts or () if not shown.intersection(p[1])), c.reason, c.tier,
+                  c.weight)
 
 
 def _is_secret(path: str) -> bool:

@@ -602,6 +602,8 @@ class WorkspaceIndex:
                         parts = parts[:-1]
                     for i in range(len(parts)):
                         table.setdefault(".".join(parts[i:]), []).append(path)
+                    if not parts:  # the root's own __init__.py: the package the root is
+                        table.setdefault("", []).append(path)
                 self._module_files = table
             return self._module_files
 
