@@ -12,7 +12,7 @@ import pytest
 from codellama_lsp.evaluation import dataset, report, sandbox, scoring
 from codellama_lsp.evaluation.lsp_driver import _snippet_to_text, hole_text
 
-from conftest import HUMANEVAL_DIR, REPO
+from conftest import HUMANEVAL_DIR, REPO, needs_shared
 
 needs_humaneval = pytest.mark.skipif(
     not (HUMANEVAL_DIR / dataset.SPLIT_FILES["single-line"]).is_file(),
@@ -50,6 +50,8 @@ def test_sandbox_has_no_network(use_namespace):
     assert not result.passed
     low_level = "import _socket\ns = _socket.socket()\ns.connect(('127.0.0.1', 9))\n"
     assert not sandbox.run_program(low_level, FAST, use_namespace=use_namespace).passed
+    # modules that merely import socket still work
+    assert sandbox.run_program("import email.utils, socket, uuid\n", FAST, use_namespace=use_namespace).passed
 
 
 @pytest.mark.skipif(not sandbox.network_isolation(), reason="unshare cannot create a network namespace here")
@@ -170,7 +172,8 @@ def test_snippet_items_become_plain_text():
 # -- the harness end to end ------------------------------------------------------------------------------------
 
 
-def _bench(tmp_path: Path, *args: str, timeout: float = 280) -> dict:
+def _bench(tmp_path: Path, *args: str, timeout: float = 290) -> dict:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / "result"
     command = [sys.executable, str(REPO / "bench" / "fim_eval.py"), "--data", str(HUMANEVAL_DIR), "--no-progress",
                "--out", str(out), *args]
@@ -206,3 +209,97 @@ def test_bad_arguments_are_reported_not_raised(tmp_path):
     assert done.returncode == 2 and "not found" in done.stderr and "Traceback" not in done.stderr
     done = subprocess.run([*command, "--fim-mode", "fim"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--fim-mode" in done.stderr
+
+
+# -- through the real server -----------------------------------------------------------------------------------
+
+ECHO_TASK = "SingleLineInfilling/HumanEval/0/L7"  # hole "    return False\n" at the end of the function
+
+
+def build_fim_echo_llama(dest: Path, answer: str) -> Path:
+    """A real Llama checkpoint whose greedy infill after ``▁<MID>`` is exactly ``answer``, then EOS.
+
+    Every attention and MLP output projection is zero, so each position's last hidden state is its own token's
+    embedding: the model is a bigram table. The tokens of the chain ``▁<MID>, answer...`` get one-hot embeddings
+    and ``lm_head`` maps each to the next (the last to EOS). A PSM prompt ends with ``▁<MID>``, so the server
+    gets the canonical answer from a model loaded the way users load Code Llama — a perfect model for one task.
+    """
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from codellama_lsp.engine.tokenizer import load_tokenizer
+    from conftest import TOKENIZER_DIR
+
+    tok = load_tokenizer(TOKENIZER_DIR)
+    chain = [tok.token_id("▁<MID>"), *tok.encode(answer, leading_space=False)]
+    assert len(set(chain)) == len(chain) and tok.decode(chain[1:]) == answer
+    hidden = 64
+    config = LlamaConfig(vocab_size=32016, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=16384,
+                         rope_theta=1_000_000.0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embed, head = model.model.embed_tokens.weight, model.lm_head.weight
+        embed.mul_(0.01)
+        head.zero_()
+        for dim, (token, successor) in enumerate(zip(chain, [*chain[1:], tok.eos_id])):
+            embed[token].zero_()
+            embed[token, dim] = 1.0
+            head[successor, dim] = 10.0
+    model.save_pretrained(dest, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(TOKENIZER_DIR / name, dest / name)
+    return dest
+
+
+@needs_humaneval
+@needs_shared
+@pytest.mark.slow
+def test_a_perfect_answer_passes_through_the_server(tmp_path):
+    """The whole path: document over LSP, cursor on the hole, the server's answer applied, program run."""
+    (task,) = dataset.load_tasks(HUMANEVAL_DIR, ["single-line"], pattern=f"^{ECHO_TASK}$")["single-line"]
+    model = build_fim_echo_llama(tmp_path / "echo", task.canonical_solution)
+    data = _bench(tmp_path, "--model", str(model), "--split", "single-line", "--fim-mode", "psm",
+                  "--tasks", f"^{ECHO_TASK}$")
+    (result,) = data["tasks"]
+    assert result["status"] == "passed", result
+    assert result["exact_ws"] and result["completion"].strip() == task.canonical_solution.strip()
+    assert result["latency_ms"] > 0 and result["server"]["stop_reason"] == "eos"
+    assert data["meta"]["model_info"]["state"] == "ready"
+
+
+TINY_SLICE = ["--split", "single-line", "--limit", "3", "--max-tokens", "4"]
+
+
+@pytest.fixture(scope="module")
+def plain_run(tiny_model_dir, tmp_path_factory) -> dict:
+    """One run of the tiny random model in both FIM modes without repository context (shared by two tests)."""
+    if not (HUMANEVAL_DIR / dataset.SPLIT_FILES["single-line"]).is_file():
+        pytest.skip(f"HumanEval-infilling data not found at {HUMANEVAL_DIR}")
+    return _bench(tmp_path_factory.mktemp("plain"), "--model", str(tiny_model_dir), *TINY_SLICE, "--fim-mode", "psm,spm")
+
+
+@pytest.mark.slow
+def test_each_fim_mode_gets_its_own_server_session(plain_run):
+    summaries = [(s["split"], s["fim_mode"], s["tasks"], s["errors"]) for s in plain_run["summary"]]
+    assert summaries == [("single-line", "psm", 3, 0), ("single-line", "spm", 3, 0)]
+    assert {m: plain_run["meta"]["server_settings"][m]["fim_mode"] for m in ("psm", "spm")} == {"psm": "psm", "spm": "spm"}
+    assert all(t["latency_ms"] > 0 and t["server"]["prompt_tokens"] > 0 for t in plain_run["tasks"])
+    assert plain_run["meta"]["model_info"]["state"] == "ready"
+
+
+@pytest.mark.slow
+def test_repository_context_reaches_the_prompt(plain_run, tiny_model_dir, tmp_path):
+    with_repo = _bench(tmp_path, "--model", str(tiny_model_dir), *TINY_SLICE, "--fim-mode", "psm", "--repo-context")
+    assert with_repo["meta"]["repo_context"] is True
+    # the unit test opened beside the document is packed into the prompt as repository context
+    tokens = {t["task_id"]: t["server"]["prompt_tokens"] for t in plain_run["tasks"] if t["fim_mode"] == "psm"}
+    assert tokens.keys() == {t["task_id"] for t in with_repo["tasks"]}
+    for t in with_repo["tasks"]:
+        assert t["server"]["prompt_tokens"] > tokens[t["task_id"]], t["task_id"]

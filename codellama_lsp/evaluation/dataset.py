@@ -109,6 +109,20 @@ def select(tasks: list[Task], limit: int | None, seed: int) -> list[Task]:
     return [tasks[i] for i in chosen]
 
 
-def load_tasks(data_dir: Path, splits: list[str], *, limit: int | None = None, seed: int = 0) -> dict[str, list[Task]]:
-    """``{split: tasks}`` with ``limit`` applied per split."""
-    return {split: select(load_split(data_dir, split), limit, seed) for split in splits}
+def load_tasks(data_dir: Path, splits: list[str], *, limit: int | None = None, seed: int = 0,
+               pattern: str | None = None) -> dict[str, list[Task]]:
+    """``{split: tasks}``: those whose task_id matches the regular expression ``pattern`` (all when None),
+    then ``limit`` applied per split."""
+    import re
+
+    try:
+        wanted = re.compile(pattern) if pattern else None
+    except re.error as exc:
+        raise DatasetError(f"bad task pattern {pattern!r}: {exc}") from exc
+    chosen = {}
+    for split in splits:
+        tasks = load_split(data_dir, split)
+        if wanted is not None:
+            tasks = [t for t in tasks if wanted.search(t.task_id)]
+        chosen[split] = select(tasks, limit, seed)
+    return chosen

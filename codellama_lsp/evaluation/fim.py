@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 FIM_MODES = ("psm", "spm")
+ORACLES = ("canonical", "empty", "postprocessed")
 SOLUTION_FILE = "solution.py"
 TEST_FILE = "test_solution.py"
 
@@ -44,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fim-mode", default="psm,spm", help="psm, spm or psm,spm (server setting fim_mode)")
     parser.add_argument("--limit", type=int, default=None, help="at most N tasks per split (seeded random sample)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default 0)")
+    parser.add_argument("--tasks", default=None, metavar="REGEX",
+                        help="only tasks whose task_id matches, e.g. 'HumanEval/0/' (applied before --limit)")
     parser.add_argument("--model", default="demo",
                         help="model the server loads: 'demo', a local directory or a cached Hugging Face id")
     parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"), default=None)
@@ -58,8 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
                         help="any other server setting, sent in initializationOptions (value parsed as JSON "
                              "when it parses, else a string); repeatable")
-    parser.add_argument("--oracle", choices=("canonical", "empty"), default=None,
-                        help="no model: fill each hole with the canonical solution / nothing (scorer check)")
+    parser.add_argument("--oracle", choices=ORACLES, default=None,
+                        help="no model: fill each hole with the canonical solution / nothing (scorer check: "
+                             "expect 100%% / about 0%%) / the canonical solution after the server's cursor "
+                             "decision and post-processing (postprocessed: what the pipeline leaves a perfect model)")
     parser.add_argument("--timeout", type=float, default=5.0, help="sandbox wall-clock seconds per program")
     parser.add_argument("--memory-mb", type=int, default=1024, help="sandbox address-space limit per program")
     parser.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         modes = parse_modes(args.fim_mode)
         server_settings(args, modes[0])  # reject a malformed --setting before anything starts
         data_dir = Path(args.data) if args.data else default_data_dir()
-        tasks = load_tasks(data_dir, splits, limit=args.limit, seed=args.seed)
+        tasks = load_tasks(data_dir, splits, limit=args.limit, seed=args.seed, pattern=args.tasks)
     except (DatasetError, ValueError) as exc:
         print(f"bench fim: {exc}", file=sys.stderr)
         return 2
@@ -167,8 +172,7 @@ async def _run(args, data_dir: Path, splits: list[str], modes: list[str], tasks:
         label = runs[0][0]
         for split in splits:
             fills = [(task, task.prompt + hole + task.suffix, hole, None, "", None)
-                     for task in tasks[split]
-                     for hole in [task.canonical_solution if args.oracle == "canonical" else ""]]
+                     for task in tasks[split] for hole in [oracle_fill(task, args.oracle)]]
             answers.append((label, split, fills))
 
     # The programs run after the model is done, so that they never compete with it for the CPU and the
@@ -192,6 +196,27 @@ async def _run(args, data_dir: Path, splits: list[str], modes: list[str], tasks:
     print(report.markdown_table(summaries))
     print(f"wrote {json_path} and {md_path}")
     return 0
+
+
+def oracle_fill(task, oracle: str) -> str:
+    """The hole's text for an ``--oracle`` run.
+
+    ``postprocessed`` runs the canonical solution through the same cursor decision (``syntax.analyze``) and
+    clean-up (``postprocess.clean``) the server applies to a model's output, in process and without a model.
+    It approximates the server (decoding's stop strings are not applied) and bounds what any model can score
+    through it: a hole the pipeline declines, or an answer it cuts wrongly, fails here too."""
+    if oracle == "canonical":
+        return task.canonical_solution
+    if oracle == "empty":
+        return ""
+    from ..context import syntax
+    from ..postprocess import clean
+
+    decision = syntax.analyze(task.document, len(task.prompt), "python")
+    if not decision.complete:
+        return ""
+    return clean(task.canonical_solution, prefix=task.prompt, suffix=task.suffix, language="python",
+                 multiline=decision.multiline)
 
 
 def _score(task, document: str, hole: str, label: str, limits, latency_ms=None, error: str = "", stats=None):
@@ -304,6 +329,7 @@ def _meta(args, data_dir: Path, splits, modes, model_info: dict, isolation: str,
         "fim_modes": None if args.oracle else modes,
         "limit": args.limit,
         "seed": args.seed,
+        "tasks": args.tasks,
         "repo_context": bool(args.repo_context) and not args.oracle,
         "data": {s: {"file": SPLIT_FILES[s], "sha256": _sha256(Path(data_dir) / SPLIT_FILES[s])} for s in splits},
         "sandbox": {"isolation": isolation, "timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb,
