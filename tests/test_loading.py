@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -160,3 +161,44 @@ def test_memory_estimate_matches_code_llama_7b():
     assert quant_kv.kv_bytes == fp16.kv_bytes / 2
     gqa = dict(config, hidden_size=8192, num_attention_heads=64, num_key_value_heads=8, num_hidden_layers=48)
     assert round(memory.estimate(gqa, quantization="none", dtype="float16", context_tokens=16384).kv_bytes / gib, 1) == 3.0
+
+
+def test_remote_backend_streams_from_an_openai_compatible_server(tiny_model_dir):
+    """Off by default; when configured, ids go to /v1/completions and the SSE stream comes back as text."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for piece in ("    return", " a + b", "\n"):
+                self.wfile.write(f"data: {json.dumps({'choices': [{'text': piece}]})}\n\n".encode())
+            done = {"choices": [{"text": "", "finish_reason": "stop"}], "usage": {"completion_tokens": 5}}
+            self.wfile.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        settings = Settings(model=str(tiny_model_dir), model_explicit=True, backend="openai", endpoint=endpoint)
+        backend = loading.load_backend(settings)
+        ids = backend.template.fim_ids("def add(a, b):\n", "\n", mode="spm")
+        pieces: list[str] = []
+        result = backend.generate(ids, GenerationParams(max_new_tokens=16, stop_strings=["\n\n"]), on_text=pieces.append)
+        assert result.text == "    return a + b\n" == "".join(pieces)
+        assert result.stats.generated_tokens == 5 and result.stats.stop_reason == "eot"
+        assert received[0]["prompt"] == ids and received[0]["max_tokens"] == 16 and received[0]["stop"] == ["\n\n"]
+        assert backend.info.quantization == "remote"
+    finally:
+        server.shutdown()
+    with pytest.raises(ModelLoadError, match="endpoint"):
+        loading.load_backend(Settings(model=str(tiny_model_dir), model_explicit=True, backend="openai"))
