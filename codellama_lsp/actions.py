@@ -119,9 +119,7 @@ def list_actions(
             continue
         arguments: list[Any] = [uri, range_json, version]
         if op == FIX:
-            from lsprotocol.converters import get_converter
-
-            arguments.append(get_converter().unstructure(in_range))
+            arguments.append(edits.converter().unstructure(in_range))
         actions.append(
             lsp.CodeAction(
                 title=TITLES[op],
@@ -161,12 +159,10 @@ def fix_question(code: str, fence: str, diagnostics: list[dict], first_line: int
 
 def _flagged_text(text: str, diagnostics: list[dict], encoding: str) -> list[str]:
     """The text each diagnostic's range covers (one line at most), for the prompt."""
-    from lsprotocol.converters import get_converter
-
     out = []
     for d in diagnostics:
         try:
-            start, end = edits.range_offsets(text, get_converter().structure(d["range"], lsp.Range), encoding)
+            start, end = edits.range_offsets(text, edits.converter().structure(d["range"], lsp.Range), encoding)
         except Exception:
             out.append("")
             continue

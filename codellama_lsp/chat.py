@@ -427,9 +427,9 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     if hasattr(value, "__attrs_attrs__"):
-        from lsprotocol.converters import get_converter
+        from .edits import converter
 
-        return get_converter().unstructure(value)
+        return converter().unstructure(value)
     return value
 
 
@@ -442,9 +442,8 @@ def encoding_of(document) -> str:
 def document_context(server, uri: str, rng: dict | None, *, widen_to_scope: bool = False) -> CodeContext:
     """A CodeContext for an open document (or a file on disk) and an LSP range in client units."""
     from lsprotocol import types as lsp
-    from lsprotocol.converters import get_converter
 
-    from .edits import range_offsets
+    from .edits import converter, range_offsets
     from .targets import language_name
 
     document = server.workspace.get_text_document(uri)
@@ -455,7 +454,7 @@ def document_context(server, uri: str, rng: dict | None, *, widen_to_scope: bool
     path = document.path or uri
     language = language_name(getattr(document, "language_id", "") or "", path)
     if rng:
-        start, end = range_offsets(text, get_converter().structure(rng, lsp.Range), encoding_of(document))
+        start, end = range_offsets(text, converter().structure(rng, lsp.Range), encoding_of(document))
     else:
         start, end = 0, len(text)
     if widen_to_scope and start == end and language:

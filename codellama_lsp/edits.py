@@ -12,11 +12,21 @@ Positions are in the client's negotiated encoding ("utf-8", "utf-16" or "utf-32"
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import textwrap
 from dataclasses import dataclass
 
 from lsprotocol import types as lsp
+
+
+@functools.lru_cache(maxsize=1)
+def converter():
+    """lsprotocol's cattrs converter, built once: ``get_converter()`` builds a new one on every call
+    (~100-400 ms), far too slow for a code-action listing."""
+    from lsprotocol.converters import get_converter
+
+    return get_converter()
 
 # ---------------------------------------------------------------------------------------------------
 # positions <-> offsets
