@@ -109,9 +109,11 @@ def closer_overlap(completion: str, suffix: str) -> int:
 
 def typed_along(shown: _Shown, text: str, offset: int) -> str | None:
     """The rest of ``shown`` when the user has typed its first characters (and nothing else), else
-    None. Auto-paired closers the editor added after the cursor while typing are allowed."""
+    None. Auto-paired closers the editor added after the cursor while typing are allowed. Nothing
+    typed at all gives the whole suggestion again: an editor asking twice for the same state (inline and
+    completion requests, or a re-render) costs no second generation."""
     before = text[:offset]
-    if len(before) <= len(shown.prefix) or not before.startswith(shown.prefix):
+    if len(before) < len(shown.prefix) or not before.startswith(shown.prefix):
         return None
     typed = before[len(shown.prefix) :]
     if len(typed) >= len(shown.completion) or not shown.completion.startswith(typed):

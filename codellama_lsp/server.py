@@ -339,8 +339,10 @@ class CodeLlamaServer(LanguageServer):
         return {doc.path: doc.source for doc in self.workspace.text_documents.values() if doc.path}
 
     async def complete_at(self, uri: str, position: lsp.Position, *, trigger: str = INVOKED,
-                          selected: lsp.SelectedCompletionInfo | None = None) -> tuple[CompletionOutcome, LineIndex]:
-        """Complete at an LSP position; a newer request for the same document supersedes this one."""
+                          selected: lsp.SelectedCompletionInfo | None = None,
+                          kind: str = "inline") -> tuple[CompletionOutcome, LineIndex]:
+        """Complete at an LSP position; a newer request of the same ``kind`` for the same document
+        supersedes this one (an inline and a completion request for one keystroke both get answered)."""
         doc = self.workspace.get_text_document(uri)
         try:
             text = doc.source
@@ -356,10 +358,11 @@ class CodeLlamaServer(LanguageServer):
                               selected.text)
         self.stop_warming()
         token = CancelToken()
-        previous = self._inflight.get(uri)
+        key = f"{kind} {uri}"
+        previous = self._inflight.get(key)
         if previous is not None:
             previous.cancel("superseded")
-        self._inflight[uri] = token
+        self._inflight[key] = token
         try:
             outcome = await self.completion.complete(
                 text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "", cancel=token,
@@ -367,8 +370,8 @@ class CodeLlamaServer(LanguageServer):
                 open_documents=self.open_documents() if self.settings.repo_context else None,
                 recent_edits=list(self.recent_edits))
         finally:
-            if self._inflight.get(uri) is token:
-                del self._inflight[uri]
+            if self._inflight.get(key) is token:
+                del self._inflight[key]
         return outcome, lines
 
     def to_range(self, lines: LineIndex, start: int, end: int) -> lsp.Range:
@@ -548,9 +551,9 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
     def did_close(ls: CodeLlamaServer, params: lsp.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
         ls.completion.forget(uri)
-        token = ls._inflight.get(uri)
-        if token is not None:
-            token.cancel("closed")
+        for key, token in list(ls._inflight.items()):
+            if key.split(" ", 1)[1] == uri:
+                token.cancel("closed")
 
     @server.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions(work_done_progress=False))
     async def inline_completion(ls: CodeLlamaServer, params: lsp.InlineCompletionParams) -> lsp.InlineCompletionList:
@@ -566,10 +569,15 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
 
     @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(resolve_provider=False))
     async def completion(ls: CodeLlamaServer, params: lsp.CompletionParams) -> lsp.CompletionList:
-        """The fallback for clients without inline completion: one clearly labelled item."""
+        """The fallback for clients without inline completion: one clearly labelled item. Clients that
+        have inline completion get nothing here (the same suggestion twice, and two requests per keystroke
+        superseding each other, would be worse than none)."""
+        caps = ls.client_capabilities
+        if caps and caps.text_document and caps.text_document.inline_completion is not None:
+            return lsp.CompletionList(is_incomplete=False, items=[])
         invoked = params.context is None or params.context.trigger_kind == lsp.CompletionTriggerKind.Invoked
         outcome, lines = await ls.complete_at(params.text_document.uri, params.position,
-                                              trigger=INVOKED if invoked else AUTOMATIC)
+                                              trigger=INVOKED if invoked else AUTOMATIC, kind="completion")
         if not outcome.text:
             return lsp.CompletionList(is_incomplete=True, items=[])
         first = outcome.text.strip().splitlines()[0] if outcome.text.strip() else outcome.text

@@ -17,7 +17,7 @@ from pygls.exceptions import JsonRpcException
 
 from codellama_lsp.positions import UTF8, units
 from conftest import build_tiny_llama
-from lsp_client import inline, lsp_session, open_document, raw_request
+from lsp_client import capabilities, inline, lsp_session, open_document, raw_request
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
@@ -28,7 +28,10 @@ LONG = {"maxTokens": 100000, "completionTimeoutS": 120.0, "logLevel": "debug"}
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(tiny_model_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("server-control")
-    async with lsp_session(home, model=tiny_model_dir, encoding="utf-8", init_options=dict(SHORT),
+    # Like Neovim 0.11, nvim-cmp, Helix or Kate: no inline completion capability, so the completion
+    # fallback is on (inline requests are still answered).
+    caps = capabilities("utf-8", inline=False)
+    async with lsp_session(home, model=tiny_model_dir, caps=caps, init_options=dict(SHORT),
                            configuration={"codellama": dict(SHORT)}) as c:
         await c.notes.wait_ready()
         yield c
@@ -148,3 +151,18 @@ async def test_changing_the_model_reloads_it_without_a_restart(client, tmp_path_
     uri = "file:///tmp/codellama-lsp-tests/reloaded.txt"
     open_document(client, uri, "after reload ", "plaintext")
     assert (await inline(client, uri, 0, 13)).items
+
+
+async def test_completion_fallback_is_one_labelled_item_with_a_text_edit(client):
+    text = "alpha beta gamma "
+    uri = "file:///tmp/codellama-lsp-tests/fallback.txt"
+    open_document(client, uri, text, "plaintext")
+    inline_result = await inline(client, uri, 0, len(text))
+    result = await client.text_document_completion_async(lsp.CompletionParams(
+        text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=0, character=len(text))))
+    assert isinstance(result, lsp.CompletionList)
+    assert len(result.items) == 1
+    item = result.items[0]
+    assert item.label.startswith("codellama: ")
+    assert item.text_edit.range.start == item.text_edit.range.end == lsp.Position(line=0, character=len(text))
+    assert item.text_edit.new_text == inline_result.items[0].insert_text  # same model answer

@@ -86,18 +86,11 @@ async def test_selected_completion_item_is_kept_and_its_range_replaced(client):
     assert item.range.end == lsp.Position(line=0, character=14)
 
 
-async def test_completion_fallback_is_one_labelled_item_with_a_text_edit(client):
-    text = "alpha beta gamma "
-    uri = new_uri(client, "fallback.txt", text)
-    inline_result = await inline(client, uri, 0, len(text))
+async def test_completion_is_left_to_inline_completion_when_the_client_has_it(client):
+    uri = new_uri(client, "no-fallback.txt", "alpha beta ")
     result = await client.text_document_completion_async(lsp.CompletionParams(
-        text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=0, character=len(text))))
-    assert isinstance(result, lsp.CompletionList)
-    assert len(result.items) == 1
-    item = result.items[0]
-    assert item.label.startswith("codellama: ")
-    assert item.text_edit.range.start == item.text_edit.range.end == lsp.Position(line=0, character=len(text))
-    assert item.text_edit.new_text == inline_result.items[0].insert_text  # same model answer
+        text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=0, character=11)))
+    assert not result.items
 
 
 async def test_typing_the_suggestion_answers_the_rest_without_the_model(client):

@@ -43,8 +43,8 @@ def test_typing_the_whole_suggestion_misses():
     assert typed_along(SHOWN, text, len(text) - 1) is None
 
 
-def test_nothing_typed_misses():
-    assert typed_along(SHOWN, SHOWN.prefix + SHOWN.suffix, len(SHOWN.prefix)) is None
+def test_the_same_state_again_gives_the_whole_suggestion():
+    assert typed_along(SHOWN, SHOWN.prefix + SHOWN.suffix, len(SHOWN.prefix)) == "a + b"
 
 
 def test_a_changed_suffix_misses_but_an_auto_closed_bracket_is_allowed():
