@@ -3,6 +3,7 @@ end to end over LSP: edits applied only inside the range, stale versions refused
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -369,6 +370,33 @@ async def test_a_stale_document_version_is_refused(client, project):
         await request(client, "workspace/executeCommand", {"command": "codellama.fix", "arguments": [uri, target, 1, []]})
     assert err.value.code == -32801  # ContentModified
     assert "changed" in err.value.message
+    assert len(client.applied) == before
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_an_edit_made_while_the_fix_runs_is_never_overwritten(client, project):
+    """The user types right after choosing Fix: whether the server sees the change before or after the
+    model ran, the fix is refused and nothing is sent to the editor."""
+    import uuid
+    from concurrent.futures import Future
+
+    from pygls.exceptions import JsonRpcException
+    from pygls.protocol import JsonRPCRequestMessage
+
+    uri = open_doc(client, project / "typing.py", BUGGY)
+    target = {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 16}}
+    before = len(client.applied)
+    msg_id, future = str(uuid.uuid4()), Future()
+    client.protocol._request_futures[msg_id] = future
+    client.protocol._send_data(JsonRPCRequestMessage(  # the request goes out first, then the typing
+        id=msg_id, method="workspace/executeCommand", jsonrpc="2.0",
+        params={"command": "codellama.fix", "arguments": [uri, target, 1, []]}))
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[lsp.TextDocumentContentChangeWholeDocument(text="# typed\n" + BUGGY)]))
+    with pytest.raises(JsonRpcException) as err:
+        await asyncio.wait_for(asyncio.wrap_future(future), 60)
+    assert err.value.code == -32801
     assert len(client.applied) == before
 
 
