@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime
+import functools
 import json
 import os
 import platform
@@ -170,8 +171,8 @@ class BM25Baseline:
         query = split_terms("\n".join(lines[-20:]))
         real = os.path.realpath(path)
         out, used = [], 0
-        for _, w in self.bm25.search(query, k=200, exclude=lambda w: w.path == real):
-            file_lines = Path(w.path).read_text(encoding="utf-8", errors="replace").split("\n")
+        for _, w in self.bm25.search(query, k=120, exclude=lambda w: w.path == real):
+            file_lines = _lines(w.path)
             rel = os.path.relpath(w.path, self.index.root_of(w.path)).replace(os.sep, "/")
             snip = Snippet(rel, w.start_line, w.end_line, "\n".join(file_lines[w.start_line - 1:w.end_line]),
                            "bm25 window")
@@ -181,6 +182,11 @@ class BM25Baseline:
             used += snip.tokens
             out.append(snip)
         return list(reversed(out))  # best window nearest the cursor, as the engine does
+
+
+@functools.lru_cache(maxsize=None)
+def _lines(path: str) -> list[str]:
+    return Path(path).read_text(encoding="utf-8", errors="replace").split("\n")
 
 
 # ---------------------------------------------------------------- measuring
@@ -216,7 +222,7 @@ def run_package(package: str, site: Path, tokenizer, template, budgets: list[int
         indent = code[: len(code) - len(code.lstrip())]
         offset = sum(len(ln) + 1 for ln in lines[: line - 1]) + len(indent)
         doc = text[:offset] + text[offset + len(code) - len(indent):]  # the rest of the line is the hole
-        headers = {n: Path(n[0]).read_text(encoding="utf-8").split("\n")[n[2] - 1].strip() for n in need}
+        headers = {n: _lines(str(n[0]))[n[2] - 1].strip() for n in need}
         for budget in budgets:
             settings = Settings(context_tokens=budget)
             for name, retriever in (("engine", engine), ("baseline", baseline)):

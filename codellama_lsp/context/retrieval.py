@@ -44,7 +44,22 @@ TIERS = {"similar code": 0, "open document": 1, "recent edit": 2, "import": 3, "
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ATTR = re.compile(r"([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
+_CALLED = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*\(")
+# names the file binds itself: assignment targets, loop/with/import aliases, its own definitions, parameters
+_BOUND = re.compile(r"\b(?:def|class|function|func|fn|let|const|var|as|for)\s+([A-Za-z_]\w*)"
+                    r"|^[ \t]*([A-Za-z_]\w*)[ \t]*(?::[^=\n]*)?=(?!=)", re.M)
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z0-9])|[A-Z]?[a-z0-9]+|[A-Z]+")
+_PARAMS = re.compile(r"\b(?:def|function|func|fn)\s+\w*\s*\(([^)]*)\)")
+_PARAM_NAME = re.compile(r"(?:^|,)\s*\**([A-Za-z_]\w*)")
+
+
+def bound_names(text: str) -> set[str]:
+    names = {a or b for a, b in _BOUND.findall(text)}
+    for params in _PARAMS.findall(text):
+        names.update(_PARAM_NAME.findall(params))
+    return names
+
+
 _STOP = frozenset(
     "self cls def return if elif else for while in is not and or import from class as with try except finally "
     "raise pass none true false this const let var function new public private protected static void int str "
@@ -362,7 +377,7 @@ class Retriever:
         self._import_cache: dict[tuple, list[Import]] = {}
         self._usage: Counter = Counter()
         self._usage_key: tuple | None = None
-        self._usage_cache: tuple[Counter, Counter] = (Counter(), Counter())
+        self._usage_cache: tuple[Counter, Counter, set[str]] = (Counter(), Counter(), set())
         if index is not None:
             index.add_listener(self._on_change)
 
@@ -524,14 +539,14 @@ class Retriever:
 
     # -------------------------------------------------------------- candidate sources
 
-    def _usage_counts(self, path: str | None, text: str) -> tuple[Counter, Counter]:
-        """How often each name (and ``module.attr`` pair) occurs in the file. Counting a large file costs a few
-        milliseconds, so the counts are reused while the file's size stays in the same 4 KB bucket: a few
-        typed characters do not change a ranking."""
+    def _usage_counts(self, path: str | None, text: str) -> tuple[Counter, Counter, set[str]]:
+        """How often each name (and ``module.attr`` pair) occurs in the file, and the names it binds itself.
+        Scanning a large file costs a few milliseconds, so the result is reused while the file's size stays in
+        the same 4 KB bucket: a few typed characters do not change a ranking."""
         key = (path, len(text) >> 12) if len(text) > 20_000 else None
         if key is not None and self._usage_key == key:
             return self._usage_cache
-        result = (Counter(_IDENT.findall(text)), Counter(_ATTR.findall(text)))
+        result = (Counter(_IDENT.findall(text)), Counter(_ATTR.findall(text)), bound_names(text))
         if key is not None:
             self._usage_key, self._usage_cache = key, result
         return result
@@ -605,7 +620,7 @@ class Retriever:
                 if m.group(2):
                     attrs[(name, m.group(2))] = max(attrs.get((name, m.group(2)), 0.0), w)
         # how often each name is used (around the cursor in big files: this runs on every keystroke)
-        counts, pair_counts = self._usage_counts(path, text)
+        counts, pair_counts, bound = self._usage_counts(path, text)
         self._usage = counts
 
         def usage_of(alias: str) -> dict[str, int]:
@@ -650,6 +665,12 @@ class Retriever:
                 last[d.path] = d
             return list(last.values())
 
+        near_text = "\n".join(lines[near_lo:near_hi])
+        called = set(_CALLED.findall(near_text))
+        local_names = set(bound)
+        entry = index.entry(path) if path else None
+        if entry is not None:
+            local_names.update(d.name for d in entry.definitions)
         handled: set[str] = set()
         for name, w in sorted(weights.items(), key=lambda kv: -kv[1]):
             if name in imported:
@@ -665,7 +686,9 @@ class Retriever:
                     handled.add(name)
             elif name in modules:
                 continue
-            else:
+            elif name not in local_names and (name in called or name[:1].isupper()):
+                # not imported: a name the workspace defines once or twice, used like a global (called, or a
+                # class/constant); locals, parameters and the file's own definitions are not looked up
                 defs = [d for d in index.definitions(name) if d.path != path and d.kind != "method"]
                 if 1 <= len(defs) <= 2:
                     add_defs(defs, f"definition of {name}", "definition", 1.5 * w)
