@@ -81,6 +81,9 @@ class AnsweringProtocol(LanguageServerProtocol):
             return super().structure_message(data)
         except JsonRpcException as exc:
             is_request = isinstance(data, dict) and "id" in data and "method" in data
+            if isinstance(data, dict) and "method" in data and not is_request:  # a notification: drop it
+                log.warning("invalid params for notification %s; ignored", data.get("method"))
+                return _Answered(id="")
             if not is_request:
                 raise
             log.warning("invalid params for %s (request %s)", data.get("method"), data.get("id"))
@@ -363,6 +366,7 @@ class CodeLlamaServer(LanguageServer):
         if previous is not None:
             previous.cancel("superseded")
         self._inflight[key] = token
+        version = doc.version
         try:
             outcome = await self.completion.complete(
                 text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "", cancel=token,
@@ -372,6 +376,8 @@ class CodeLlamaServer(LanguageServer):
         finally:
             if self._inflight.get(key) is token:
                 del self._inflight[key]
+        if outcome.text and doc.version != version:  # edited meanwhile: the suggestion is for old text
+            outcome = CompletionOutcome(reason="stale", uri=uri)
         return outcome, lines
 
     def to_range(self, lines: LineIndex, start: int, end: int) -> lsp.Range:
@@ -544,6 +550,9 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
                 encoding = normalize_encoding(ls.workspace.position_encoding)
                 column = (start.character if len(lines) == 1 else 0) + units(lines[-1], encoding)
                 cursor = lsp.Position(line=end_line, character=column)
+        for key, token in list(ls._inflight.items()):  # a suggestion for the old text is of no use
+            if key.split(" ", 1)[1] == uri:
+                token.cancel("edited")
         if cursor is not None:
             ls.schedule_warm(uri, cursor)
 
