@@ -335,6 +335,9 @@ def test_quantized_kv_cache(backend, tiny_model_dir):
         assert extended.stats.reused_tokens == len(ids) + 5  # prompt + generated tokens fed so far
         diverged = quant.generate(ids[:300] + [13], params)
         assert diverged.stats.reused_tokens == 0  # cannot crop: rebuilt
+        quant.warm(ids)  # stops one token short, so the generate that follows extends it
+        warmed = quant.generate(ids, params)
+        assert warmed.stats.reused_tokens == len(ids) - 1 and warmed.stats.prefill_tokens == 1
     finally:
         quant.close()
 

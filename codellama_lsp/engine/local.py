@@ -92,7 +92,10 @@ class LocalBackend:
         cancelled}."""
         start = monotonic()
         ids = list(prompt_ids)
-        keep = self.kv.sync(ids, cover_all=True)
+        # a quantized cache cannot be cropped back by the one token generate() must re-feed: stop short of it
+        keep = self.kv.sync(ids, cover_all=self.kv.croppable)
+        if not self.kv.croppable:
+            ids = ids[:-1]
 
         def check() -> None:
             if cancel is not None and cancel.cancelled:
