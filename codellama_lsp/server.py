@@ -10,7 +10,9 @@ every request gets an answer — pygls 2 leaves requests whose params fail to pa
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -256,6 +258,7 @@ class CodeLlamaServer(LanguageServer):
                 loop.call_soon_threadsafe(self._progress_report, progress, percent, message)
 
         started = time.perf_counter()
+        gc.unfreeze()  # let the previous model's objects be collected
         try:
             if reload:
                 await self.engine.reload(self.settings, on_progress)
@@ -273,6 +276,9 @@ class CodeLlamaServer(LanguageServer):
                 self.show(notice, lsp.MessageType.Info)
             log.info("model %s ready on %s (%s) in %.1f s", getattr(info, "name", "?"),
                      getattr(info, "device", "?"), getattr(info, "quantization", "?"), time.perf_counter() - started)
+            # The model, tokenizer and libraries are hundreds of thousands of long-lived objects: keep
+            # them out of the cyclic GC, whose full passes would otherwise stall requests for a while.
+            gc.freeze()
             self._set_state("ready", "")
         finally:
             self._progress_end(progress, self.state_message or "Model ready")
@@ -637,6 +643,14 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
             ls.engine.close()
         except Exception:
             log.exception("engine close failed")
+
+    @server.feature(lsp.EXIT)
+    def exit_(ls: CodeLlamaServer, params: Any) -> None:
+        """Leave at once: tearing down torch and a few hundred thousand objects at interpreter exit
+        takes seconds, and the editor waits for the process (everything worth keeping was saved at
+        ``shutdown``)."""
+        logging.shutdown()
+        os._exit(0 if ls.protocol._shutdown else 1)
 
     for feature in ("actions", "chat"):
         module = __import__(f"codellama_lsp.{feature}", fromlist=["register"])
