@@ -303,3 +303,19 @@ def test_repository_context_reaches_the_prompt(plain_run, tiny_model_dir, tmp_pa
     assert tokens.keys() == {t["task_id"] for t in with_repo["tasks"]}
     for t in with_repo["tasks"]:
         assert t["server"]["prompt_tokens"] > tokens[t["task_id"]], t["task_id"]
+
+
+DEMO_DIR = REPO / "codellama_lsp" / "models" / "demo"
+
+
+@needs_humaneval
+@pytest.mark.skipif(not (DEMO_DIR / "config.json").is_file(), reason=f"demo model not found at {DEMO_DIR}")
+@pytest.mark.slow
+def test_demo_model_20_task_slice_through_the_server(tmp_path):
+    """The CI slice: 20 single-line tasks, SPM, the bundled demo model, every step real."""
+    data = _bench(tmp_path, "--model", "demo", "--split", "single-line", "--fim-mode", "spm", "--limit", "20")
+    (summary,) = data["summary"]
+    assert (summary["tasks"], summary["errors"]) == (20, 0)
+    assert summary["latency_p50_ms"] is not None and summary["latency_p95_ms"] >= summary["latency_p50_ms"]
+    assert all(t["server"].get("stop_reason") for t in data["tasks"]), "every request reports how it ended"
+    assert data["meta"]["model_info"]["model"] and data["meta"]["model_info"]["state"] == "ready"
