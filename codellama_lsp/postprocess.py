@@ -31,6 +31,9 @@ def clean(completion: str, *, prefix: str, suffix: str, language: str | None, mu
     text = drop_blank(completion)
     if not text:
         return ""
+    line_prefix = prefix[prefix.rfind("\n") + 1:]
+    if not line_prefix.strip() and suffix.split("\n", 1)[0].strip():
+        return _new_lines_above(text, prefix, suffix, language, multiline, validate)
     if not multiline:
         text = first_line(text, prefix)
     else:
@@ -47,6 +50,45 @@ def clean(completion: str, *, prefix: str, suffix: str, language: str | None, mu
         if checked != text:
             text = checked.rstrip()
     return text if text.strip() else ""
+
+
+def _new_lines_above(text: str, prefix: str, suffix: str, language: str | None, multiline: bool,
+                     validate: bool) -> str:
+    """Cursor at the start of a line with code after it: the suggestion is whole lines inserted above that code.
+
+    The line break after the last suggested line is kept, followed by the indentation that stood before the
+    cursor, so the existing line keeps its place and indentation. The block-end rule allows dedenting down to
+    the level of the code that follows."""
+    line_prefix = prefix[prefix.rfind("\n") + 1:]
+    if multiline:
+        following = _width(_indent(line_prefix + suffix.split("\n", 1)[0]))
+        first = _width(line_prefix + _indent(text.lstrip("\n").split("\n", 1)[0]))
+        text = _cut_below(text, line_prefix, min(first, following), language)
+    else:
+        text = text.lstrip("\n").split("\n", 1)[0]
+    text = balance_brackets(text.rstrip(), "", multiline)
+    if not text.strip():
+        return ""
+    text = text.rstrip() + "\n" + line_prefix
+    if validate:
+        checked = syntax.validate(prefix, text, suffix, language)
+        if checked != text:
+            checked = checked.rstrip()
+            text = checked + "\n" + line_prefix if checked.strip() else ""
+    return text
+
+
+def _cut_below(text: str, line_prefix: str, floor: int, language: str | None) -> str:
+    """Keep lines while they stay at or deeper than ``floor`` columns (the code that follows the cursor)."""
+    lines = text.lstrip("\n").split("\n") if not line_prefix else text.split("\n")
+    kept = [lines[0]]
+    for line in lines[1:]:
+        if line.strip() and _width(_indent(line)) < floor:
+            if language not in _INDENT_LANGS and line.strip()[0] in CLOSERS:
+                kept.append(line)
+            break
+        kept.append(line)
+    return "\n".join(kept)
 
 
 # ---------------------------------------------------------------- rules

@@ -94,3 +94,17 @@ def test_cut_at_block_end(completion, prefix, suffix, language, expected):
 )
 def test_clean(completion, prefix, suffix, language, multiline, expected):
     assert clean(completion, prefix=prefix, suffix=suffix, language=language, multiline=multiline) == expected
+
+
+@pytest.mark.parametrize(
+    "completion,prefix,suffix,multiline,expected",
+    [
+        # whole line(s) inserted above existing code keep their line break, the existing line its indentation
+        ("    total = 0\n", "def f(xs):\n", "    for x in xs:\n        total += x\n", True, "    total = 0\n"),
+        ("total = 0", "def f(xs):\n    ", "for x in xs:\n        pass\n", False, "total = 0\n    "),
+        ("    a = 1\n    b = 2\n\ndef g():\n    pass\n", "def f():\n", "    return a + b\n", True,
+         "    a = 1\n    b = 2\n"),
+    ],
+)
+def test_new_lines_above_existing_code(completion, prefix, suffix, multiline, expected):
+    assert clean(completion, prefix=prefix, suffix=suffix, language="python", multiline=multiline) == expected

@@ -211,3 +211,15 @@ def test_document_trees_without_grammar_degrade():
     trees = DocumentTrees()
     assert trees.update("u", "puts 1", "ruby") is None
     assert trees.tree("u") is None
+
+
+def test_line_start_before_existing_code_is_new_lines_above():
+    text, offset = split("def f(x):\n<|>    return x\n")
+    decision = analyze(text, offset, "python")
+    assert decision.complete and decision.multiline and "line start" in decision.reason
+
+
+def test_blank_line_is_multiline():
+    text, offset = split("def f(x):\n    y = 1\n    <|>\n    return y\n")
+    decision = analyze(text, offset, "python")
+    assert decision.complete and decision.multiline

@@ -403,7 +403,7 @@ def analyze(text: str, offset: int, language: str | None, tree: Any = None) -> C
     before = prefix[-1:]
     after = suffix[:1]
 
-    if after and _IDENT.match(after):
+    if after and _IDENT.match(after) and line_prefix:
         if before and _IDENT.match(before):
             return CursorDecision(False, False, "inside an identifier", indent)
         return CursorDecision(False, False, "right before an identifier", indent)
@@ -420,6 +420,11 @@ def analyze(text: str, offset: int, language: str | None, tree: Any = None) -> C
         return CursorDecision(True, False, f"inside a {kind}: single line", indent, single_stop)
 
     rest = line_suffix.strip()
+    if rest and not line_prefix.strip() and not _CLOSERS_ONLY.match(line_suffix):
+        # at the start of a line that has code after the cursor: the suggestion is whole new line(s) above it,
+        # ended by the model (FIM) where the existing code continues; postprocess keeps the line break
+        return CursorDecision(True, True, "line start: new lines above the existing code", indent,
+                              _multiline_stops(language, indent))
     if rest and not _CLOSERS_ONLY.match(line_suffix):
         return CursorDecision(True, False, "mid-line: rest of the line", indent, single_stop)
 
@@ -429,8 +434,10 @@ def analyze(text: str, offset: int, language: str | None, tree: Any = None) -> C
             prev = prefix[:line_start].rstrip("\n").rsplit("\n", 1)[-1]
             header_indent = _indent_of(prev)
         return CursorDecision(True, True, "block opened: multi-line", indent, _multiline_stops(language, header_indent))
-    return CursorDecision(True, False, "line end: single line" if line_prefix.strip() else "blank line: single line",
-                          indent, single_stop)
+    if not line_prefix.strip():
+        # a new statement on a blank line: the infilling model ends it (EOT); the block-end rule is the backstop
+        return CursorDecision(True, True, "blank line: multi-line", indent, _multiline_stops(language, indent))
+    return CursorDecision(True, False, "line end: single line", indent, single_stop)
 
 
 def _multiline_stops(language: str | None, header_indent: str) -> list[str]:
