@@ -82,7 +82,7 @@ def setup_logging(
         old.close()
     handler._codellama_file = True  # type: ignore[attr-defined]
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
+    root.setLevel(logging.WARNING)  # third-party libraries (watchdog, pygls, ...) only warn; ours log at ``level``
     return path
 
 
