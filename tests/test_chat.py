@@ -272,7 +272,7 @@ async def test_cancel_stops_generation_and_status_says_cancelled(tiny_model_dir,
     from pygls.exceptions import JsonRpcException
     from pygls.protocol import JsonRPCRequestMessage
 
-    async with lsp_session(tmp_path, model=tiny_model_dir, init_options={"chatMaxTokens": 4000}) as c:
+    async with lsp_session(tmp_path, model=tiny_model_dir, init_options={"chatMaxTokens": 4000, "repoContext": False}) as c:
         await c.notes.wait_ready()
         chunks = Chunks(c)
         msg_id = str(uuid.uuid4())

@@ -183,7 +183,9 @@ def report(request, scripted_model, tmp_path_factory) -> dict:
     if not version.startswith(request.param + "."):
         pytest.skip(f"{nvim} is Neovim {version}, not {request.param}.x")
     work = tmp_path_factory.mktemp(f"actions-nvim-{request.param}")
-    src = work / "calc.py"
+    project = work / "project"  # the workspace root: the server indexes and watches it, so logs stay outside
+    project.mkdir()
+    src = project / "calc.py"
     src.write_text(SOURCE)
     driver = work / "driver.lua"
     driver.write_text(DRIVER)
