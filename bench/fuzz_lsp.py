@@ -366,8 +366,12 @@ def tiny_model(dest: Path) -> Path:
 # --- the run -----------------------------------------------------------------------------------------------
 
 
+class _OutOfTime(Exception):
+    """Raised inside the hypothesis test when ``max_seconds`` is spent (the run records what it did)."""
+
+
 def run(model: str, *, cases: int, seed: int, home: Path, batch: int = 100, answer_timeout: float = 180.0,
-        log=print) -> dict:
+        max_seconds: float | None = None, log=print) -> dict:
     """Fuzz one server process with ``cases`` hypothesis cases; returns the result record."""
     from hypothesis import HealthCheck, Phase, given, seed as hseed, settings
 
@@ -398,6 +402,8 @@ def run(model: str, *, cases: int, seed: int, home: Path, batch: int = 100, answ
     @hseed(seed)
     @given(strategies(root))
     def one_case(frames):
+        if max_seconds is not None and time.monotonic() - started > max_seconds:
+            raise _OutOfTime()
         for data, msg_id in frames:
             if _expects_answer(msg_id):
                 if msg_id in server.responses or msg_id in sent:
@@ -413,7 +419,10 @@ def run(model: str, *, cases: int, seed: int, home: Path, batch: int = 100, answ
                 f"{time.monotonic() - started:.0f} s, rss {server.rss() / 2**20:.0f} MiB")
 
     try:
-        one_case()
+        try:
+            one_case()
+        except _OutOfTime:
+            record["stopped_early"] = f"time limit of {max_seconds} s reached"
         check_batch()
     except Exception as exc:  # noqa: BLE001 - recorded, the run still reports
         failures.append(f"{type(exc).__name__}: {exc}")
@@ -435,13 +444,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--model", default="tiny",
                         help="model directory, 'demo', or 'tiny' (default: a seeded 2-layer random Code Llama)")
+    parser.add_argument("--max-seconds", type=float, help="stop generating cases after this long (records the count)")
     parser.add_argument("--home", help="keep the server's directory (log, stderr) here instead of a temp dir")
     parser.add_argument("--out", default=str(RESULTS / "fuzz_lsp.json"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fuzz-lsp-") as tmp:
         model = tiny_model(Path(tmp) / "tiny") if args.model == "tiny" else args.model
         home = Path(args.home) if args.home else Path(tmp) / "home"
-        record = run(model, cases=args.cases, seed=args.seed, home=home)
+        record = run(model, cases=args.cases, seed=args.seed, home=home, max_seconds=args.max_seconds)
         record["model"] = args.model
     try:
         record["load_average"] = os.getloadavg()
