@@ -132,6 +132,8 @@ vim.defer_fn(function()
                 window_shows_it = #vim.fn.win_findbuf(out_buf) > 0,
                 filetype = vim.api.nvim_buf_get_option(out_buf, 'filetype'),
               }
+              vim.cmd('checkhealth codellama')
+              report.health = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')
               finish(nil)
             end)
           end)

@@ -139,3 +139,9 @@ def test_explain_streams_the_answer_into_a_window(session):
     assert ex["buffer"].split("\n", 2)[2] == ex["text"]  # heading, blank line, then the answer
     if ex["streamed"]:
         assert ex["streamed"] == ex["text"]
+
+
+def test_checkhealth_reports_the_running_server_and_model(session):
+    health = session["health"]
+    assert "server running" in health and "model ready" in health, health
+    assert "ERROR" not in health and "❌" not in health, health
