@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from pygls.exceptions import JsonRpcException
 from codellama_lsp import netguard
 
 sys.path.insert(0, str(Path(__file__).parent))
+import lsp_client  # noqa: E402
 from lsp_client import inline, log_file, lsp_session, open_document, raw_request, to_plain  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -94,15 +96,24 @@ async def test_full_session_sends_nothing_and_leaks_nothing(tiny_model_dir, tmp_
     root, outside = home / "workspace", tmp_path / "outside"
     plant_workspace(root, outside)
     site = guard_dir(tmp_path, record)
-    monkeypatch.setenv(netguard.ENV_VAR, str(record))
-    monkeypatch.setenv("PYTHONPATH", str(site))
-    # Nothing from the test's own environment may be what keeps the server offline.
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
-        monkeypatch.delenv(var, raising=False)
+    real_env = lsp_client.server_env
+
+    def guarded_env(home_dir: Path) -> dict[str, str]:
+        """The server's environment with the guard on, and without the offline switches the test suite sets:
+        the server must keep itself offline."""
+        env = real_env(home_dir)
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+            env.pop(var, None)
+        env[netguard.ENV_VAR] = str(record)
+        env["PYTHONPATH"] = str(site)
+        return env
+
+    monkeypatch.setattr(lsp_client, "server_env", guarded_env)
 
     async with lsp_session(home, model=tiny_model_dir, root=root, init_options={"maxTokens": 8}) as client:
         await client.notes.wait_ready()
-        await client.notes.wait_log("indexed")
+        with contextlib.suppress(TimeoutError):  # retrieval has the project once it is indexed
+            await client.notes.wait_log("indexed", timeout=60)
 
         uri = (root / "pkg" / "client.py").as_uri()
         text = (root / "pkg" / "client.py").read_text() + (
