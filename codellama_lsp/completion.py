@@ -276,6 +276,7 @@ class CompletionService:
             stop_strings=list(getattr(plan, "stop_strings", []) or []),
             time_budget_s=settings.completion_timeout_s or None,
             speculation=settings.speculation,
+            reuse_cache=getattr(settings, "reuse_cache", True),
             heal_prefix=getattr(plan, "heal_prefix", "") or "",
         )
         started = [False]

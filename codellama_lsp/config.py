@@ -51,6 +51,7 @@ class Settings:
     completion_timeout_s: float = 10.0
     debounce_ms: int = 0
     speculation: str = "prompt_lookup"
+    reuse_cache: bool = True  # reuse the KV cache between requests (false = re-prefill every prompt: the naive baseline)
     kv_cache: str = "dynamic"
     context_tokens: int = 4096  # the whole prompt's budget
     repo_context: bool = True
