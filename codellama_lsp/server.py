@@ -80,7 +80,17 @@ class AnsweringProtocol(LanguageServerProtocol):
 
     def structure_message(self, data: dict[str, Any]):
         try:
+            if isinstance(data, dict) and "method" in data and not isinstance(data["method"], str):
+                raise JsonRpcInvalidParams("the method is not a string")  # pygls fails on it with a traceback
             return super().structure_message(data)
+        except (TypeError, ValueError, KeyError) as exc:  # e.g. unknown member names in a notification
+            if isinstance(data, dict) and "method" in data:
+                log.warning("malformed message for %r; ignored", str(data.get("method"))[:80])
+                if "id" in data and isinstance(data["id"], (int, str)):
+                    self._send_response(data["id"], error=JsonRpcInvalidParams(
+                        f"Invalid message: {type(exc).__name__}").to_response_error())
+                return _Answered(id="")
+            raise
         except JsonRpcException as exc:
             is_request = isinstance(data, dict) and "id" in data and "method" in data
             if isinstance(data, dict) and "method" in data and not is_request:  # a notification: drop it
@@ -97,6 +107,9 @@ class AnsweringProtocol(LanguageServerProtocol):
 
     def handle_message(self, message):
         if isinstance(message, _Answered):
+            return
+        if not hasattr(message, "jsonrpc"):  # valid JSON, but not a JSON-RPC message: nothing to answer
+            log.warning("ignored a frame that is not a JSON-RPC message (%s)", type(message).__name__)
             return
         return super().handle_message(message)
 
