@@ -209,21 +209,36 @@ class RawServer:
         self._stderr.close()
         return self.proc.returncode
 
-    def tracebacks(self, *, unparseable: bool = False) -> list[str]:
-        """Unhandled exceptions the server wrote to its stderr or its log file. Frames whose body is not
-        JSON (or not UTF-8) are logged by pygls' reader with a traceback too, and carry no id to answer:
-        those are listed only with ``unparseable=True``."""
+    def tracebacks(self, *, kind: str = "unhandled") -> list[str]:
+        """Log records with a traceback in the server's stderr or log file, by kind:
+
+        - ``unhandled``: an exception nobody meant (what must never happen);
+        - ``answered``: pygls logs a traceback when a handler answers with a deliberate JSON-RPC error
+          (e.g. InvalidParams) or when it cannot deserialize params (the request is answered with -32602);
+        - ``unparseable``: a frame whose body is not JSON / not UTF-8, logged by pygls' reader (no id to answer).
+        """
         found = []
         for path in (self.stderr_path, self.log_path):
-            if path.exists():
-                text = path.read_text(encoding="utf-8", errors="replace")
-                for match in re.finditer(r"^.*\n(?=Traceback \(most recent call last\))", text, re.M):
-                    tail = text[match.end():match.end() + 4000]
-                    last = next((ln for ln in tail.splitlines()[1:] if ln and not ln.startswith((" ", "Traceback"))), "")
-                    is_unparseable = "Unable to handle message" in match.group(0) and last.startswith(
-                        ("json.decoder.JSONDecodeError", "UnicodeDecodeError"))
-                    if is_unparseable == unparseable:
-                        found.append(f"{path.name}: {match.group(0).strip()} -> {last}")
+            if not path.exists():
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")
+            records = re.split(r"(?m)^(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", text) if path == self.log_path else [text]
+            for record in records:
+                if "Traceback (most recent call last)" not in record:
+                    continue
+                head = record.splitlines()[0]
+                finals = [ln for ln in record.splitlines()[1:] if ln.strip() and not ln.startswith((" ", "Traceback"))]
+                last = finals[-1] if finals else ""
+                if "Unable to handle message" in head and last.startswith(("json.decoder.JSONDecodeError",
+                                                                          "UnicodeDecodeError")):
+                    found_kind = "unparseable"
+                elif "Unable to deserialize message" in head or (
+                        last.startswith("pygls.exceptions.JsonRpc") and "InternalError" not in last):
+                    found_kind = "answered"
+                else:
+                    found_kind = "unhandled"
+                if found_kind == kind:
+                    found.append(f"{path.name}: {head.strip()[:160]} -> {last[:200]}")
         return found
 
 
@@ -428,12 +443,14 @@ def run(model: str, *, cases: int, seed: int, home: Path, batch: int = 100, answ
         failures.append(f"{type(exc).__name__}: {exc}")
     alive = server.proc.poll() is None and server.alive()
     answered = sum(1 for i in sent if server.responses.get(i))
-    tracebacks, unparseable = server.tracebacks(), server.tracebacks(unparseable=True)
+    tracebacks, unparseable = server.tracebacks(), server.tracebacks(kind="unparseable")
+    answered_logged = server.tracebacks(kind="answered")
     exit_code = server.close()
     record.update(stats, requests_answered=answered, requests_unanswered=len(sent) - answered,
                   answered_more_than_once=sum(1 for i in sent if len(server.responses.get(i, [])) > 1),
                   alive_at_end=alive, crashes=0 if alive else 1, tracebacks=len(tracebacks),
-                  traceback_samples=tracebacks[:5], unparseable_frames_logged=len(unparseable), failures=failures, exit_code_after_shutdown=exit_code,
+                  traceback_samples=tracebacks[:5], unparseable_frames_logged=len(unparseable),
+                  error_answers_logged_by_pygls=len(answered_logged), failures=failures, exit_code_after_shutdown=exit_code,
                   seconds=round(time.monotonic() - started, 1))
     return record
 

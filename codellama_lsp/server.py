@@ -679,6 +679,10 @@ def _update_tree(ls: CodeLlamaServer, uri: str) -> None:
     if not language:
         return
     try:
-        ls.trees.update(uri, doc.source, language)
+        text = doc.source
+    except (OSError, UnicodeDecodeError):  # a change for a document never opened, not readable (or refused)
+        return
+    try:
+        ls.trees.update(uri, text, language)
     except Exception:
         log.exception("parse failed for %s", uri)
