@@ -272,7 +272,14 @@ class Codec:
 # FIM span selection
 
 
-def choose_middle(text: str, rng: random.Random) -> tuple[int, int]:
+#: Span-type weights (one whole line, rest of a line, block of 2-6 lines, paper's uniform split).
+MIXES = {
+    "base": (0.35, 0.20, 0.20, 0.25),  # phase 1: general infilling with a bias toward lines
+    "lines": (0.60, 0.20, 0.10, 0.10),  # phase 2: what the editor asks for, so the model learns to stop
+}
+
+
+def choose_middle(text: str, rng: random.Random, mix: str = "base") -> tuple[int, int]:
     """Pick the [start, end) character span to hide, biased toward what an editor asks for.
 
     The paper splits at uniform random characters; a 5M-parameter model trained for an hour learns
@@ -282,18 +289,19 @@ def choose_middle(text: str, rng: random.Random) -> tuple[int, int]:
     starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n" and i + 1 < len(text)]
     ends = [text.find("\n", s) for s in starts]
     ends = [len(text) if e < 0 else e + 1 for e in ends]  # line end, newline included
+    w_line, w_rest, w_block, _ = MIXES[mix]
     r = rng.random()
     content = [i for i, s in enumerate(starts) if text[s:ends[i]].strip()] or list(range(len(starts)))
-    if r < 0.35:  # one whole line
+    if r < w_line:  # one whole line
         i = rng.choice(content)
         return starts[i], ends[i]
-    if r < 0.55:  # rest of a line from the cursor
+    if r < w_line + w_rest:  # rest of a line from the cursor
         i = rng.choice(content)
         s, e = starts[i], ends[i]
         cut = rng.randint(s, max(s, e - 1))
         keep_newline = rng.random() < 0.5 or not text[s:e].endswith("\n")
         return cut, e if keep_newline else e - 1
-    if r < 0.75:  # a short block of whole lines
+    if r < w_line + w_rest + w_block:  # a short block of whole lines
         i = rng.choice(content)
         j = min(len(starts) - 1, i + rng.randint(1, 5))
         return starts[i], ends[j]
@@ -301,11 +309,11 @@ def choose_middle(text: str, rng: random.Random) -> tuple[int, int]:
     return a, b
 
 
-def fim_example(codec: Codec, text: str, rng: random.Random, *, fim_rate: float = 0.9) -> list[int]:
+def fim_example(codec: Codec, text: str, rng: random.Random, *, fim_rate: float = 0.9, mix: str = "base") -> list[int]:
     """One training sequence from a text window: plain LM (10%) or FIM, PSM/SPM half and half."""
     if rng.random() >= fim_rate:
         return [codec.bos] + codec.enc(text)
-    a, b = choose_middle(text, rng)
+    a, b = choose_middle(text, rng, mix)
     prefix, middle, suffix = text[:a], text[a:b], text[b:]
     if rng.random() < 0.5:
         return codec.psm(prefix, suffix, middle)

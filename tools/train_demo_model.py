@@ -69,6 +69,10 @@ def parse_args(argv=None):
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work")
+    p.add_argument("--mix", choices=sorted(dd.MIXES), default="base", help="FIM span mix (see demo_data.MIXES)")
+    p.add_argument("--max-window", type=int, default=0, help="longest example window in tokens (0 = seq-len - 24)")
+    p.add_argument("--init-from", type=Path, help="start from another run's --work dir (its state.pt weights and"
+                   " tokenizer): a second training phase; the record keeps both phases")
     return p.parse_args(argv)
 
 
@@ -162,9 +166,9 @@ def batch_stream(sampler: WindowSampler, codec: dd.Codec, rng: random.Random, ar
                 room = T - len(row)
                 ex = None
                 for _try in range(4):
-                    n = rng.randint(64, max(64, min(T - 24, room - 24)))
+                    n = rng.randint(64, max(64, min(args.max_window or T - 24, room - 24)))
                     text, at_end = sampler.window(rng, n)
-                    ex = dd.fim_example(codec, text, rng, fim_rate=args.fim_rate)
+                    ex = dd.fim_example(codec, text, rng, fim_rate=args.fim_rate, mix=args.mix)
                     if ex[-1] != codec.eot and at_end:
                         ex = ex + [codec.eos]
                     if len(ex) <= room:
@@ -253,6 +257,30 @@ def save_model_dir(model, tok, dest: Path, *, extra_files: dict[str, str] | None
         tmp.rename(dest)
 
 
+def phases_md(rec: dict) -> list[str]:
+    phases = rec.get("phases") or []
+    if len(phases) < 2:
+        return []
+    out = ["Training ran in phases, each started from the previous one's weights (same tokenizer, same data):", "",
+           "| Phase | Command | Span mix | Peak lr | Window ≤ | Steps | Tokens | Minutes | Train loss | Held-out loss |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for i, p in enumerate(phases, 1):
+        out.append(f"| {i} | `{p['command']}` | {p['mix']} {dd.MIXES[p['mix']]} | {p['lr']} | {p['max_window']} |"
+                   f" {p['steps']} | {p['tokens']:,} | {p['train_minutes']} | {p['final_train_loss']:.3f} |"
+                   f" {p['final_heldout_loss']:.3f} |")
+    out += ["", "Span mix = weights of (one whole line, rest of a line, block of 2-6 lines, uniform split).",
+            "The details below describe the last phase.", ""]
+    return out
+
+
+def phase_summary(rec: dict) -> dict:
+    a = rec["args"]
+    return {"command": rec["command"], "started": rec["started"], "train_minutes": round(rec["train_minutes"], 1),
+            "steps": rec["steps_done"], "tokens": rec["tokens_seen"], "mix": a.get("mix", "base"),
+            "lr": a["lr"], "max_window": a.get("max_window", 0) or a["seq_len"] - 24,
+            "final_train_loss": rec["final_train_loss"], "final_heldout_loss": rec["final_heldout_loss"]}
+
+
 def training_md(rec: dict) -> str:
     a = rec["args"]
     specials = ", ".join(f"`{p}`={rec['special_ids'][p]}" for p in dd.INFILL_PIECES)
@@ -269,6 +297,7 @@ def training_md(rec: dict) -> str:
         rec["command"],
         "```",
         "",
+        *phases_md(rec),
         f"- Machine: {rec['machine']}",
         f"- Software: {rec['software']}",
         f"- Started {rec['started']}, finished {rec['finished']}; optimization loop {rec['train_minutes']:.1f} min,"
@@ -310,10 +339,11 @@ def training_md(rec: dict) -> str:
         f" {rec['params']:,} parameters, stored as fp16 safetensors.",
         "",
         f"Objective: next-token prediction on packed rows of {a['seq_len']} tokens ({a['batch']} rows per step)"
-        f" of line-aligned windows (64 to ~{a['seq_len'] - 24} tokens) of the training files.",
+        f" of line-aligned windows (64 to ~{a.get('max_window') or a['seq_len'] - 24} tokens) of the training files.",
         f"{a['fim_rate']:.0%} of windows become fill-in-the-middle examples, PSM and SPM half and half, built exactly",
-        "like Meta's reference (`tools/demo_data.py`): 35% one whole line hidden, 20% the rest of a line from a",
-        "random character, 20% a block of 2-6 lines, 25% the paper's uniform random character split.",
+        "like Meta's reference (`tools/demo_data.py`). Hidden span: {:.0%} one whole line, {:.0%} the rest of a line"
+        " from a random character, {:.0%} a block of 2-6 lines, {:.0%} the paper's uniform random character split"
+        " (mix `{}`).".format(*dd.MIXES[a.get("mix", "base")], a.get("mix", "base")),
         f"AdamW (β 0.9/0.95, weight decay {a['weight_decay']}), peak lr {a['lr']}, {a['warmup']} warm-up steps, cosine to"
         f" {a['min_lr_ratio']}×, grad-clip 1.0.",
         "",
@@ -356,7 +386,9 @@ def main(argv=None) -> int:
     log(f"data: {len(train)} train files, {len(held)} held out ({dd.stdlib_root()})")
 
     tok_path = args.work / "tokenizer.json"
-    if args.resume and tok_path.exists():
+    if args.init_from:
+        shutil.copy(args.init_from / "tokenizer.json", tok_path)
+    if (args.resume or args.init_from) and tok_path.exists():
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(tok_path))
@@ -376,6 +408,12 @@ def main(argv=None) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params:,} parameters")
 
+    previous_phases = []
+    if args.init_from:
+        prev = json.loads((args.init_from / "training_record.json").read_text())
+        previous_phases = prev.get("phases") or [phase_summary(prev)]
+        model.load_state_dict(torch.load(args.init_from / "state.pt", weights_only=False)["model"])
+        log(f"initialised from {args.init_from} ({len(previous_phases)} earlier phase(s))")
     hrows = heldout_rows(held, codec, args.seq_len, limit=24)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -487,6 +525,7 @@ def main(argv=None) -> int:
         "initial_heldout_loss": initial_heldout,
         "heldout_rows": len(hrows),
     }
+    record["phases"] = previous_phases + [phase_summary(record)]
     (args.work / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
     save_model_dir(model, tok, args.out, extra_files={
         "TRAINING.md": training_md(record),
