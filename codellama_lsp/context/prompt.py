@@ -197,6 +197,19 @@ def _take_head(text: str, budget: int, counter: _LineCounter) -> tuple[str, int]
     return "".join(out), used
 
 
+def _clip_prefix(prefix: str, chars: int, max_chars: int, budget: int, counter: "_LineCounter") -> tuple[str, "_Tail"]:
+    """The prefix cut to a character window that holds every line the budget can take, with its line counter."""
+    if len(prefix) <= chars:
+        return prefix, _Tail(prefix, counter)
+    start = prefix.find("\n", len(prefix) - chars) + 1
+    window = prefix[start:] if start > 0 else prefix[-chars:]
+    tail = _Tail(window, counter)
+    taken, _ = tail.take(budget)
+    if len(taken) < len(window) or chars >= max_chars:
+        return window, tail  # the budget runs out inside the window: nothing before it could be used
+    return _clip_prefix(prefix, max_chars, max_chars, budget, counter)
+
+
 _HEAL = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}$")
 
 
@@ -252,16 +265,18 @@ def build_prompt(
 
     # A token covers at most ~16 characters, so this character window holds every line the budget can take;
     # it keeps the per-keystroke work independent of the file's size.
+    # Code averages 3-4 characters a token, so 6 per token is generous; _clip_prefix widens to the worst case
+    # (16 per token) only when the generous window turns out not to be enough.
     max_chars = total * 16
-    if len(prefix_doc) > max_chars:
-        start = prefix_doc.find("\n", len(prefix_doc) - max_chars) + 1
-        prefix_doc = prefix_doc[start:] if start > 0 else prefix_doc[-max_chars:]
+    prefix_doc, tail = _clip_prefix(prefix_doc, total * 6, max_chars, available, counter)
     if len(suffix_doc) > max_chars // 4:
         end = suffix_doc.rfind("\n", 0, max_chars // 4)
         suffix_doc = suffix_doc[: end + 1] if end >= 0 else suffix_doc[: max_chars // 4]
     # never put secret values into a prompt; the cursor's own line is left as typed
     cut = prefix_doc.rfind("\n") + 1
-    prefix_doc = redact_secrets(prefix_doc[:cut]) + prefix_doc[cut:]
+    redacted = redact_secrets(prefix_doc[:cut]) + prefix_doc[cut:]
+    if redacted != prefix_doc:
+        prefix_doc, tail = redacted, _Tail(redacted, counter)
     suffix_doc = redact_secrets(suffix_doc)
 
     suffix, suffix_used = ("", 0)
@@ -270,7 +285,6 @@ def build_prompt(
 
     ctx_share = available * 3 // 8 if (retriever is not None and getattr(settings, "repo_context", True)) else 0
     prefix_room = available - suffix_used
-    tail = _Tail(prefix_doc, counter)
     prefix_full, prefix_full_used = tail.take(prefix_room)
     ctx_budget = 0
     if ctx_share:

@@ -353,7 +353,7 @@ def resolve_import(imp: Import, path: str, language: str | None, index: Workspac
 
 def _scope_key(lines: Sequence[str], cursor_line: int) -> tuple[int, str]:
     """The enclosing top-level construct: the last unindented, non-closing line at or above the cursor."""
-    for i in range(min(cursor_line, len(lines) - 1), -1, -1):
+    for i in range(min(cursor_line, len(lines) - 1), max(-1, cursor_line - 600), -1):
         line = lines[i]
         if line and not line[0].isspace() and line[0] not in "})]#/*":
             return i, line[:80]
@@ -375,6 +375,7 @@ class Retriever:
         self._last: tuple[Any, list[tuple[str, int, int]]] | None = None
         self._resolved: dict[tuple, list[str]] = {}
         self._import_cache: dict[tuple, list[Import]] = {}
+        self._import_bucket: tuple[Any, list[Import]] = (None, [])
         self._usage: Counter = Counter()
         self._usage_key: tuple | None = None
         self._usage_cache: tuple[Counter, Counter, set[str]] = (Counter(), Counter(), set())
@@ -448,8 +449,12 @@ class Retriever:
         open_documents = {os.path.realpath(p): t for p, t in open_documents.items()}
         offset = max(0, min(offset, len(text)))
         language = language or syntax.language_for(None, path)
-        lines = text.split("\n")
-        cursor_line = text.count("\n", 0, offset)  # 0-based
+        # only the neighbourhood of the cursor is split into lines: files can be megabytes, this runs per keystroke
+        start = text.rfind("\n", 0, max(0, offset - 30_000)) + 1 if offset > 30_000 else 0
+        end = text.find("\n", offset + 8_000) if len(text) > offset + 8_000 else -1
+        lines = (text[start:] if end < 0 else text[start:end]).split("\n")
+        first_line = text.count("\n", 0, start)
+        cursor_line = text.count("\n", start, offset)  # 0-based, within ``lines``
         if visible is None:
             visible = (0, len(text))
         vis_first = text.count("\n", 0, visible[0]) + 1  # 1-based visible line range of the current file
@@ -466,7 +471,8 @@ class Retriever:
         if self.index is not None and query:
             cands += self._similar_candidates(path, open_documents, query)
 
-        scope = (path, _scope_key(lines, cursor_line), self.index.generation if self.index else 0)
+        scope_line, scope_text = _scope_key(lines, cursor_line)
+        scope = (path, (scope_line + first_line, scope_text), self.index.generation if self.index else 0)
         previous = set(self._last[1]) if self._last and self._last[0] == scope else set()
         for c in cands:
             if c.key in previous:
@@ -552,6 +558,10 @@ class Retriever:
         return result
 
     def _imports(self, text: str, language: str | None) -> list[Import]:
+        # finding the import lines scans the whole file: reuse it while the file stays in the same 4 KB bucket
+        bucket = (language, len(text) >> 12) if len(text) > 20_000 else None
+        if bucket is not None and self._import_bucket[0] == bucket:
+            return self._import_bucket[1]
         key = (language, import_lines(text))
         hit = self._import_cache.get(key)
         if hit is None:
@@ -559,6 +569,8 @@ class Retriever:
             if len(self._import_cache) > 256:
                 self._import_cache.clear()
             self._import_cache[key] = hit
+        if bucket is not None:
+            self._import_bucket = (bucket, hit)
         return hit
 
     def _definition_text(self, d: Definition, lines: list[str]) -> tuple[int, int, str, tuple[int, ...] | None]:
