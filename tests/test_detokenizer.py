@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from conftest import needs_shared
+from shared_data import needs_shared
 from codellama_lsp.engine.tokenizer import StreamDetokenizer, Tokenizer
 from test_templates import codellama_tok, family_tokenizers, ref_encode_infilling, sp, splits  # noqa: F401
 

@@ -12,7 +12,7 @@ import pytest
 from codellama_lsp.evaluation import dataset, report, sandbox, scoring
 from codellama_lsp.evaluation.lsp_driver import _snippet_to_text, hole_text
 
-from conftest import HUMANEVAL_DIR, REPO, needs_shared
+from shared_data import HUMANEVAL_DIR, REPO, needs_shared
 
 needs_humaneval = pytest.mark.skipif(
     not (HUMANEVAL_DIR / dataset.SPLIT_FILES["single-line"]).is_file(),
@@ -230,7 +230,7 @@ def build_fim_echo_llama(dest: Path, answer: str) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from codellama_lsp.engine.tokenizer import load_tokenizer
-    from conftest import TOKENIZER_DIR
+    from shared_data import TOKENIZER_DIR
 
     tok = load_tokenizer(TOKENIZER_DIR)
     chain = [tok.token_id("▁<MID>"), *tok.encode(answer, leading_space=False)]

@@ -12,7 +12,7 @@ from codellama_lsp.context.retrieval import Retriever
 from codellama_lsp.context.syntax import DocumentTrees
 from codellama_lsp.context.workspace import WorkspaceIndex
 
-from conftest import TOKENIZER_DIR, needs_shared
+from shared_data import TOKENIZER_DIR, needs_shared
 
 pytestmark = needs_shared
 

@@ -16,7 +16,7 @@ from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 
 from codellama_lsp.positions import UTF8, units
-from conftest import build_tiny_llama
+from shared_data import build_tiny_llama
 from lsp_client import capabilities, inline, lsp_session, open_document, raw_request
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -166,3 +166,14 @@ async def test_completion_fallback_is_one_labelled_item_with_a_text_edit(client)
     assert item.label.startswith("codellama: ")
     assert item.text_edit.range.start == item.text_edit.range.end == lsp.Position(line=0, character=len(text))
     assert item.text_edit.new_text == inline_result.items[0].insert_text  # same model answer
+
+
+async def test_a_workspace_folder_added_later_is_indexed(client, tmp_path_factory):
+    extra = tmp_path_factory.mktemp("second-root")
+    (extra / "lib.py").write_text("def helper():\n    return 1\n")
+    mark = len(client.notes.logs)
+    client.workspace_did_change_workspace_folders(lsp.DidChangeWorkspaceFoldersParams(
+        event=lsp.WorkspaceFoldersChangeEvent(added=[lsp.WorkspaceFolder(uri=extra.as_uri(), name="second")],
+                                              removed=[])))
+    message = await client.notes.wait_log(f"{extra}", after=mark)
+    assert message.startswith("indexed 1 files in ")  # the new root's file; the first root is empty

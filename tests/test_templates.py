@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TOKENIZER_DIR, needs_shared
+from shared_data import TOKENIZER_DIR, needs_shared
 from codellama_lsp.engine.templates import TemplateError, detect_family, infills, template_for
 from codellama_lsp.engine.tokenizer import Tokenizer, load_tokenizer
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TOKENIZER_DIR, needs_shared
+from shared_data import REPO, TOKENIZER_DIR, needs_shared
 from codellama_lsp.engine.backend import ModelLoadError
 from codellama_lsp.engine.templates import template_for
 from codellama_lsp.engine.tokenizer import StreamDetokenizer, load_tokenizer

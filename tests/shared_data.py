@@ -1,0 +1,55 @@
+"""Where the shared test data lives, and tiny Code Llama-format checkpoints.
+
+A plain module (not conftest.py) so test files can import it by a name no other conftest shadows.
+
+Tiny checkpoints are built at test time (seeded, a few MB, in a temp dir) with the Code Llama-compatible
+tokenizer from ``../shared/data/codellama-tokenizer`` and loaded through the same ``from_pretrained``
+path users hit. Tests that need ``../shared`` skip with a clear reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("CODELLAMA_LSP_SHARED", REPO.parent / "shared"))
+TOKENIZER_DIR = SHARED / "data" / "codellama-tokenizer"
+HUMANEVAL_DIR = SHARED / "data" / "human-eval-infilling"
+
+needs_shared = pytest.mark.skipif(
+    not TOKENIZER_DIR.is_dir(),
+    reason=f"shared test data not found at {SHARED} (set CODELLAMA_LSP_SHARED or check out ../shared)",
+)
+
+
+def build_tiny_llama(dest: Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, seed: int = 0) -> Path:
+    """Write a seeded random-weight LlamaForCausalLM with the Code Llama tokenizer into ``dest``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=32016,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=16384,
+        rope_theta=1_000_000.0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    dest.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dest, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(TOKENIZER_DIR / name, dest / name)
+    return dest
