@@ -13,3 +13,8 @@ def variance(values):
     """Return the population variance of a non-empty sequence."""
     m = mean(values)
     return sum((v - m) ** 2 for v in values) / len(values)
+
+
+def stdev(values):
+    """Return the population standard deviation of a non-empty sequence."""
+    
