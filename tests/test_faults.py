@@ -111,7 +111,7 @@ async def test_worker_death_and_out_of_memory_are_survived(tiny_model_dir, tmp_p
         retry = await notes.wait_log("retrying with")
         first, second = map(int, re.findall(r"(\d+) prompt tokens; retrying with (\d+)", retry)[0])
         assert 0 < second < first
-        message = await notes.wait_log("out of memory generating")
+        message = await notes.wait_log("generation failed: out of memory")
         assert "context_tokens" in message and "\n" not in message
 
         # 3: served normally again
