@@ -56,9 +56,9 @@ class _Worker:
                 result = fn(*args)
             except Exception as exc:  # an ordinary failure: the caller gets it, the thread lives on
                 future.set_exception(exc)
-            except BaseException as exc:  # the thread is going down: hand over, then die
-                future.set_exception(EngineError(f"engine worker thread died: {type(exc).__name__}: {exc}"))
+            except BaseException as exc:  # the thread is going down: hand over (error recorded first), then die
                 self._replace(exc)
+                future.set_exception(EngineError(f"engine worker thread died: {type(exc).__name__}: {exc}"))
                 return
             else:
                 future.set_result(result)
