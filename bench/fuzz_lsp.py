@@ -398,6 +398,7 @@ def run(model: str, *, cases: int, seed: int, home: Path, batch: int = 100, answ
     state = server.initialize()
     record: dict[str, Any] = {"model": str(model), "seed": seed, "cases_target": cases, "model_state": state.get("state")}
     sent: list[Any] = []
+    sent_methods: dict[Any, str] = {}
     stats = {"cases": 0, "frames": 0, "requests": 0, "batches": 0}
     failures: list[str] = []
 
@@ -407,7 +408,8 @@ def run(model: str, *, cases: int, seed: int, home: Path, batch: int = 100, answ
             raise AssertionError(f"server dead or unresponsive after case {stats['cases']}")
         missing = server.wait_all(sent, answer_timeout)
         if missing:
-            raise AssertionError(f"{len(missing)} requests unanswered, e.g. {missing[:5]}")
+            raise AssertionError(f"{len(missing)} requests unanswered: " + "; ".join(
+                f"{i!r} {sent_methods.get(i, '?')}" for i in missing[:5]))
         doubled = [i for i in sent if len(server.responses.get(i, [])) > 1]
         if doubled:
             raise AssertionError(f"requests answered more than once: {doubled[:5]}")
@@ -424,12 +426,18 @@ def run(model: str, *, cases: int, seed: int, home: Path, batch: int = 100, answ
                 if msg_id in server.responses or msg_id in sent:
                     continue  # ids must be unique for the count to mean anything
                 sent.append(msg_id)
+                found = re.search(rb'"method": ("[^"]{0,60}")', data)
+                sent_methods[msg_id] = found.group(1).decode("utf-8", "replace") if found else "?"
                 stats["requests"] += 1
             server.write_raw(data)
             stats["frames"] += 1
         stats["cases"] += 1
         if stats["cases"] % batch == 0:
-            check_batch()
+            try:
+                check_batch()
+            except AssertionError as exc:  # recorded as it is: a replay by hypothesis would only blur it
+                failures.append(f"after case {stats['cases']}: {exc}")
+                raise _OutOfTime() from None
             log(f"{stats['cases']} cases, {stats['requests']} requests answered, "
                 f"{time.monotonic() - started:.0f} s, rss {server.rss() / 2**20:.0f} MiB")
 
@@ -437,8 +445,10 @@ def run(model: str, *, cases: int, seed: int, home: Path, batch: int = 100, answ
         try:
             one_case()
         except _OutOfTime:
-            record["stopped_early"] = f"time limit of {max_seconds} s reached"
-        check_batch()
+            if not failures:
+                record["stopped_early"] = f"time limit of {max_seconds} s reached"
+        if not failures:
+            check_batch()
     except Exception as exc:  # noqa: BLE001 - recorded, the run still reports
         failures.append(f"{type(exc).__name__}: {exc}")
     alive = server.proc.poll() is None and server.alive()
