@@ -89,10 +89,8 @@ async def test_hostile_files_are_survived_within_budgets(tiny_model_dir, tmp_pat
             line = len(lines) // 2 if name == "huge" else len(lines) - 1
             character = len(lines[line]) if name != "minified" else len(lines[0]) // 2
             plan = await prompt_at(client, uri, line, character)
-            assert plan is None or plan["context_tokens"] <= CONTEXT_TOKENS or \
-                len(plan["prompt_ids"]) <= CONTEXT_TOKENS, (name, plan and plan["context_tokens"])
-            if plan:
-                assert len(plan["prompt_ids"]) <= CONTEXT_TOKENS, name
+            if plan:  # None: no completion at this position
+                assert len(plan["prompt_ids"]) <= CONTEXT_TOKENS, (name, len(plan["prompt_ids"]))
             result, elapsed = await timed_inline(client, uri, line, character)
             assert elapsed < TIMEOUT_S + 5, f"{name}: {elapsed:.1f} s"
             for item in result.items:
