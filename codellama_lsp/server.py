@@ -111,7 +111,11 @@ class AnsweringProtocol(LanguageServerProtocol):
         if not hasattr(message, "jsonrpc"):  # valid JSON, but not a JSON-RPC message: nothing to answer
             log.warning("ignored a frame that is not a JSON-RPC message (%s)", type(message).__name__)
             return
-        return super().handle_message(message)
+        try:
+            return super().handle_message(message)
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:  # e.g. $/cancelRequest {id: [..]}
+            log.warning("ignored a malformed %s: %s: %s", getattr(message, "method", "message"),
+                        type(exc).__name__, str(exc)[:200])
 
 
 def _describe(exc: BaseException) -> str:
