@@ -78,6 +78,10 @@ class Bench:
         def progress_create(ls: LanguageClient, params) -> None:
             return None
 
+        @self.client.feature(lsp.PROGRESS)
+        def progress(ls: LanguageClient, params) -> None:
+            return None
+
     async def wait_for(self, check, timeout: float = 600.0):
         deadline = time.monotonic() + timeout
         while not (found := check()):
@@ -134,7 +138,8 @@ async def run(args) -> dict:
         window=lsp.WindowClientCapabilities(work_done_progress=True),
         text_document=lsp.TextDocumentClientCapabilities(inline_completion=lsp.InlineCompletionClientCapabilities()),
     )
-    bench.settings = {"logLevel": "debug", "maxTokens": 1}
+    bench.settings = {"logLevel": "debug", "maxTokens": 1, "contextTokens": args.context_tokens,
+                      "completionTimeoutS": 300.0}
     await client.initialize_async(lsp.InitializeParams(
         capabilities=caps, root_uri=ROOT.as_uri(),
         workspace_folders=[lsp.WorkspaceFolder(uri=ROOT.as_uri(), name=ROOT.name)]))
@@ -181,8 +186,8 @@ async def run(args) -> dict:
     uri = (ROOT / "codellama_lsp" / "server-copy.txt").as_uri()
     client.text_document_did_open(lsp.DidOpenTextDocumentParams(
         text_document=lsp.TextDocumentItem(uri=uri, language_id="plaintext", version=1, text=text)))
-    await bench.configure(maxTokens=4)
-    for line, col in positions[:20]:
+    await bench.configure(maxTokens=4)  # a few tokens, so there is a suggestion to type along
+    for line, col in positions[: args.cache_trials]:
         result = await client.text_document_inline_completion_async(inline_params(uri, line, col))
         items = result.items if isinstance(result, lsp.InlineCompletionList) else (result or [])
         if not items or len(items[0].insert_text) < 2:
@@ -248,7 +253,8 @@ def environment(args) -> str:
     except OSError:
         load = "load average n/a"
     return (f"{platform.machine()}, {os.cpu_count()} CPUs ({load} at start), Python {platform.python_version()}, "
-            f"torch {torch.__version__} (CPU threads {torch.get_num_threads()}); model `{args.model}`")
+            f"torch {torch.__version__} (CPU threads {torch.get_num_threads()}); model `{args.model}`; "
+            f"contextTokens {args.context_tokens}, maxTokens 1")
 
 
 def markdown(results: dict, env: str, command: str) -> str:
@@ -281,6 +287,9 @@ def main() -> int:
     parser.add_argument("--model", required=True, help="model directory (any size: model time is excluded)")
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--pings", type=int, default=100)
+    parser.add_argument("--cache-trials", type=int, default=10, help="positions tried for typing-along hits")
+    parser.add_argument("--context-tokens", type=int, default=1024,
+                        help="prompt budget (smaller keeps the excluded model time short on a slow machine)")
     parser.add_argument("--write", help="write the markdown result here")
     args = parser.parse_args()
     env = environment(args)
