@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import logging
 import time
@@ -311,6 +312,10 @@ class CompletionService:
         """The prompt for this position (None = do not complete here)."""
         backend = self.engine.backend
         settings = self.settings
+        window = int(getattr(backend.info, "context_length", 0) or 0)
+        if window and settings.context_tokens > window:
+            # never pack more than the model handles well: past its window it only gets slower and worse
+            settings = dataclasses.replace(settings, context_tokens=window)
         from .context.prompt import build_prompt
 
         kwargs = dict(

@@ -22,7 +22,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "quantization": ("auto", "4bit", "8bit", "none"),
     "device": ("auto", "cpu", "cuda", "mps"),
     "dtype": ("auto", "float32", "float16", "bfloat16"),
-    "fim_mode": ("spm", "psm"),
+    "fim_mode": ("auto", "spm", "psm"),
     "template": ("auto", "codellama", "starcoder2", "deepseek", "qwen", "codestral"),
     "speculation": ("none", "prompt_lookup", "draft"),
     "kv_cache": ("dynamic", "quantized"),
@@ -43,7 +43,7 @@ class Settings:
     dtype: str = "auto"
     template: str = "auto"
     fim: bool | None = None  # None = decide from the model's name/config
-    fim_mode: str = "spm"
+    fim_mode: str = "auto"  # auto = the layout the checkpoint infills best (SPM for Code Llama)
     # completion
     max_tokens: int = 128
     temperature: float = 0.0

@@ -516,3 +516,12 @@ def test_overrides(family_tokenizers):
     with pytest.raises(TemplateError, match="unknown template"):
         template_for(tok, override="gpt5")
     assert not template_for(tok, fim=False).fim
+
+
+def test_auto_layout_is_spm_unless_the_checkpoint_prefers_psm(codellama_tok):
+    """``fim_mode = "auto"`` (the default) takes SPM for Code Llama, and the layout a checkpoint names in
+    its config.json ("preferred_fim_mode") otherwise — the bundled demo model names PSM."""
+    assert template_for(codellama_tok, model_name="codellama/CodeLlama-7b-hf").resolve_mode("auto") == "spm"
+    prefers_psm = template_for(codellama_tok, model_name="demo", config={"preferred_fim_mode": "psm"})
+    assert prefers_psm.resolve_mode("auto") == "psm"
+    assert prefers_psm.resolve_mode("spm") == "spm"  # an explicit choice still wins

@@ -250,8 +250,8 @@ def build_prompt(
         return None
 
     counter = _LineCounter(tokenizer)
-    mode = template.resolve_mode(getattr(settings, "fim_mode", "spm")) if hasattr(template, "resolve_mode") else (
-        getattr(settings, "fim_mode", "spm") if getattr(template, "fim", True) else "none")
+    mode = template.resolve_mode(getattr(settings, "fim_mode", "auto")) if hasattr(template, "resolve_mode") else (
+        getattr(settings, "fim_mode", "auto") if getattr(template, "fim", True) else "none")
     total = max(int(getattr(settings, "context_tokens", 4096)), 64)
     available = total - SPECIAL_TOKENS_RESERVE
 

@@ -206,6 +206,14 @@ def read_config(path: Path, name: str) -> dict[str, Any]:
     return config
 
 
+def context_window(config: dict[str, Any]) -> int:
+    """Tokens the model handles well: its position limit, or less where the checkpoint says it was trained
+    on shorter windows (``preferred_context_tokens``; the bundled demo model saw at most 1,024)."""
+    window = int(config.get("max_position_embeddings") or 4096)
+    preferred = config.get("preferred_context_tokens")
+    return min(window, int(preferred)) if isinstance(preferred, int) and preferred > 0 else window
+
+
 def check_architecture(config: dict[str, Any], path: Path) -> None:
     """Reject configs transformers cannot run as a causal LM, naming the model type."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
@@ -360,7 +368,7 @@ def load_backend(settings: Settings, progress: Progress | None = None):
         device=str(next(model.parameters()).device),
         dtype=str(dtype).replace("torch.", ""),
         quantization=quantization,
-        context_length=int(config.get("max_position_embeddings") or 4096),
+        context_length=context_window(config),
         is_demo=resolved.is_demo,
     )
     backend = LocalBackend(model, tokenizer, template, info, settings=settings, draft_model=draft, notice=resolved.notice)

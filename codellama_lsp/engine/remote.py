@@ -133,7 +133,7 @@ class RemoteBackend:
 def load_remote_backend(settings: Any, progress: Any = None) -> RemoteBackend:
     """Tokenizer and template from the local ``model`` directory; generation at ``settings.endpoint``."""
     from .backend import ModelLoadError
-    from .loading import load_tokenizer_for, read_config, resolve_model
+    from .loading import context_window, load_tokenizer_for, read_config, resolve_model
     from .templates import template_for
 
     report = progress or (lambda _pct, _msg: None)
@@ -147,7 +147,7 @@ def load_remote_backend(settings: Any, progress: Any = None) -> RemoteBackend:
     info = ModelInfo(
         name=resolved.name, path=str(resolved.path), family=template.family, fim=template.fim,
         device=settings.endpoint, dtype="remote", quantization="remote",
-        context_length=int(config.get("max_position_embeddings") or 4096), is_demo=resolved.is_demo,
+        context_length=context_window(config), is_demo=resolved.is_demo,
     )
     report(100, "remote backend ready")
     return RemoteBackend(settings.endpoint, tokenizer, template, info)

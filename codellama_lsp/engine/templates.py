@@ -137,7 +137,7 @@ class Template:
         family was trained on it, else the family's own; "none" for left-to-right models."""
         if not self.fim or not self.fim_modes or mode == "none":
             return "none"
-        return mode if mode in self.fim_modes else self.fim_modes[0]
+        return mode if mode in self.fim_modes else self.fim_modes[0]  # "auto" → the preferred one
 
     def fim_ids(self, prefix: str, suffix: str, mode: str = "spm", *, repo_files: RepoFiles | None = None,
                 path: str | None = None, repo_name: str | None = None) -> list[int]:
@@ -433,8 +433,14 @@ def template_for(tokenizer: Tokenizer, *, model_name: str = "", config: Any = No
     if family == "codellama":
         is_70b = _is_70b(model_name, config)
         chat_format = "source" if is_70b and ids("<step>") is not None else "inst"
+        # SPM first: Code Llama infills better suffix-first (paper, Table 6) and typing then re-uses the KV
+        # cache. A checkpoint may say otherwise in config.json ("preferred_fim_mode"): the bundled demo
+        # model learned to stop far more often in PSM.
+        preferred = (config or {}).get("preferred_fim_mode") if isinstance(config, dict) else getattr(
+            config, "preferred_fim_mode", None)
         return CodeLlamaTemplate(
-            tokenizer, fim=infill, family=family, fim_modes=("spm", "psm"), uses_bos=True,
+            tokenizer, fim=infill, family=family, fim_modes=("psm", "spm") if preferred == "psm" else ("spm", "psm"),
+            uses_bos=True,
             fim_stop_ids=present("▁<EOT>") + eos,
             chat_stop_ids=(present("<step>") + eos) if chat_format == "source" else list(eos),
             chat_format=chat_format,
