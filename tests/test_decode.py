@@ -286,7 +286,7 @@ def test_cancel_stops_within_one_token(backend):
 
 
 def test_time_budget_is_honoured(backend):
-    """No forward pass starts after the deadline (one that started before it may finish past it)."""
+    """The time budget stops decoding: no forward pass is begun once the deadline has been seen."""
     from codellama_lsp.engine.backend import monotonic
 
     ids = [1] + backend.encode(SOURCE[900:1200])
@@ -300,7 +300,10 @@ def test_time_budget_is_honoured(backend):
         handle.remove()
     assert result.stats.stop_reason == "time_budget"
     assert result.stats.generated_tokens > 0 and len(starts) == result.stats.forward_passes
-    assert all(t - begin < budget for t in starts)
+    # The deadline is checked before each forward pass; only the one pass whose check raced the deadline
+    # may start after it (without the check, thousands would: max_new_tokens is 100,000).
+    late = [t for t in starts if t - begin >= budget]
+    assert len(late) <= 1
 
 
 def test_sampling_is_seeded_and_does_not_speculate(backend):
