@@ -38,9 +38,10 @@ def _replay(tmp_path: Path, label: str, config: dict) -> dict:
 
 # SPM with reuse AND prompt lookup together gave a shorter suggestion than naive at 2 of 36 keystrokes on
 # 2026-11-22 (versions 36/37: 'c: 0x002c,' vs 'c: 0x002c,     #  COM'); reuse alone and lookup alone were
-# identical there, and the 80-request bench replay was identical. Suspected: K/V rows written by a verify pass
-# (several positions in one forward) and reused by the next keystroke differ in rounding from one-at-a-time
-# rows, flipping a near-tie. Kept visible, not hidden: xfail (non-strict) until the engine is investigated.
+# identical there, a rerun on a quieter machine passed, and the 180-request bench replay was identical. So it
+# depends on timing: suspected, K/V rows built along a different path (a warm-up prefill after a pause, a
+# multi-position verify pass) differ in float rounding from one-at-a-time rows and flip a near-tie of the
+# greedy argmax. Kept visible, not hidden: xfail (non-strict) until the engine is investigated.
 SPM_REUSE_LOOKUP = pytest.mark.xfail(reason="reuse+lookup near-tie divergence under investigation", strict=False)
 
 
