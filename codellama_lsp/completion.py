@@ -323,6 +323,7 @@ class CompletionService:
             tokenizer=backend.tokenizer, settings=settings,
             retriever=self.retriever if settings.repo_context else None,
             open_documents=open_documents, recent_edits=recent_edits, trees=self.trees, uri=uri or None,
+            invoked=invoked,
         )
         return build_prompt(**kwargs)
 

@@ -143,6 +143,12 @@ def test_no_prompt_inside_an_identifier(template, tokenizer):
     assert plan_for(template, tokenizer, text=text, offset=text.index("pute")) is None
 
 
+def test_an_invoked_completion_inside_an_identifier_gets_the_rest_of_the_line(template, tokenizer):
+    text = "value = compute(1)\n"
+    plan = plan_for(template, tokenizer, text=text, offset=text.index("pute"), invoked=True)
+    assert plan is not None and not plan.multiline
+
+
 def test_left_to_right_models_get_prefix_only(tokenizer):
     from codellama_lsp.engine.templates import template_for
 

@@ -227,8 +227,10 @@ def build_prompt(
     recent_edits: Any = None,
     trees: Any = None,
     uri: str | None = None,
+    invoked: bool = False,
 ) -> PromptPlan | None:
-    """The prompt for a completion at ``offset`` (a str index into ``text``), or None when not to complete here."""
+    """The prompt for a completion at ``offset`` (a str index into ``text``), or None when not to complete here.
+    ``invoked``: the user asked for this completion explicitly, so only an impossible position refuses."""
     offset = max(0, min(int(offset), len(text)))
     language = syntax.language_for(language_id, path)
     tree = None
@@ -245,7 +247,7 @@ def build_prompt(
                 tree = None
             if tree is not None:
                 break
-    decision = syntax.analyze(text, offset, language, tree)
+    decision = syntax.analyze(text, offset, language, tree, force=invoked)
     if not decision.complete:
         return None
 

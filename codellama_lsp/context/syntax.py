@@ -391,8 +391,9 @@ def _node_kind_at(tree: Any, offset_bytes: int) -> str:
     return ""
 
 
-def analyze(text: str, offset: int, language: str | None, tree: Any = None) -> CursorDecision:
-    """Decide whether and how to complete at ``offset`` (a str index into ``text``)."""
+def analyze(text: str, offset: int, language: str | None, tree: Any = None, *, force: bool = False) -> CursorDecision:
+    """Decide whether and how to complete at ``offset`` (a str index into ``text``). ``force`` (the user
+    asked explicitly) completes even inside or right before an identifier: the rest of the line."""
     offset = max(0, min(offset, len(text)))
     prefix, suffix = text[:offset], text[offset:]
     line_start = prefix.rfind("\n") + 1
@@ -403,7 +404,7 @@ def analyze(text: str, offset: int, language: str | None, tree: Any = None) -> C
     before = prefix[-1:]
     after = suffix[:1]
 
-    if after and _IDENT.match(after) and line_prefix:
+    if after and _IDENT.match(after) and line_prefix and not force:
         if before and _IDENT.match(before):
             return CursorDecision(False, False, "inside an identifier", indent)
         return CursorDecision(False, False, "right before an identifier", indent)
