@@ -21,7 +21,7 @@ from typing import Any
 from lsprotocol import types as lsp
 
 from . import edits
-from .chat import ChatError, CodeContext, document_context, encoding_of, plain, run_chat, service_for
+from .chat import ChatError, ChatParamsError, CodeContext, document_context, encoding_of, plain, run_chat, service_for
 from .engine.backend import CancelToken
 from .targets import find_target, language_name
 from .testgen import plan_tests, supports_tests
@@ -375,7 +375,7 @@ async def explain(ls, args: tuple) -> dict:
 
 def register(server) -> None:
     """Attach ``textDocument/codeAction`` and the four commands; called once by ``server.py``."""
-    from pygls.exceptions import JsonRpcException
+    from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 
     @server.feature(
         lsp.TEXT_DOCUMENT_CODE_ACTION,
@@ -398,6 +398,8 @@ def register(server) -> None:
         async def handler(ls, *args):
             try:
                 return await run(ls, args)
+            except ChatParamsError as exc:  # malformed arguments: InvalidParams, not a failure of ours
+                raise JsonRpcInvalidParams(str(exc)) from exc
             except (ActionError, ChatError) as exc:
                 _show(ls, f"codellama: {exc}", lsp.MessageType.Warning)
                 raise JsonRpcException(str(exc), code=-32803) from exc  # RequestFailed

@@ -454,7 +454,10 @@ def document_context(server, uri: str, rng: dict | None, *, widen_to_scope: bool
     path = document.path or uri
     language = language_name(getattr(document, "language_id", "") or "", path)
     if rng:
-        start, end = range_offsets(text, converter().structure(rng, lsp.Range), encoding_of(document))
+        try:
+            start, end = range_offsets(text, converter().structure(rng, lsp.Range), encoding_of(document))
+        except Exception as exc:  # cattrs/validation errors of every kind: the client sent a malformed range
+            raise ChatParamsError(f"invalid range: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     else:
         start, end = 0, len(text)
     if widen_to_scope and start == end and language:

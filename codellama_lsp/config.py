@@ -43,7 +43,7 @@ class Settings:
     dtype: str = "auto"
     template: str = "auto"
     fim: bool | None = None  # None = decide from the model's name/config
-    fim_mode: str = "auto"  # auto = the layout the checkpoint infills best (SPM for Code Llama)
+    fim_mode: str = "auto"  # auto = the checkpoint's preferred layout (config.json "preferred_fim_mode"), else SPM
     # completion
     max_tokens: int = 128
     temperature: float = 0.0

@@ -223,3 +223,9 @@ def test_blank_line_is_multiline():
     text, offset = split("def f(x):\n    y = 1\n    <|>\n    return y\n")
     decision = analyze(text, offset, "python")
     assert decision.complete and decision.multiline
+
+
+def test_no_completion_on_a_minified_line_even_when_invoked():
+    text = "".join(f"var a{i}=function(b){{return b*{i}}};" for i in range(2_000))
+    decision = syntax.analyze(text, len(text) // 2, "javascript", force=True)
+    assert not decision.complete and "too long" in decision.reason

@@ -233,7 +233,6 @@ def save_model_dir(model, tok, dest: Path, *, extra_files: dict[str, str] | None
     half = half.to(torch.float16)
     half.config.dtype = "float16"
     half.config.preferred_context_tokens = 1024  # its training windows: longer prompts are out of distribution
-    half.config.preferred_fim_mode = "psm"  # it learns to stop far more often in PSM (see bench/results)
     half.generation_config.bos_token_id = 1
     half.generation_config.eos_token_id = 2
     half.save_pretrained(tmp, safe_serialization=True)

@@ -314,6 +314,7 @@ class CursorDecision:
 
 
 _IDENT = re.compile(r"[A-Za-z0-9_$]")
+MAX_LINE_CHARS = 5_000  # longer lines are minified/generated: no suggestion there
 _CLOSERS_ONLY = re.compile(r"""^[\s)\]}>"'`;,.:]*$""")
 _BRACE_LANGS = {"javascript", "typescript", "tsx", "java", "c", "cpp", "csharp", "php", "go", "rust"}
 _PY_CONTINUATION = ("else", "elif", "except", "finally", "case")
@@ -404,6 +405,9 @@ def analyze(text: str, offset: int, language: str | None, tree: Any = None, *, f
     before = prefix[-1:]
     after = suffix[:1]
 
+    if len(line_prefix) + len(line_suffix) > MAX_LINE_CHARS:
+        # minified or generated code: nothing useful to suggest, and every step after this scales with the line
+        return CursorDecision(False, False, "line too long (minified or generated code)", indent)
     if after and _IDENT.match(after) and line_prefix and not force:
         if before and _IDENT.match(before):
             return CursorDecision(False, False, "inside an identifier", indent)

@@ -549,7 +549,10 @@ class WorkspaceIndex:
         hit = self._root_cache.get(path)
         if hit is not None:
             return hit[0]
-        real = os.path.realpath(path)
+        try:
+            real = os.path.realpath(path)
+        except (ValueError, OSError):  # e.g. an embedded NUL from a hostile URI: inside no root
+            return None
         best = None
         for root in self.roots:
             if real == root or real.startswith(root.rstrip(os.sep) + os.sep):

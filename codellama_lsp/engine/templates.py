@@ -434,8 +434,7 @@ def template_for(tokenizer: Tokenizer, *, model_name: str = "", config: Any = No
         is_70b = _is_70b(model_name, config)
         chat_format = "source" if is_70b and ids("<step>") is not None else "inst"
         # SPM first: Code Llama infills better suffix-first (paper, Table 6) and typing then re-uses the KV
-        # cache. A checkpoint may say otherwise in config.json ("preferred_fim_mode"): the bundled demo
-        # model learned to stop far more often in PSM.
+        # cache. A checkpoint may say otherwise in config.json ("preferred_fim_mode").
         preferred = (config or {}).get("preferred_fim_mode") if isinstance(config, dict) else getattr(
             config, "preferred_fim_mode", None)
         return CodeLlamaTemplate(
