@@ -8,68 +8,10 @@ makes its answer fit back in place.
 
 from __future__ import annotations
 
-import functools
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-# grammar module and the function that returns its language, per language name
-_GRAMMARS = {
-    "python": ("tree_sitter_python", "language"),
-    "javascript": ("tree_sitter_javascript", "language"),
-    "typescript": ("tree_sitter_typescript", "language_typescript"),
-    "tsx": ("tree_sitter_typescript", "language_tsx"),
-    "java": ("tree_sitter_java", "language"),
-    "c": ("tree_sitter_c", "language"),
-    "cpp": ("tree_sitter_cpp", "language"),
-    "csharp": ("tree_sitter_c_sharp", "language"),
-    "php": ("tree_sitter_php", "language_php"),
-    "bash": ("tree_sitter_bash", "language"),
-    "go": ("tree_sitter_go", "language"),
-    "rust": ("tree_sitter_rust", "language"),
-}
-
-_BY_LANGUAGE_ID = {
-    "python": "python",
-    "javascript": "javascript",
-    "javascriptreact": "javascript",
-    "typescript": "typescript",
-    "typescriptreact": "tsx",
-    "java": "java",
-    "c": "c",
-    "cpp": "cpp",
-    "csharp": "csharp",
-    "php": "php",
-    "sh": "bash",
-    "shellscript": "bash",
-    "bash": "bash",
-    "go": "go",
-    "rust": "rust",
-}
-
-_BY_SUFFIX = {
-    ".py": "python",
-    ".pyi": "python",
-    ".js": "javascript",
-    ".jsx": "javascript",
-    ".mjs": "javascript",
-    ".cjs": "javascript",
-    ".ts": "typescript",
-    ".tsx": "tsx",
-    ".java": "java",
-    ".c": "c",
-    ".h": "c",
-    ".cc": "cpp",
-    ".cpp": "cpp",
-    ".cxx": "cpp",
-    ".hpp": "cpp",
-    ".cs": "csharp",
-    ".php": "php",
-    ".sh": "bash",
-    ".bash": "bash",
-    ".go": "go",
-    ".rs": "rust",
-}
+from .context import syntax
 
 # node types that make a meaningful unit to explain/fix/document
 _SCOPES = {
@@ -94,29 +36,9 @@ _ARROW_HOLDERS = {"lexical_declaration", "variable_declaration"}
 
 
 def language_name(language_id: str, path: str | Path | None = None) -> str | None:
-    """The tree-sitter language for an LSP languageId or, failing that, the file suffix."""
-    try:  # the context engine's mapping is the reference when it is there
-        from .context.syntax import language_for
-
-        found = language_for(language_id, str(path) if path else "")
-        if found in _GRAMMARS:
-            return found
-    except Exception:
-        pass
-    if language_id in _BY_LANGUAGE_ID:
-        return _BY_LANGUAGE_ID[language_id]
-    if path:
-        return _BY_SUFFIX.get(Path(str(path)).suffix.lower())
-    return None
-
-
-@functools.lru_cache(maxsize=None)
-def _parser(language: str):
-    import tree_sitter
-
-    module_name, func = _GRAMMARS[language]
-    module = importlib.import_module(module_name)
-    return tree_sitter.Parser(tree_sitter.Language(getattr(module, func)()))
+    """The tree-sitter language for an LSP languageId or, failing that, the file suffix (None without a grammar)."""
+    found = syntax.language_for(language_id, str(path) if path else "")
+    return found if syntax.has_grammar(found) else None
 
 
 @dataclass(frozen=True)
@@ -167,13 +89,10 @@ def enclosing_scope(text: str, offset: int, language: str, tree=None) -> Target 
 
     ``tree``: the document's current tree when the caller keeps one (the server's incremental
     ``DocumentTrees``), which makes this a walk of a few nodes instead of a parse."""
-    if language not in _GRAMMARS:
-        return None
     data = text.encode("utf-8", "surrogatepass")
     if tree is None:
-        try:
-            tree = _parser(language).parse(data)
-        except Exception:  # grammar wheel missing or incompatible: no scope, never a crash
+        tree = syntax.parse(text, language)  # the context engine's per-thread parsers
+        if tree is None:  # no grammar for this language: no scope, never a crash
             return None
     byte_offset = len(text[:offset].encode("utf-8"))
     node = tree.root_node.named_descendant_for_byte_range(byte_offset, byte_offset)
