@@ -197,7 +197,8 @@ def tokenizer_config(vocab: dict[str, int], *, model_max_length: int) -> dict:
         "clean_up_tokenization_spaces": False,
         "eos_token": EOS,
         "eot_token": EOT,
-        "fill_token": "<FILL_ME>",
+        # no fill-in marker: transformers would add it as id == vocab size, outside the embeddings
+        "fill_token": None,
         "legacy": None,
         "middle_token": MID,
         "model_max_length": model_max_length,
