@@ -61,6 +61,8 @@ class Settings:
     # remote backend (off unless configured): an OpenAI-compatible /v1/completions server
     backend: str = "local"
     endpoint: str = ""
+    # command line: `complete` keeps the model in a resident process for this many idle minutes (0 = off)
+    resident_minutes: float = 10.0
     # observability
     log_level: str = "info"
     log_document_text: bool = False

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# `complete` would otherwise leave a resident model process behind per test; tests/test_resident.py turns it on
+os.environ["CODELLAMA_LSP_RESIDENT"] = "0"
 
 from shared_data import TOKENIZER_DIR, build_tiny_llama
 

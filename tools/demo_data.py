@@ -277,6 +277,7 @@ class Codec:
 MIXES = {
     "base": (0.35, 0.20, 0.20, 0.25),  # phase 1: general infilling with a bias toward lines
     "lines": (0.60, 0.20, 0.10, 0.10),  # phase 2: what the editor asks for, so the model learns to stop
+    "editor": (0.70, 0.15, 0.05, 0.10),  # phase 3: still more single lines (the ▁<EOT> after one line)
 }
 
 

@@ -25,6 +25,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--show-prompt", action="store_true", help="also print the exact prompt")
     parser.add_argument("--json", action="store_true", help="print one JSON object (completion, prompt, prompt_ids, fim_mode, model, timings, ...)")
     parser.add_argument("--config", help="TOML settings file (default: config.toml in the platform config directory)")
+    parser.add_argument("--no-resident", action="store_true",
+                        help="load the model in this process and exit with it (default: keep it loaded in a resident"
+                        " process for resident_minutes, so the next call answers at once)")
 
 
 class UsageError(Exception):
@@ -100,13 +103,12 @@ def run(args) -> int:
     for error in errors:
         print(f"codellama-lsp: warning: {error}", file=sys.stderr)
 
-    import asyncio
-
     from ..engine.backend import EngineError
 
     root = Path(args.workspace) if args.workspace else workspace_root(path)
+    settings = _absolute_model_path(settings)
     try:
-        data = asyncio.run(_complete(settings, text, offset, path.resolve(), root.resolve()))
+        data = _answer(settings, text, offset, path.resolve(), root.resolve(), resident=not args.no_resident)
     except EngineError as exc:
         return report_cli_error(exc)
 
@@ -122,20 +124,44 @@ def run(args) -> int:
     return 0
 
 
+def _answer(settings, text: str, offset: int, path: Path, root: Path, *, resident: bool) -> dict:
+    """Through the resident process when allowed (see ``codellama_lsp.resident``), else in this process."""
+    import asyncio
+
+    from .. import resident as resident_process
+
+    _print_model_notice(settings)
+    if resident and resident_process.enabled(settings):
+        try:
+            return resident_process.complete(settings, text, offset, path, root)
+        except resident_process.ResidentUnavailable as exc:
+            print(f"codellama-lsp: warning: {exc}; loading the model in this process", file=sys.stderr)
+    return asyncio.run(_complete(settings, text, offset, path, root))
+
+
+def _absolute_model_path(settings):
+    """A relative model directory means the caller's folder (the resident process may run elsewhere)."""
+    import dataclasses
+
+    model = Path(settings.model).expanduser()
+    if settings.model and not model.is_absolute() and model.is_dir():
+        return dataclasses.replace(settings, model=str(model.resolve()))
+    return settings
+
+
 async def _complete(settings, text: str, offset: int, path: Path, root: Path) -> dict:
     from ..completion import INVOKED, CompletionService
     from ..engine.worker import Engine
+    from ..resident import language_id
 
-    _print_model_notice(settings)
     engine = Engine(settings)
     index = None
     try:
         await engine.load(None)
         retriever, index = _retriever(root, settings)
         service = CompletionService(engine, settings, retriever=retriever)
-        language_id = _language_id(path)
-        outcome = await service.complete(text, offset, uri=path.as_uri(), path=str(path), language_id=language_id,
-                                         trigger=INVOKED, use_cache=False)
+        outcome = await service.complete(text, offset, uri=path.as_uri(), path=str(path),
+                                         language_id=language_id(path), trigger=INVOKED, use_cache=False)
         service.close()
         return service.describe(outcome)
     finally:
@@ -156,14 +182,6 @@ def _print_model_notice(settings) -> None:
         return  # the load itself reports the error
     if resolved.notice:
         print(f"codellama-lsp: {resolved.notice}", file=sys.stderr)
-
-
-def _language_id(path: Path) -> str:
-    try:
-        from ..context.syntax import language_for
-    except ImportError:
-        return ""
-    return language_for(None, str(path)) or ""
 
 
 def _retriever(root: Path, settings):
