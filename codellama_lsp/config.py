@@ -21,7 +21,7 @@ DEMO_MODEL = "demo"
 _CHOICES: dict[str, tuple[str, ...]] = {
     "quantization": ("auto", "4bit", "8bit", "none"),
     "device": ("auto", "cpu", "cuda", "mps"),
-    "dtype": ("auto", "float32", "float16", "bfloat16"),
+    "dtype": ("auto", "float32", "float16", "bfloat16", "float64"),  # float64: exactness checks, slow
     "fim_mode": ("auto", "spm", "psm"),
     "template": ("auto", "codellama", "starcoder2", "deepseek", "qwen", "codestral"),
     "speculation": ("none", "prompt_lookup", "draft"),

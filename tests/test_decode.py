@@ -369,3 +369,12 @@ def test_prompt_lookup_draft_prefers_longest_and_nearest_match():
     assert D.prompt_lookup_draft(seq, num_tokens=2) == [7, 7]  # the nearest earlier "2 3"
     assert D.prompt_lookup_draft([5, 6, 7, 8], num_tokens=3) == []
     assert D.prompt_lookup_draft([1, 2, 3, 1, 2, 3], num_tokens=3, max_ngram=3) == [1, 2, 3]
+
+
+def test_prompt_lookup_draft_searches_the_previous_answers_first():
+    seq = [1, 2, 3, 9, 9, 5, 2, 3]
+    history = [[8, 2, 3, 6, 6, 6], [2, 3, 7]]  # most recent first
+    assert D.prompt_lookup_draft(seq, history=history, num_tokens=2) == [6, 6]
+    assert D.prompt_lookup_draft(seq, history=[[4, 4]], num_tokens=2) == [9, 9]  # no match there: the prompt
+    # a longer n-gram in the prompt wins over a shorter one in the history
+    assert D.prompt_lookup_draft([4, 5, 6, 0, 5, 6], history=[[6, 1, 1]], num_tokens=1, min_ngram=1) == [0]

@@ -114,7 +114,7 @@ def test_large_budget_includes_whole_file(repo, template, tokenizer, retriever):
     large = plan_for(template, tokenizer, retriever, budget=16384, path=str(repo / "pkg/app.py"))
     assert len(small.prefix) < len(large.prefix)
     assert large.prefix.startswith("from .models import make_user")
-    assert small.prefix.endswith("user = make_user(name)\n    ")
+    assert small.prefix.endswith("user = make_user(name)\n") and small.heal_prefix == "    "
 
 
 def test_successive_keystrokes_share_a_long_prefix(repo, template, tokenizer, retriever):
@@ -136,6 +136,18 @@ def test_token_healing_in_spm_only(template, tokenizer):
     assert plan.heal_prefix == "pa" and plan.prefix.endswith("os.")
     plan = plan_for(template, tokenizer, text=text, offset=len(text), settings={"fim_mode": "psm"})
     assert plan.fim_mode == "psm" and plan.heal_prefix == "" and plan.prefix.endswith("os.pa")
+
+
+@pytest.mark.parametrize("mode", ["spm", "psm"])
+def test_the_indentation_of_an_empty_line_is_healed_in_both_layouts(template, tokenizer, mode):
+    text = "def f(x):\n    \n\nprint(f(1))\n"
+    offset = text.index("    \n") + 4
+    plan = plan_for(template, tokenizer, text=text, offset=offset, settings={"fim_mode": mode})
+    assert plan.heal_prefix == "    " and plan.prefix.endswith("def f(x):\n")
+    # code after the cursor on the line: no healing, the prompt keeps the spaces
+    typed = text[:offset] + "x" + text[offset:]
+    plan = plan_for(template, tokenizer, text=typed, offset=offset, settings={"fim_mode": mode})
+    assert plan is None or plan.heal_prefix == ""
 
 
 def test_no_prompt_inside_an_identifier(template, tokenizer):

@@ -264,6 +264,16 @@ def build_prompt(
         if m and not (offset < len(text) and re.match(r"[A-Za-z0-9_]", text[offset])):
             heal = m.group(0)
             prefix_doc = prefix_doc[: len(prefix_doc) - len(heal)]
+    line_start = prefix_doc[prefix_doc.rfind("\n") + 1 :]
+    eol = text.find("\n", offset)
+    rest_of_line = text[offset : eol if eol >= 0 else len(text)]
+    if not heal and line_start and not line_start.strip(" \t") and not rest_of_line.strip():
+        # The cursor sits after the indentation of an empty line (the editor auto-indented): end the prompt at
+        # the line start and let the model write the indentation, constrained to what is there. A prompt
+        # ending in a run of spaces is a tokenization the model rarely saw (indentation merges with the next
+        # word, "▁▁▁" + "▁return"); one ending at a line start is what it saw most.
+        heal = line_start
+        prefix_doc = prefix_doc[: len(prefix_doc) - len(heal)]
 
     # A token covers at most ~16 characters, so this character window holds every line the budget can take;
     # it keeps the per-keystroke work independent of the file's size.

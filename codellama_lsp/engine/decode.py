@@ -190,6 +190,7 @@ def speculative_step(state: KVState, token: int, draft: Sequence[int]) -> tuple[
 def prompt_lookup_draft(
     seq: Sequence[int],
     *,
+    history: Sequence[Sequence[int]] = (),
     max_ngram: int = LOOKUP_MAX_NGRAM,
     min_ngram: int = LOOKUP_MIN_NGRAM,
     num_tokens: int = LOOKUP_NUM_TOKENS,
@@ -197,19 +198,33 @@ def prompt_lookup_draft(
     """Propose the tokens that followed the most recent earlier occurrence of the sequence's last n-gram.
 
     Longest n-gram first. Code repeats itself (names, argument lists, the line above), so this is the
-    cheapest draft there is: no second model."""
+    cheapest draft there is: no second model. ``history`` holds earlier token runs (the cursor context and
+    answer of the last few requests), searched before ``seq`` for each n: while the user types, the model's
+    next answer mostly continues its previous one."""
     n_seq = len(seq)
     if num_tokens <= 0:
         return []
     for n in range(min(max_ngram, n_seq - 1), min_ngram - 1, -1):
         tail = list(seq[n_seq - n :])
-        first = tail[0]
-        # scan right to left: the nearest repetition is the most likely to continue the same way
-        for start in range(n_seq - n - 1, -1, -1):
-            if seq[start] == first and list(seq[start : start + n]) == tail:
-                follow = list(seq[start + n : start + n + num_tokens])
-                if follow:
-                    return follow
+        for run in history:
+            follow = _follow(run, tail, len(run) - n, num_tokens)
+            if follow:
+                return follow
+        follow = _follow(seq, tail, n_seq - n - 1, num_tokens)
+        if follow:
+            return follow
+    return []
+
+
+def _follow(run: Sequence[int], tail: list[int], last_start: int, num_tokens: int) -> list[int]:
+    """The tokens after the occurrence of ``tail`` in ``run`` starting at or before ``last_start``, scanning
+    right to left (the nearest repetition is the most likely to continue the same way)."""
+    n, first = len(tail), tail[0]
+    for start in range(min(last_start, len(run) - n), -1, -1):
+        if run[start] == first and list(run[start : start + n]) == tail:
+            follow = list(run[start + n : start + n + num_tokens])
+            if follow:
+                return follow
     return []
 
 
@@ -367,12 +382,14 @@ def generate(
     vocab_texts: Callable[[], list[str]] | None = None,
     draft: DraftModel | None = None,
     proposer: Proposer | None = None,
+    history: Sequence[Sequence[int]] = (),
 ) -> GenerationResult:
     """Generate a continuation of ``prompt_ids`` on top of ``state``'s cache. Never raises on cancel or
     time budget: returns what was generated so far with the stop reason.
 
     Speculation (greedy only, croppable cache only): ``proposer(seq, room)`` proposes up to ``room`` tokens
-    continuing ``seq``; by default prompt lookup, or ``draft`` when ``params.speculation == "draft"``."""
+    continuing ``seq``; by default prompt lookup (also over ``history``, earlier requests' token runs), or
+    ``draft`` when ``params.speculation == "draft"``."""
     start = monotonic()
     prompt = list(prompt_ids)
     stats = GenerationStats(prompt_tokens=len(prompt))
@@ -431,7 +448,8 @@ def generate(
             if params.speculation == "draft" and draft is not None:
                 proposer = lambda seq, room: draft.propose(seq, room, check)  # noqa: E731
             else:
-                proposer = lambda seq, room: prompt_lookup_draft(seq, num_tokens=min(LOOKUP_NUM_TOKENS, room))  # noqa: E731
+                proposer = lambda seq, room: prompt_lookup_draft(  # noqa: E731
+                    seq, history=history, num_tokens=min(LOOKUP_NUM_TOKENS, room))
         while True:
             token = choose(logits)
             if token is None:

@@ -8,10 +8,15 @@ prefill of the few new tokens. Not thread-safe by design: only the engine's work
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Sequence
 
 from .backend import CancelToken, GenerationParams, GenerationResult, ModelInfo, OnText, monotonic
 from .decode import Cancelled, DraftModel, KVState, generate, prefill
+
+
+RECENT_RUNS = 4
+RECENT_CONTEXT_TOKENS = 24  # prompt tokens kept before each answer, so an n-gram spanning the cursor matches
 
 
 class LocalBackend:
@@ -38,6 +43,8 @@ class LocalBackend:
         self.draft = DraftModel(draft_model) if draft_model is not None else None
         self._vocab_texts: list[str] | None = None
         self.last_result: GenerationResult | None = None
+        # the cursor context + answer of the last few requests: prompt lookup drafts from them first
+        self._recent: deque[list[int]] = deque(maxlen=RECENT_RUNS)
 
     # -- text ---------------------------------------------------------------------------------------------------
 
@@ -82,7 +89,10 @@ class LocalBackend:
             on_text=on_text,
             vocab_texts=self.vocab_texts,
             draft=self.draft,
+            history=list(reversed(self._recent)),
         )
+        if result.token_ids:
+            self._recent.append(list(prompt_ids[-RECENT_CONTEXT_TOKENS:]) + list(result.token_ids))
         self.last_result = result
         return result
 
@@ -124,6 +134,7 @@ class LocalBackend:
     def reset_cache(self) -> None:
         self.kv.cache = None
         self.kv.ids = []
+        self._recent.clear()
         if self.draft is not None:
             self.draft.state.cache = None
             self.draft.state.ids = []
