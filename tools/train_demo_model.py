@@ -71,6 +71,10 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work")
     p.add_argument("--mix", choices=sorted(dd.MIXES), default="base", help="FIM span mix (see demo_data.MIXES)")
     p.add_argument("--max-window", type=int, default=0, help="longest example window in tokens (0 = seq-len - 24)")
+    p.add_argument("--preferred-fim-mode", choices=("psm", "spm"), default="psm",
+                   help="the layout `fim_mode = auto` picks for this checkpoint (config.json preferred_fim_mode):"
+                   " PSM, where a model this small learns to stop (▁<EOT> right after the middle it wrote);"
+                   " in SPM it must first find where the suffix begins")
     p.add_argument("--init-from", type=Path, help="start from another run's --work dir (its state.pt weights and"
                    " tokenizer): a second training phase; the record keeps both phases")
     return p.parse_args(argv)
@@ -220,7 +224,8 @@ def eval_loss(model, rows) -> float:
 # Saving
 
 
-def save_model_dir(model, tok, dest: Path, *, extra_files: dict[str, str] | None = None) -> None:
+def save_model_dir(model, tok, dest: Path, *, extra_files: dict[str, str] | None = None,
+                   preferred_fim_mode: str = "psm") -> None:
     """Write a complete, loadable model directory atomically (fp16 safetensors + tokenizer files)."""
     import torch
 
@@ -233,6 +238,7 @@ def save_model_dir(model, tok, dest: Path, *, extra_files: dict[str, str] | None
     half = half.to(torch.float16)
     half.config.dtype = "float16"
     half.config.preferred_context_tokens = 1024  # its training windows: longer prompts are out of distribution
+    half.config.preferred_fim_mode = preferred_fim_mode
     half.generation_config.bos_token_id = 1
     half.generation_config.eos_token_id = 2
     half.save_pretrained(tmp, safe_serialization=True)
@@ -459,7 +465,7 @@ def main(argv=None) -> int:
             args.work / "state.tmp",
         )
         os.replace(args.work / "state.tmp", state_path)
-        save_model_dir(model, tok, args.work / "latest")
+        save_model_dir(model, tok, args.work / "latest", preferred_fim_mode=args.preferred_fim_mode)
 
     model.train()
     while step < args.steps:
@@ -528,7 +534,7 @@ def main(argv=None) -> int:
     }
     record["phases"] = previous_phases + [phase_summary(record)]
     (args.work / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
-    save_model_dir(model, tok, args.out, extra_files={
+    save_model_dir(model, tok, args.out, preferred_fim_mode=args.preferred_fim_mode, extra_files={
         "TRAINING.md": training_md(record),
         "training_record.json": json.dumps(record, indent=2) + "\n",
     })
