@@ -245,6 +245,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     t_all = time.time()
+    load_start = [round(x, 1) for x in os.getloadavg()]
     record = json.loads((args.model / "training_record.json").read_text())
     files = {f.rel: f for f in dd.collect_sources()}
     held = [files[p] for p in record["heldout_files"] if p in files]
@@ -327,7 +328,7 @@ def main(argv=None) -> int:
     result = {
         "command": "python bench/demo_model_eval.py" + (" " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else ""),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {args.threads}, shared with other jobs",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {args.threads}, load average at start {load_start}",
         "software": f"{dd.python_version_tag()}, torch {torch.__version__}, transformers {transformers.__version__}",
         "model_dir": str(args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model),
         "model_params": sum(p.numel() for p in trained.parameters()),
@@ -390,7 +391,7 @@ def markdown(r: dict) -> str:
         f" untrained {fim[('untrained', 'psm')]['first_line_exact']:.1%} / {fim[('untrained', 'spm')]['first_line_exact']:.1%}).",
         "",
         f"Latency of one completion (batch of one, model resident, greedy, {r['latency']['psm']['n']} holes,"
-        f" on a CPU shared with other jobs): PSM median {r['latency']['psm']['median_ms']:.0f} ms"
+        f"): PSM median {r['latency']['psm']['median_ms']:.0f} ms"
         f" (max {r['latency']['psm']['max_ms']:.0f}), SPM median {r['latency']['spm']['median_ms']:.0f} ms"
         f" (max {r['latency']['spm']['max_ms']:.0f}).",
         "",

@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -221,6 +222,8 @@ class Resident:
 
     async def serve(self, sock: socket.socket) -> None:
         server = await asyncio.start_unix_server(self._handle, sock=sock, limit=MAX_LINE)
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # `kill` stops it cleanly (socket removed)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._shutdown)
         self._loaded = asyncio.create_task(self._load())
         try:
             while not self._stop.is_set():
@@ -236,6 +239,10 @@ class Resident:
                 with contextlib.suppress(Exception):
                     index.stop()
             self.engine.close()
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        self._activity.set()
 
     async def _load(self) -> None:
         from .engine.backend import EngineError
@@ -259,15 +266,14 @@ class Resident:
                 reply = {"ok": True, "pid": os.getpid(), "served": self.served, "loaded": self.engine.info is not None}
             elif op == "shutdown":
                 reply = {"ok": True}
-                self._stop.set()
             else:
                 async with self._lock:
                     reply = await self._answer(request)
                 self.served += 1
             writer.write(json.dumps(reply, ensure_ascii=False).encode() + b"\n")
             await writer.drain()
-            if self.load_error is not None:
-                self._stop.set()  # nothing loaded: the next call starts afresh (the user may have fixed it)
+            if op == "shutdown" or self.load_error is not None:
+                self._shutdown()  # (nothing loaded: the next call starts afresh, the user may have fixed it)
         except Exception as exc:  # a bad request never takes the process down
             with contextlib.suppress(Exception):
                 writer.write(json.dumps({"ok": False, "error": f"resident process: {exc}"}).encode() + b"\n")

@@ -151,3 +151,18 @@ def test_the_runtime_directory_is_private(env):
     os.chmod(runtime, 0o755)
     with pytest.raises(resident.ResidentUnavailable):
         resident.runtime_dir()
+
+
+def test_kill_stops_it_cleanly_and_the_next_call_starts_a_new_one(env, source, tiny_model_dir):
+    import signal
+
+    args = [f"{source}:3:12", "--model", str(tiny_model_dir), "--max-tokens", "2"]
+    assert complete(env, *args).returncode == 0
+    settings = settings_for(tiny_model_dir)
+    pid = resident.request(settings, {"op": "status"})["pid"]
+    os.kill(pid, signal.SIGTERM)
+    assert wait_for_exit(pid, timeout=60)
+    assert not (resident.runtime_dir() / f"{resident.key_of(settings)}.sock").exists()
+    again = complete(env, *args)
+    assert again.returncode == 0 and "keeping the model loaded" in again.stderr
+    assert resident.request(settings, {"op": "status"})["pid"] != pid

@@ -520,7 +520,7 @@ def test_overrides(family_tokenizers):
 
 def test_auto_layout_is_spm_unless_the_checkpoint_prefers_psm(codellama_tok):
     """``fim_mode = "auto"`` (the default) takes SPM for Code Llama, and the layout a checkpoint names in
-    its config.json ("preferred_fim_mode") otherwise — the bundled demo model names PSM."""
+    its config.json ("preferred_fim_mode") otherwise."""
     assert template_for(codellama_tok, model_name="codellama/CodeLlama-7b-hf").resolve_mode("auto") == "spm"
     prefers_psm = template_for(codellama_tok, model_name="demo", config={"preferred_fim_mode": "psm"})
     assert prefers_psm.resolve_mode("auto") == "psm"

@@ -66,15 +66,17 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--fim-rate", type=float, default=0.9)
+    p.add_argument("--eot-weight", type=float, default=1.0,
+                   help="loss weight of the ▁<EOT> targets (1 = plain cross-entropy): teaches a small model to stop")
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work")
     p.add_argument("--mix", choices=sorted(dd.MIXES), default="base", help="FIM span mix (see demo_data.MIXES)")
     p.add_argument("--max-window", type=int, default=0, help="longest example window in tokens (0 = seq-len - 24)")
-    p.add_argument("--preferred-fim-mode", choices=("psm", "spm"), default="psm",
-                   help="the layout `fim_mode = auto` picks for this checkpoint (config.json preferred_fim_mode):"
-                   " PSM, where a model this small learns to stop (▁<EOT> right after the middle it wrote);"
-                   " in SPM it must first find where the suffix begins")
+    p.add_argument("--preferred-fim-mode", choices=("psm", "spm"), default="spm",
+                   help="the layout `fim_mode = auto` picks for this checkpoint (config.json preferred_fim_mode)."
+                   " SPM: it continues the text at the cursor, mid-line too. In PSM this small model stops"
+                   " reliably (▁<EOT> right after its middle) but starts every middle on a new line")
     p.add_argument("--init-from", type=Path, help="start from another run's --work dir (its state.pt weights and"
                    " tokenizer): a second training phase; the record keeps both phases")
     return p.parse_args(argv)
@@ -225,7 +227,7 @@ def eval_loss(model, rows) -> float:
 
 
 def save_model_dir(model, tok, dest: Path, *, extra_files: dict[str, str] | None = None,
-                   preferred_fim_mode: str = "psm") -> None:
+                   preferred_fim_mode: str = "spm") -> None:
     """Write a complete, loadable model directory atomically (fp16 safetensors + tokenizer files)."""
     import torch
 
@@ -269,10 +271,10 @@ def phases_md(rec: dict) -> list[str]:
     if len(phases) < 2:
         return []
     out = ["Training ran in phases, each started from the previous one's weights (same tokenizer, same data):", "",
-           "| Phase | Command | Span mix | Peak lr | Window ≤ | Steps | Tokens | Minutes | Train loss | Held-out loss |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| Phase | Command | Span mix | Peak lr | ▁<EOT> weight | Window ≤ | Steps | Tokens | Minutes | Train loss | Held-out loss |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, p in enumerate(phases, 1):
-        out.append(f"| {i} | `{p['command']}` | {p['mix']} {dd.MIXES[p['mix']]} | {p['lr']} | {p['max_window']} |"
+        out.append(f"| {i} | `{p['command']}` | {p['mix']} {dd.MIXES[p['mix']]} | {p['lr']} | {p.get('eot_weight', 1.0)} | {p['max_window']} |"
                    f" {p['steps']} | {p['tokens']:,} | {p['train_minutes']} | {p['final_train_loss']:.3f} |"
                    f" {p['final_heldout_loss']:.3f} |")
     out += ["", "Span mix = weights of (one whole line, rest of a line, block of 2-6 lines, uniform split).",
@@ -284,7 +286,7 @@ def phase_summary(rec: dict) -> dict:
     a = rec["args"]
     return {"command": rec["command"], "started": rec["started"], "train_minutes": round(rec["train_minutes"], 1),
             "steps": rec["steps_done"], "tokens": rec["tokens_seen"], "mix": a.get("mix", "base"),
-            "lr": a["lr"], "max_window": a.get("max_window", 0) or a["seq_len"] - 24,
+            "lr": a["lr"], "eot_weight": a.get("eot_weight", 1.0), "max_window": a.get("max_window", 0) or a["seq_len"] - 24,
             "final_train_loss": rec["final_train_loss"], "final_heldout_loss": rec["final_heldout_loss"]}
 
 
@@ -351,7 +353,8 @@ def training_md(rec: dict) -> str:
         "like Meta's reference (`tools/demo_data.py`). Hidden span: {:.0%} one whole line, {:.0%} the rest of a line"
         " from a random character, {:.0%} a block of 2-6 lines, {:.0%} the paper's uniform random character split"
         " (mix `{}`).".format(*dd.MIXES[a.get("mix", "base")], a.get("mix", "base")),
-        f"AdamW (β 0.9/0.95, weight decay {a['weight_decay']}), peak lr {a['lr']}, {a['warmup']} warm-up steps, cosine to"
+        f"Loss weight of the ▁<EOT> targets: {a.get('eot_weight', 1.0)} (training loss is the weighted mean)."
+        f" AdamW (β 0.9/0.95, weight decay {a['weight_decay']}), peak lr {a['lr']}, {a['warmup']} warm-up steps, cosine to"
         f" {a['min_lr_ratio']}×, grad-clip 1.0.",
         "",
         "## Result",
@@ -478,9 +481,12 @@ def main(argv=None) -> int:
             g["lr"] = lr_at(progress, step)
         x, y = next(stream)
         out = model(input_ids=x)
-        loss = torch.nn.functional.cross_entropy(
-            out.logits.float().view(-1, out.logits.size(-1)), y.view(-1), ignore_index=-100
+        flat_y = y.view(-1)
+        token_loss = torch.nn.functional.cross_entropy(
+            out.logits.float().view(-1, out.logits.size(-1)), flat_y, ignore_index=-100, reduction="none"
         )
+        weights = torch.where(flat_y == codec.eot, args.eot_weight, 1.0)
+        loss = (token_loss * weights).sum() / (flat_y != -100).sum().clamp(min=1)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
