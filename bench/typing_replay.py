@@ -19,7 +19,9 @@ are deleted again (backspace), then the cursor jumps to another function and the
 repeated call with a changed argument): there the answer copies nearby text and prompt lookup must pay off.
 
 Reported per configuration: prefill tokens per request, reused tokens per request, tokens per forward pass
-(all and edit-style), time to first suggestion p50/p95 (client-side: request sent -> answer with a
+(all; edit-style sessions, where re-typed lines have a near-duplicate close by; and model answers that copy
+nearby text, i.e. a run of >= 8 characters covering half the answer occurs within 12 lines of the cursor),
+time to first suggestion p50/p95 (client-side: request sent -> answer with a
 suggestion received; and the server's own time to first token), peak RSS of the server (VmHWM), and, per
 request answered by the model in both runs, whether the suggestions are identical.
 
@@ -172,7 +174,8 @@ def replay(server: RawServer, name: str, session: dict, *, paced: bool, limit: i
                                                  "contentChanges": [{"range": rng, "text": event["insert"]}]})
         cursor = start + len(event["insert"])
         msg_id = server.new_id()
-        record = {"id": msg_id, "version": version, "kind": event["kind"], "sent": time.monotonic()}
+        record = {"id": msg_id, "version": version, "kind": event["kind"], "sent": time.monotonic(),
+                  "_nearby": _nearby_text(text, cursor)}
         server.send({"jsonrpc": "2.0", "id": msg_id, "method": "textDocument/inlineCompletion", "params": {
             "textDocument": {"uri": uri}, "position": _position(text, cursor), "context": {"triggerKind": 2}}})
         records.append(record)
@@ -189,9 +192,31 @@ def replay(server: RawServer, name: str, session: dict, *, paced: bool, limit: i
         if isinstance(r["suggestion"], dict):
             r["suggestion"] = r["suggestion"].get("value")
         r["latency_ms"] = round((answer["_arrived"] - r["sent"]) * 1000, 1) if answer else None
+        r["copies_nearby"] = copies_nearby(r["suggestion"], r.pop("_nearby"))
         del r["sent"]
     server.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
     return records
+
+
+NEARBY_LINES = 12
+
+
+def _nearby_text(text: str, cursor: int) -> str:
+    """The lines around the cursor (its own line left out: that is where the answer goes)."""
+    lines = text.split("\n")
+    row = text.count("\n", 0, cursor)
+    return "\n".join(lines[max(0, row - NEARBY_LINES):row] + lines[row + 1:row + 1 + NEARBY_LINES])
+
+
+def copies_nearby(suggestion: str | None, nearby: str) -> bool:
+    """The issue's "edit-style" completion: the answer copies nearby text — a run of at least 8 characters
+    covering at least half of the answer occurs in the lines around the cursor."""
+    answer = (suggestion or "").strip()
+    if len(answer) < 8:
+        return False
+    match = difflib.SequenceMatcher(None, answer, nearby, autojunk=False).find_longest_match(
+        0, len(answer), 0, len(nearby))
+    return match.size >= 8 and match.size * 2 >= len(answer)
 
 
 def _vm_hwm(pid: int) -> int | None:
@@ -251,6 +276,11 @@ def summarise(result: dict) -> dict:
 
     statuses = [s for s, _ in model_statuses]
     n = len(statuses) or 1
+    copying = []  # model answers that copy nearby text (needs one status per request, in order: unpaced runs)
+    for run in result["runs"].values():
+        if len(run["statuses"]) == len(run["records"]):
+            copying += [s for s, r in zip(run["statuses"], run["records"])
+                        if s.get("source") == "model" and s.get("prompt_tokens") and r.get("copies_nearby")]
     latencies = [r["latency_ms"] for r in records if r["suggestion"] and r["latency_ms"] is not None]
     ttft = [s["time_to_first_token_ms"] for s in statuses if s.get("generated_tokens")]
     return {
@@ -260,10 +290,14 @@ def summarise(result: dict) -> dict:
         "model_generations": len(statuses),
         "prompt_tokens_per_request": round(sum(s["prompt_tokens"] for s in statuses) / n, 1),
         "prefill_tokens_per_request": round(sum(s.get("prefill_tokens", 0) for s in statuses) / n, 1),
+        # the same work spread over every request the editor sent (typing-along cache hits prefill nothing)
+        "prefill_tokens_per_lsp_request": round(sum(s.get("prefill_tokens", 0) for s in statuses) / max(1, len(records)), 1),
         "reused_tokens_per_request": round(sum(s.get("reused_tokens", 0) for s in statuses) / n, 1),
         "tokens_per_forward": per_forward(statuses),
         "tokens_per_forward_edit_style": per_forward([s for s, edit in model_statuses if edit]),
         "tokens_per_forward_other": per_forward([s for s, edit in model_statuses if not edit]),
+        "tokens_per_forward_copying": per_forward(copying),
+        "copying_generations": len(copying),
         "time_to_suggestion_ms_p50": _pct(latencies, 0.5),
         "time_to_suggestion_ms_p95": _pct(latencies, 0.95),
         "server_time_to_first_token_ms_p50": _pct(ttft, 0.5),
@@ -296,10 +330,13 @@ def markdown(record: dict) -> str:
     n, o, m = record["summary"]["naive"], record["summary"]["optimised"], record["summary"]["naive_spm"]
     rows = [("prompt tokens / request", "prompt_tokens_per_request"),
             ("prefill tokens / request", "prefill_tokens_per_request"),
+            ("prefill tokens / LSP request (cache hits count 0)", "prefill_tokens_per_lsp_request"),
             ("reused tokens / request", "reused_tokens_per_request"),
             ("tokens / forward pass (all)", "tokens_per_forward"),
             ("tokens / forward pass (edit-style)", "tokens_per_forward_edit_style"),
             ("tokens / forward pass (other)", "tokens_per_forward_other"),
+            ("tokens / forward pass (answers copying nearby text)", "tokens_per_forward_copying"),
+            ("model answers copying nearby text", "copying_generations"),
             ("time to suggestion p50 (ms, client)", "time_to_suggestion_ms_p50"),
             ("time to suggestion p95 (ms, client)", "time_to_suggestion_ms_p95"),
             ("server time to first token p50 (ms)", "server_time_to_first_token_ms_p50"),
@@ -337,6 +374,9 @@ def targets(summary: dict) -> dict:
         "tokens per forward pass >= 2x on edit-style completions":
             bool(n["tokens_per_forward_edit_style"] and o["tokens_per_forward_edit_style"]
                  and o["tokens_per_forward_edit_style"] >= 2 * n["tokens_per_forward_edit_style"]),
+        "tokens per forward pass >= 2x on answers that copy nearby text":
+            bool(n["tokens_per_forward_copying"] and o["tokens_per_forward_copying"]
+                 and o["tokens_per_forward_copying"] >= 2 * n["tokens_per_forward_copying"]),
         "time to suggestion lower than naive at p50": lower("time_to_suggestion_ms_p50"),
         "time to suggestion lower than naive at p95": lower("time_to_suggestion_ms_p95"),
     }
@@ -375,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python bench/typing_replay.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_implementation()} "
-                   f"{platform.python_version()} (CPU shared with other jobs: see load average)",
+                   f"{platform.python_version()} (other load on the CPU: see the load average)",
         "load_average_start": load_start, "load_average_end": [round(x, 1) for x in os.getloadavg()],
         "configs": CONFIGS, "summary": summary, "outputs": compare_outputs(results["naive_spm"], results["optimised"]),
     }
