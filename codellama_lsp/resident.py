@@ -284,14 +284,12 @@ class Resident:
 
     async def _answer(self, request: dict) -> dict:
         from .completion import INVOKED, CompletionService
-        from .config import Settings
         from .engine.backend import EngineError
 
         await asyncio.shield(self._loaded)
         if self.load_error is not None:
             return {"ok": False, "error": self.load_error}
-        settings, _ = Settings().updated({k: v for k, v in request["settings"].items() if k != "model_explicit"})
-        settings.model_explicit = bool(request["settings"].get("model_explicit"))
+        settings = settings_from(request["settings"])
         path = Path(request["path"])
         service = CompletionService(self.engine, settings, retriever=self._retriever(request["root"], settings))
         try:
@@ -317,6 +315,15 @@ class Resident:
         if index is None:
             index = self.indexes[root] = WorkspaceIndex([root], watch=True).start()
         return Retriever(index)
+
+
+def settings_from(values: dict) -> Any:
+    """The client's settings, rebuilt (and validated) on this side of the socket."""
+    from .config import Settings
+
+    settings, _ = Settings().updated({k: v for k, v in values.items() if k != "model_explicit"})
+    settings.model_explicit = bool(values.get("model_explicit"))
+    return settings
 
 
 def language_id(path: Path) -> str:
@@ -352,10 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write("listening\n")
     sys.stdout.flush()
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the client reads up to EOF of this pipe: close it
-    from .config import Settings
-
-    settings, _ = Settings().updated({k: v for k, v in values.items() if k != "model_explicit"})
-    settings.model_explicit = bool(values.get("model_explicit"))
+    settings = settings_from(values)
     try:
         asyncio.run(Resident(settings, idle_s=max(1.0, settings.resident_minutes * 60)).serve(sock))
     finally:
