@@ -209,6 +209,25 @@ def test_prompt_lookup_speeds_up_repetitive_text_and_stays_identical(chain):
     assert accepted > 0 and rejected > 0
 
 
+def test_the_prefill_pass_verifies_a_draft_too(chain):
+    """When the prompt itself ends in text seen before, the first forward pass (the prefill) checks the
+    lookup draft: a short answer that copies it comes out of one forward pass, token-identical to naive."""
+    b, perm = chain
+    seq = [777]
+    for _ in range(30):
+        seq.append(perm[seq[-1]])
+    ids = [1] + list(range(40, 60)) + seq + list(range(60, 75)) + seq[:5]
+    b.reset_cache()
+    result = b.generate(ids, GenerationParams(max_new_tokens=8))
+    assert result.token_ids == naive(b.model, ids, 8) == seq[5:13]
+    assert result.stats.forward_passes == 1 and result.stats.accepted_draft_tokens == 7
+    # the same with a reused cache: the prefill feeds one new token plus the draft
+    more = ids + [seq[5]]
+    result = b.generate(more, GenerationParams(max_new_tokens=8))
+    assert result.stats.prefill_tokens <= 2 and result.stats.forward_passes == 1
+    assert result.token_ids == naive(b.model, more, 8)
+
+
 def test_draft_model_speculation_is_identical(backend64, chain):
     b = backend64
     target_ids = [1] + b.encode(SOURCE[1000:1500])

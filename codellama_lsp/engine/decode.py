@@ -167,7 +167,8 @@ def decode_one(state: KVState, token: int) -> torch.Tensor:
 
 
 def speculative_step(state: KVState, token: int, draft: Sequence[int]) -> tuple[list[int], torch.Tensor]:
-    """Verify ``draft`` (proposed continuation after ``token``) in one forward pass, greedily.
+    """Verify ``draft`` (proposed continuation after ``token``) in one forward pass, greedily. ``token`` is the
+    last input not yet in the cache: the last generated token, or the prompt's last token (the prefill pass).
 
     Returns (accepted draft tokens + the model's own next token, logits rows used). The cache keeps
     ``token`` and the accepted drafts only: the rejected tail is cropped, so the loop invariant holds."""
@@ -441,8 +442,6 @@ def generate(
         keep = state.sync(prompt, reuse=params.reuse_cache)
         stats.reused_tokens = keep
         stats.prefill_tokens = len(prompt) - keep
-        logits = prefill(state, prompt[keep:], check)
-        stats.forward_passes = 1
         speculate = params.temperature <= 0 and params.speculation != "none" and state.croppable
         if speculate and proposer is None:
             if params.speculation == "draft" and draft is not None:
@@ -450,7 +449,27 @@ def generate(
             else:
                 proposer = lambda seq, room: prompt_lookup_draft(  # noqa: E731
                     seq, history=history, num_tokens=min(LOOKUP_NUM_TOKENS, room))
-        while True:
+        rest = prompt[keep:]
+        opening: list[int] = []
+        if speculate and not healer.active and params.max_new_tokens > 1:
+            opening = list(proposer(prompt, params.max_new_tokens - 1))[: params.max_new_tokens - 1]
+        if opening:
+            # The prefill pass verifies a draft too: with a reused cache it feeds a token or two, so the
+            # first forward pass can already yield several tokens instead of one.
+            prefill(state, rest[:-1], check)
+            check()
+            new_tokens, rows = speculative_step(state, rest[-1], opening)
+            stats.draft_tokens += len(opening)
+            stats.accepted_draft_tokens += len(new_tokens) - 1
+            for tok in new_tokens[:-1]:
+                stop_reason = accept(tok)
+                if stop_reason:
+                    break
+            logits = rows[len(new_tokens) - 1]
+        else:
+            logits = prefill(state, rest, check)
+        stats.forward_passes = 1
+        while not stop_reason:
             token = choose(logits)
             if token is None:
                 stop_reason = "heal_failed"
