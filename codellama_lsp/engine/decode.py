@@ -402,6 +402,7 @@ def generate(
     if params.temperature > 0:
         generator = torch.Generator().manual_seed(params.seed if params.seed is not None else random.getrandbits(63))
     generated: list[int] = []
+    seq = list(prompt)  # prompt + generated, kept as one list: the proposer reads it at every step
 
     def check() -> None:
         if cancel is not None and cancel.cancelled:
@@ -421,6 +422,7 @@ def generate(
         if not generated:
             stats.time_to_first_token_s = monotonic() - start
         generated.append(token)
+        seq.append(token)
         if token in stop_ids:
             return "eos" if token == eos_id else "eot"
         if healer.active:
@@ -432,6 +434,18 @@ def generate(
         if cancel is not None and cancel.cancelled:
             return "cancelled"
         return ""
+
+    def verify(last: int, proposal: list[int]) -> tuple[str, torch.Tensor]:
+        """One forward pass over ``last`` + ``proposal``: accept the drafts greedy decoding agrees with.
+        Returns (stop reason, logits the model's own next token is chosen from at the top of the loop)."""
+        new_tokens, rows = speculative_step(state, last, proposal)
+        stats.draft_tokens += len(proposal)
+        stats.accepted_draft_tokens += len(new_tokens) - 1
+        for tok in new_tokens[:-1]:
+            reason = accept(tok)
+            if reason:
+                return reason, rows[0]
+        return "", rows[len(new_tokens) - 1]
 
     stop_reason = ""
     if params.max_new_tokens <= 0 or not prompt:
@@ -458,14 +472,7 @@ def generate(
             # first forward pass can already yield several tokens instead of one.
             prefill(state, rest[:-1], check)
             check()
-            new_tokens, rows = speculative_step(state, rest[-1], opening)
-            stats.draft_tokens += len(opening)
-            stats.accepted_draft_tokens += len(new_tokens) - 1
-            for tok in new_tokens[:-1]:
-                stop_reason = accept(tok)
-                if stop_reason:
-                    break
-            logits = rows[len(new_tokens) - 1]
+            stop_reason, logits = verify(rest[-1], opening)
         else:
             logits = prefill(state, rest, check)
         stats.forward_passes = 1
@@ -480,22 +487,13 @@ def generate(
             room = params.max_new_tokens - len(generated) - 1  # the verify pass adds one token of its own
             proposal: list[int] = []
             if speculate and not healer.active and room > 0:
-                proposal = list(proposer(prompt + generated, room))[:room]
+                proposal = list(proposer(seq, room))[:room]
             check()
             stats.forward_passes += 1
             if not proposal:
                 logits = decode_one(state, token)
                 continue
-            new_tokens, rows = speculative_step(state, token, proposal)
-            stats.draft_tokens += len(proposal)
-            stats.accepted_draft_tokens += len(new_tokens) - 1
-            for tok in new_tokens[:-1]:
-                stop_reason = accept(tok)
-                if stop_reason:
-                    break
-            if stop_reason:
-                break
-            logits = rows[len(new_tokens) - 1]  # the model's own next token is chosen from it at the top
+            stop_reason, logits = verify(token, proposal)
     except Cancelled as stop:
         stop_reason = stop.reason
     except BaseException:
