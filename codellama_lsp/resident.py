@@ -283,7 +283,6 @@ class Resident:
             writer.close()
 
     async def _answer(self, request: dict) -> dict:
-        from .completion import INVOKED, CompletionService
         from .engine.backend import EngineError
 
         await asyncio.shield(self._loaded)
@@ -291,16 +290,12 @@ class Resident:
             return {"ok": False, "error": self.load_error}
         settings = settings_from(request["settings"])
         path = Path(request["path"])
-        service = CompletionService(self.engine, settings, retriever=self._retriever(request["root"], settings))
+        retriever = self._retriever(request["root"], settings)
         try:
-            outcome = await service.complete(request["text"], int(request["offset"]), uri=path.as_uri(),
-                                             path=str(path), language_id=language_id(path), trigger=INVOKED,
-                                             use_cache=False)
-            return {"ok": True, "data": service.describe(outcome)}
+            data = await complete_file(self.engine, settings, retriever, request["text"], int(request["offset"]), path)
+            return {"ok": True, "data": data}
         except EngineError as exc:
             return {"ok": False, "error": str(exc).strip().splitlines()[0] if str(exc).strip() else "engine error"}
-        finally:
-            service.close()
 
     def _retriever(self, root: str, settings: Any):
         """A watched index per repository root: later requests see saved edits without re-indexing."""
@@ -326,12 +321,20 @@ def settings_from(values: dict) -> Any:
     return settings
 
 
-def language_id(path: Path) -> str:
+async def complete_file(engine: Any, settings: Any, retriever: Any, text: str, offset: int, path: Path) -> dict:
+    """One invoked completion of a file on disk, described as ``complete --json`` prints it (both the
+    resident process and the in-process path of `complete` answer through here)."""
+    from .completion import INVOKED, CompletionService
+    from .context.syntax import language_for
+
+    service = CompletionService(engine, settings, retriever=retriever)
     try:
-        from .context.syntax import language_for
-    except ImportError:
-        return ""
-    return language_for(None, str(path)) or ""
+        outcome = await service.complete(text, offset, uri=path.as_uri(), path=str(path),
+                                         language_id=language_for(None, str(path)) or "", trigger=INVOKED,
+                                         use_cache=False)
+        return service.describe(outcome)
+    finally:
+        service.close()
 
 
 def _same_user(sock: socket.socket | None) -> bool:

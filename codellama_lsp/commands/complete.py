@@ -150,20 +150,15 @@ def _absolute_model_path(settings):
 
 
 async def _complete(settings, text: str, offset: int, path: Path, root: Path) -> dict:
-    from ..completion import INVOKED, CompletionService
     from ..engine.worker import Engine
-    from ..resident import language_id
+    from ..resident import complete_file
 
     engine = Engine(settings)
     index = None
     try:
         await engine.load(None)
         retriever, index = _retriever(root, settings)
-        service = CompletionService(engine, settings, retriever=retriever)
-        outcome = await service.complete(text, offset, uri=path.as_uri(), path=str(path),
-                                         language_id=language_id(path), trigger=INVOKED, use_cache=False)
-        service.close()
-        return service.describe(outcome)
+        return await complete_file(engine, settings, retriever, text, offset, path)
     finally:
         if index is not None:
             index.stop()
