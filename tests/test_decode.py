@@ -228,6 +228,130 @@ def test_the_prefill_pass_verifies_a_draft_too(chain):
     assert result.token_ids == naive(b.model, more, 8)
 
 
+def naive_healed(model, prompt: list[int], max_new: int, heal: str, texts: list[str]) -> list[int]:
+    """Reference token healing: greedy, one token per forward, each token restricted to those consistent with
+    what is left of the partial word until it is spent."""
+    from transformers.cache_utils import DynamicCache
+
+    with torch.inference_mode():
+        cache = DynamicCache(config=model.config)
+        logits = model(input_ids=torch.tensor([prompt]), past_key_values=cache, use_cache=True).logits[0, -1]
+        out: list[int] = []
+        while len(out) < max_new:
+            if heal:
+                ok = [i for i, t in enumerate(texts[: logits.shape[-1]]) if t and (t.startswith(heal) or heal.startswith(t))]
+                token = ok[int(logits[ok].argmax())]
+                heal = heal[len(texts[token]) :] if heal.startswith(texts[token]) else ""
+            else:
+                token = int(logits.argmax())
+            out.append(token)
+            logits = model(input_ids=torch.tensor([[token]]), past_key_values=cache, use_cache=True).logits[0, -1]
+        return out
+
+
+def test_speculation_works_inside_a_partial_word_and_stays_identical(chain):
+    """Token healing (cursor at the end of a partial word) used to switch speculation off until the first
+    token was chosen. Now drafts are verified under the healing mask: the chain seen before is drafted from
+    the prompt, the first token is constrained to the partial word, and the output equals naive healing."""
+    b, perm = chain
+    texts = b.vocab_texts()
+    rng = random.Random(5)
+    cases = whole_in_one = 0
+    for case in range(12):
+        x = rng.randrange(3, 32000)
+        seq = [x]
+        for _ in range(30):
+            seq.append(perm[seq[-1]])
+        cut = rng.randrange(3, 8)
+        word = texts[seq[cut]]
+        if len(word.strip()) < 2:
+            continue
+        heal = word[: max(1, len(word) - 1)]  # the user typed all but the last character of the next token
+        # decoys: the same n-gram followed by other tokens, nearer the cursor than the right continuation
+        decoy = seq[cut - 3 : cut] + [rng.randrange(3, 32000) for _ in range(6)]
+        ids = [1] + list(range(40, 55)) + seq + decoy + list(range(60, 70)) + seq[:cut]
+        b.reset_cache()
+        params = GenerationParams(max_new_tokens=10, heal_prefix=heal)
+        result = b.generate(ids, params)
+        assert result.token_ids == naive_healed(b.model, ids, 10, heal, texts), case
+        assert result.text == b.decode(result.token_ids)[len(heal) :]
+        cases += 1
+        whole_in_one += result.stats.forward_passes == 1  # drafted past the decoy, verified under the mask
+    assert cases >= 5 and whole_in_one >= cases // 2, (cases, whole_in_one)
+
+
+def test_prompt_lookup_skips_continuations_that_do_not_fit():
+    seq = [1, 2, 3, 7, 7, 1, 2, 3, 9, 9, 1, 2, 3]
+    assert D.prompt_lookup_draft(seq, num_tokens=2) == [9, 9]  # the nearest
+    assert D.prompt_lookup_draft(seq, num_tokens=2, fits=lambda d: d[0] == 7) == [7, 7]
+    assert D.prompt_lookup_draft(seq, num_tokens=2, fits=lambda d: False) == []
+
+
+def test_healer_fits_and_masks_alike():
+    texts = ["", "ap", "append", "a", "pp", "end", "(", "b"]
+    healer = D.Healer("app", lambda: texts)
+    assert healer.fits([2, 6]) and healer.fits([1, 4]) and healer.fits([3, 4, 5])
+    assert not healer.fits([7]) and not healer.fits([1, 5]) and not healer.fits([0])
+    masked = healer.mask(torch.zeros(len(texts)))
+    assert [i for i, v in enumerate(masked.tolist()) if v == 0.0] == [1, 2, 3]
+    healer.advance(1)
+    assert healer.remaining == "p" and healer.fits([4]) and not healer.fits([6])
+
+
+def test_a_draft_tree_verifies_several_continuations_in_one_pass(chain, monkeypatch):
+    """The nearest earlier occurrence of the last tokens continues one way (a decoy), an older one the way
+    the model goes: both go into one draft tree, the model's path runs through the side branch, whose
+    cache rows are gathered into place. Output token-identical to naive decoding."""
+    b, perm = chain
+    gathered = []
+    keep_rows = D.KVState.keep_rows
+
+    def spy(self, base, rows):
+        gathered.append(list(rows) != list(range(1, len(rows) + 1)))
+        return keep_rows(self, base, rows)
+
+    monkeypatch.setattr(D.KVState, "keep_rows", spy)
+    rng = random.Random(8)
+    for case in range(4):
+        seq = [rng.randrange(3, 32000)]
+        for _ in range(20):
+            seq.append(perm[seq[-1]])
+        decoy = seq[3:6] + [rng.randrange(3, 32000) for _ in range(4)]
+        ids = [1] + list(range(40, 50)) + seq + list(range(50, 60)) + decoy + list(range(60, 66)) + seq[:6]
+        b.reset_cache()
+        result = b.generate(ids, GenerationParams(max_new_tokens=8))
+        assert result.token_ids == naive(b.model, ids, 8), case
+        assert b.kv.ids == (ids + result.token_ids)[: len(b.kv.ids)]
+    assert any(gathered)
+
+
+def test_draft_tree_shares_beginnings_and_keeps_to_its_budget():
+    from codellama_lsp.engine.draft_tree import DraftTree
+
+    tree = DraftTree(budget=6)
+    tree.add_path([5, 6, 7])
+    tree.add_path([5, 8])
+    assert tree.tokens == [5, 6, 7, 8] and tree.parents == [-1, 0, 1, 0] and not tree.is_chain
+    assert tree.depths() == [0, 1, 2, 3, 2]
+    assert tree.rows_children() == [{5: 1}, {6: 2, 8: 4}, {7: 3}, {}, {}]
+    mask = tree.ancestor_mask()
+    assert mask[3] == [True, True, True, True, False] and mask[4] == [True, True, False, False, True]
+    tree.add_path([9, 9, 9])
+    assert len(tree) == 6  # the budget cuts the last path
+    spelled = DraftTree(budget=10)
+    spelled.add_spellings("abc", {"a": [1], "ab": [2], "abc": [3], "b": [4], "bc": [5], "c": [6]})
+    paths = {(1, 4, 6), (1, 5), (2, 6), (3,)}
+    kids = spelled.rows_children()
+
+    def walk(row, path):
+        out = set() if kids[row] else {tuple(path)}
+        for token, child in kids[row].items():
+            out |= walk(child, path + [token])
+        return out
+
+    assert walk(0, []) == paths
+
+
 def test_draft_model_speculation_is_identical(backend64, chain):
     b = backend64
     target_ids = [1] + b.encode(SOURCE[1000:1500])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from codellama_lsp.config import Settings
-from codellama_lsp.context.prompt import build_prompt, comment_lines
+from codellama_lsp.context.prompt import PREFIX_GRID_DIVISOR, SPECIAL_TOKENS_RESERVE, build_prompt, comment_lines
 from codellama_lsp.context.retrieval import Retriever
 from codellama_lsp.context.syntax import DocumentTrees
 from codellama_lsp.context.workspace import WorkspaceIndex
@@ -128,6 +128,29 @@ def test_successive_keystrokes_share_a_long_prefix(repo, template, tokenizer, re
                   min(len(first.prompt_ids), len(second.prompt_ids)))
     assert [s.to_json() for s in first.snippets] == [s.to_json() for s in second.snippets]
     assert shared >= len(first.prompt_ids) - len(tokenizer.encode(first.suffix, leading_space=False)) - 12
+
+
+def test_typing_at_the_end_of_a_long_file_rarely_moves_the_prefix_start(template, tokenizer):
+    """A file longer than the budget: the prefix is the tail that fits. If its first line followed every
+    keystroke, the SPM prompt's prefix would change at its start (a re-prefill of the whole prefix) every
+    few keystrokes; snapped to a grid of lines, it moves seldom, by whole steps, and never overflows."""
+    text = BODY
+    typed = "def fresh(value):\n    total = value * 3 + len(str(value))\n    return total\n\n\n" * 6
+    starts, lengths = [], []
+    for i in range(0, len(typed), 3):
+        doc = text + typed[:i]
+        plan = plan_for(template, tokenizer, budget=1024, text=doc, offset=len(doc))
+        if plan is None:
+            continue
+        assert len(plan.prompt_ids) <= 1024
+        start = len(doc) - len(plan.heal_prefix) - len(plan.prefix)
+        starts.append(doc.count("\n", 0, start))
+        lengths.append(plan.prefix_tokens)
+    moves = sum(a != b for a, b in zip(starts, starts[1:]))
+    assert len(starts) > 100 and 1 <= moves <= 4, (moves, sorted(set(starts)))
+    grid = (1024 - SPECIAL_TOKENS_RESERVE) // PREFIX_GRID_DIVISOR
+    assert all(line % grid == 0 for line in starts)
+    assert min(lengths) > 0.6 * max(lengths)  # snapping costs at most a grid step of context
 
 
 def test_token_healing_in_spm_only(template, tokenizer):

@@ -158,11 +158,19 @@ _COUNT_CACHES: dict[int, dict[str, int]] = {}
 
 
 class _Tail:
-    """Whole-line tails of a text by token budget; line counts computed once, lazily from the end."""
+    """Whole-line tails of a text by token budget; line counts computed once, lazily from the end.
 
-    def __init__(self, text: str, counter: _LineCounter) -> None:
+    A tail that cannot hold the whole text starts on a line whose number in the document (``first_line``
+    is the number of the text's first line) is a multiple of ``grid``. Without that, typing at the end of
+    a file longer than the budget drops the top line every few keystrokes, which changes the prompt's
+    first prefix tokens and costs a re-prefill of the whole prefix; snapped, the start moves ``grid``
+    lines at a time, once per ``grid`` lines' worth of typing, for at most ``grid - 1`` lines of context."""
+
+    def __init__(self, text: str, counter: _LineCounter, *, first_line: int = 0, grid: int = 1) -> None:
         self.lines = text.split("\n")
         self.counter = counter
+        self.first_line = first_line
+        self.grid = max(1, grid)
         last = self.lines[-1]
         self.cum = [counter.line(last) if last else 0]  # cum[k] = tokens of the last k+1 lines
 
@@ -176,6 +184,9 @@ class _Tail:
 
         keep = bisect.bisect_right(self.cum, max(budget, self.cum[0]))
         keep = max(keep, 1)
+        start = self.first_line + n - keep
+        if start > 0 and self.grid > 1:
+            keep = max(1, keep - (-start) % self.grid)
         return "\n".join(self.lines[n - keep:]), self.cum[keep - 1]
 
 
@@ -197,18 +208,24 @@ def _take_head(text: str, budget: int, counter: _LineCounter) -> tuple[str, int]
     return "".join(out), used
 
 
-def _clip_prefix(prefix: str, chars: int, max_chars: int, budget: int, counter: "_LineCounter") -> tuple[str, "_Tail"]:
+def _clip_prefix(
+    prefix: str, chars: int, max_chars: int, budget: int, counter: "_LineCounter", grid: int = 1
+) -> tuple[str, "_Tail"]:
     """The prefix cut to a character window that holds every line the budget can take, with its line counter."""
     if len(prefix) <= chars:
-        return prefix, _Tail(prefix, counter)
+        return prefix, _Tail(prefix, counter, grid=grid)
     start = prefix.find("\n", len(prefix) - chars) + 1
     window = prefix[start:] if start > 0 else prefix[-chars:]
-    tail = _Tail(window, counter)
+    tail = _Tail(window, counter, first_line=prefix.count("\n", 0, len(prefix) - len(window)), grid=grid)
     taken, _ = tail.take(budget)
     if len(taken) < len(window) or chars >= max_chars:
         return window, tail  # the budget runs out inside the window: nothing before it could be used
-    return _clip_prefix(prefix, max_chars, max_chars, budget, counter)
+    return _clip_prefix(prefix, max_chars, max_chars, budget, counter, grid)
 
+
+# A clipped prefix starts on a line whose number is a multiple of (context tokens // this): ~1/10 of the
+# budget at ~10 tokens a line, so a slide re-prefills the prefix once per ~that many tokens typed.
+PREFIX_GRID_DIVISOR = 100
 
 _HEAL = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}$")
 
@@ -280,7 +297,8 @@ def build_prompt(
     # Code averages 3-4 characters a token, so 6 per token is generous; _clip_prefix widens to the worst case
     # (16 per token) only when the generous window turns out not to be enough.
     max_chars = total * 16
-    prefix_doc, tail = _clip_prefix(prefix_doc, total * 6, max_chars, available, counter)
+    grid = max(1, available // PREFIX_GRID_DIVISOR)
+    prefix_doc, tail = _clip_prefix(prefix_doc, total * 6, max_chars, available, counter, grid)
     if len(suffix_doc) > max_chars // 4:
         end = suffix_doc.rfind("\n", 0, max_chars // 4)
         suffix_doc = suffix_doc[: end + 1] if end >= 0 else suffix_doc[: max_chars // 4]
@@ -288,7 +306,7 @@ def build_prompt(
     cut = prefix_doc.rfind("\n") + 1
     redacted = redact_secrets(prefix_doc[:cut]) + prefix_doc[cut:]
     if redacted != prefix_doc:
-        prefix_doc, tail = redacted, _Tail(redacted, counter)
+        prefix_doc, tail = redacted, _Tail(redacted, counter, first_line=tail.first_line, grid=grid)
     suffix_doc = redact_secrets(suffix_doc)
 
     suffix, suffix_used = ("", 0)

@@ -14,6 +14,10 @@ streamer drops indentation. Here one :class:`KVState` holds the cache *and the e
   the tokenizer), verifies them in one forward pass, keeps the longest prefix greedy decoding would have
   produced plus the model's own next token, and crops the rejected tail from the cache. Greedy output is
   therefore token-identical to plain decoding; with sampling, speculation is off (no rejection sampling).
+  Prompt lookup proposes a *tree* (``draft_tree.py``): several earlier continuations of the last n-gram,
+  and inside a partial word (token healing) the ways to spell the rest of it, all checked in the same pass;
+  the accepted path's cache rows are gathered into place. Each row's token is chosen as the plain loop
+  would choose it, healing mask included, so speculation also runs while the partial word is re-typed.
 
 Invariant of the loop: the cache covers every token of ``prompt + generated`` except the last generated one,
 which is fed by the next forward pass.
@@ -39,15 +43,19 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .backend import CancelToken, GenerationParams, GenerationResult, GenerationStats, OnText, monotonic
+from .draft_tree import DraftTree, chain
 
 PREFILL_CHUNK = 512  # tokens per prefill forward: bounds activation memory and lets cancel act between chunks
 LOOKUP_MAX_NGRAM = 3
 LOOKUP_MIN_NGRAM = 2  # a single repeated token ("(" or "\n") predicts too little to be worth a wide verify
 LOOKUP_NUM_TOKENS = 10
+LOOKUP_CANDIDATES = 3  # distinct continuations of the last n-gram put in one draft tree
+TREE_NODES = 16  # tokens fed per verify pass at most: a straight 10-token draft plus alternatives
 DRAFT_NUM_TOKENS = 5
 
 
-Proposer = Callable[[list[int], int], list[int]]  # (prompt + generated so far, max tokens) -> draft tokens
+# (prompt + generated so far, max tokens) -> draft tokens, or a tree of them
+Proposer = Callable[[list[int], int], "list[int] | DraftTree"]
 
 
 class Cancelled(Exception):
@@ -109,6 +117,28 @@ class KVState:
         self.cache.crop(keep - self.cache.get_seq_length())  # negative count: transformers 5
         del self.ids[keep:]
 
+    def keep_rows(self, base: int, rows: Sequence[int]) -> None:
+        """After a verify pass fed at cache position ``base`` (row 0) and on: keep row 0 and ``rows`` (the
+        accepted path, in order), drop every other row. A path that is a straight prefix is a crop; a path
+        through a tree's side branch gathers its rows, which then sit where plain decoding puts them."""
+        rows = list(rows)
+        if rows == list(range(1, len(rows) + 1)):
+            self.crop_to(base + 1 + len(rows))
+            return
+        index = torch.tensor([base + r for r in rows], dtype=torch.long)
+        for layer in self.cache.layers:
+            picked_k = layer.keys.index_select(-2, index.to(layer.keys.device))
+            picked_v = layer.values.index_select(-2, index.to(layer.values.device))
+            layer.keys = torch.cat([layer.keys[..., : base + 1, :], picked_k], dim=-2)
+            layer.values = torch.cat([layer.values[..., : base + 1, :], picked_v], dim=-2)
+        self.ids[base + 1 :] = [self.ids[base + r] for r in rows]
+
+    @property
+    def tree_ready(self) -> bool:
+        """Whether the cache's rows can be gathered (plain dynamic layers): else drafts stay straight lines."""
+        layers = getattr(self.cache, "layers", None)
+        return self.croppable and bool(layers) and all(hasattr(layer, "keys") for layer in layers)
+
     def sync(self, prompt: Sequence[int], *, reuse: bool = True, cover_all: bool = False) -> int:
         """Make the cache a prefix of ``prompt`` and return how many prompt tokens it already covers.
 
@@ -150,6 +180,27 @@ def forward(state: KVState, ids: Sequence[int], logits_to_keep: int = 1) -> torc
     return out.logits[0, -logits_to_keep:].float()
 
 
+@torch.inference_mode()
+def forward_tree(state: KVState, last: int, tree: DraftTree) -> torch.Tensor:
+    """Feed ``last`` and the tree's nodes in one pass; each node sees the cache, ``last`` and its own
+    ancestors, at the position its depth gives. Returns fp32 logits after every row, [len(tree) + 1, vocab].
+    Every row enters the cache; :meth:`KVState.keep_rows` then keeps the accepted path only."""
+    base = len(state.ids)
+    device = model_device(state.model)
+    dtype = next(state.model.parameters()).dtype
+    n = len(tree) + 1
+    allowed = torch.ones(n, base + n, dtype=torch.bool, device=device)
+    allowed[:, base:] = torch.tensor(tree.ancestor_mask(), dtype=torch.bool, device=device)
+    mask = torch.zeros(1, 1, n, base + n, dtype=dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    positions = torch.tensor([[base + d for d in tree.depths()]], dtype=torch.long, device=device)
+    input_ids = torch.tensor([[last, *tree.tokens]], dtype=torch.long, device=device)
+    out = state.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=state.cache,
+                      use_cache=True, logits_to_keep=n)
+    state.ids.extend([last, *tree.tokens])
+    return out.logits[0, -n:].float()
+
+
 def prefill(state: KVState, ids: Sequence[int], check: Callable[[], None] = lambda: None) -> torch.Tensor | None:
     """Feed ``ids`` in chunks; return the logits after the last one (None when ``ids`` is empty).
 
@@ -166,24 +217,6 @@ def decode_one(state: KVState, token: int) -> torch.Tensor:
     return forward(state, [token], 1)[-1]
 
 
-def speculative_step(state: KVState, token: int, draft: Sequence[int]) -> tuple[list[int], torch.Tensor]:
-    """Verify ``draft`` (proposed continuation after ``token``) in one forward pass, greedily. ``token`` is the
-    last input not yet in the cache: the last generated token, or the prompt's last token (the prefill pass).
-
-    Returns (accepted draft tokens + the model's own next token, logits rows used). The cache keeps
-    ``token`` and the accepted drafts only: the rejected tail is cropped, so the loop invariant holds."""
-    logits = forward(state, [token, *draft], len(draft) + 1)
-    greedy = logits.argmax(dim=-1).tolist()
-    accepted = 0
-    while accepted < len(draft) and draft[accepted] == greedy[accepted]:
-        accepted += 1
-    rejected = len(draft) - accepted
-    if rejected:
-        state.cache.crop(-rejected)
-        del state.ids[-rejected:]
-    return [*draft[:accepted], greedy[accepted]], logits
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # drafts
 
@@ -195,38 +228,56 @@ def prompt_lookup_draft(
     max_ngram: int = LOOKUP_MAX_NGRAM,
     min_ngram: int = LOOKUP_MIN_NGRAM,
     num_tokens: int = LOOKUP_NUM_TOKENS,
+    fits: Callable[[list[int]], bool] | None = None,
 ) -> list[int]:
+    """The best single draft of :func:`prompt_lookup_candidates`."""
+    found = prompt_lookup_candidates(seq, history=history, max_ngram=max_ngram, min_ngram=min_ngram,
+                                     num_tokens=num_tokens, fits=fits, limit=1)
+    return found[0] if found else []
+
+
+def prompt_lookup_candidates(
+    seq: Sequence[int],
+    *,
+    history: Sequence[Sequence[int]] = (),
+    max_ngram: int = LOOKUP_MAX_NGRAM,
+    min_ngram: int = LOOKUP_MIN_NGRAM,
+    num_tokens: int = LOOKUP_NUM_TOKENS,
+    fits: Callable[[list[int]], bool] | None = None,
+    limit: int = LOOKUP_CANDIDATES,
+) -> list[list[int]]:
     """Propose the tokens that followed the most recent earlier occurrence of the sequence's last n-gram.
 
     Longest n-gram first. Code repeats itself (names, argument lists, the line above), so this is the
     cheapest draft there is: no second model. ``history`` holds earlier token runs (the cursor context and
     answer of the last few requests), searched before ``seq`` for each n: while the user types, the model's
-    next answer mostly continues its previous one."""
+    next answer mostly continues its previous one. ``fits`` skips occurrences whose continuation cannot be
+    the answer (under token healing: text that does not start with the partial word at the cursor), so
+    that ``self.`` followed by ``ap`` drafts the earlier ``self.append(`` rather than the nearest ``self.x``."""
     n_seq = len(seq)
-    if num_tokens <= 0:
-        return []
+    found: list[list[int]] = []
+    if num_tokens <= 0 or limit <= 0:
+        return found
     for n in range(min(max_ngram, n_seq - 1), min_ngram - 1, -1):
         tail = list(seq[n_seq - n :])
-        for run in history:
-            follow = _follow(run, tail, len(run) - n, num_tokens)
-            if follow:
-                return follow
-        follow = _follow(seq, tail, n_seq - n - 1, num_tokens)
-        if follow:
-            return follow
-    return []
+        for run, last_start in [*((run, len(run) - n) for run in history), (seq, n_seq - n - 1)]:
+            for follow in _follows(run, tail, last_start, num_tokens):
+                if follow not in found and (fits is None or fits(follow)):
+                    found.append(follow)
+                    if len(found) >= limit:
+                        return found
+    return found
 
 
-def _follow(run: Sequence[int], tail: list[int], last_start: int, num_tokens: int) -> list[int]:
-    """The tokens after the occurrence of ``tail`` in ``run`` starting at or before ``last_start``, scanning
-    right to left (the nearest repetition is the most likely to continue the same way)."""
+def _follows(run: Sequence[int], tail: list[int], last_start: int, num_tokens: int):
+    """The tokens after each occurrence of ``tail`` in ``run`` starting at or before ``last_start``, right
+    to left (the nearest repetition is the most likely to continue the same way)."""
     n, first = len(tail), tail[0]
     for start in range(min(last_start, len(run) - n), -1, -1):
         if run[start] == first and list(run[start : start + n]) == tail:
             follow = list(run[start + n : start + n + num_tokens])
             if follow:
-                return follow
-    return []
+                yield follow
 
 
 class DraftModel:
@@ -274,6 +325,21 @@ def sample(logits: torch.Tensor, params: GenerationParams, generator: torch.Gene
     return int(choice)
 
 
+_SPELLINGS: dict[int, tuple[list[str], dict[str, list[int]]]] = {}
+
+
+def ids_by_text(texts: list[str]) -> dict[str, list[int]]:
+    """Token ids by their text (computed once per vocabulary list): spelling a healed word as tokens."""
+    cached = _SPELLINGS.get(id(texts))
+    if cached is None or cached[0] is not texts:
+        index: dict[str, list[int]] = {}
+        for i, t in enumerate(texts):
+            if t:
+                index.setdefault(t, []).append(i)
+        cached = _SPELLINGS[id(texts)] = (texts, index)
+    return cached[1]
+
+
 class Healer:
     """Token healing: the prompt ends before a partial word (``heal_prefix``) that the output must start with.
 
@@ -284,6 +350,7 @@ class Healer:
     def __init__(self, heal_prefix: str, vocab_texts: Callable[[], list[str]]) -> None:
         self.remaining = heal_prefix
         self._vocab_texts = vocab_texts
+        self._allowed: dict[tuple[str, int], torch.Tensor] = {}  # a verify pass masks several rows alike
 
     @property
     def active(self) -> bool:
@@ -291,19 +358,34 @@ class Healer:
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor | None:
         """``logits`` with every token inconsistent with the remaining prefix set to -inf (None: nothing fits)."""
-        texts = self._vocab_texts()
-        rem = self.remaining
-        allowed = [i for i, t in enumerate(texts[: logits.shape[-1]]) if t and (t.startswith(rem) or rem.startswith(t))]
-        if not allowed:
+        rem, size = self.remaining, logits.shape[-1]
+        index = self._allowed.get((rem, size))
+        if index is None:
+            texts = self._vocab_texts()[:size]
+            allowed = [i for i, t in enumerate(texts) if t and (t.startswith(rem) or rem.startswith(t))]
+            index = self._allowed[(rem, size)] = torch.tensor(allowed, dtype=torch.long)
+        if not len(index):
             return None
+        index = index.to(logits.device)
         masked = torch.full_like(logits, float("-inf"))
-        index = torch.tensor(allowed, device=logits.device)
         masked[index] = logits[index]
         return masked
 
     def advance(self, token: int) -> None:
         text = self._vocab_texts()[token]
         self.remaining = self.remaining[len(text) :] if self.remaining.startswith(text) else ""
+
+    def fits(self, tokens: Sequence[int]) -> bool:
+        """Whether ``tokens`` could be generated from here: each one passes the mask until the prefix is spent."""
+        texts, rem = self._vocab_texts(), self.remaining
+        for token in tokens:
+            if not rem:
+                return True
+            text = texts[token] if token < len(texts) else ""
+            if not text or not (text.startswith(rem) or rem.startswith(text)):
+                return False
+            rem = rem[len(text) :] if rem.startswith(text) else ""
+        return True
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -371,6 +453,11 @@ class TextTracker:
 # the loop
 
 
+def as_tree(proposal: "list[int] | DraftTree", room: int) -> DraftTree:
+    """A proposer's answer as a tree (a list is a straight line, cut to ``room`` tokens)."""
+    return proposal if isinstance(proposal, DraftTree) else chain(list(proposal)[:room])
+
+
 def generate(
     state: KVState,
     prompt_ids: Sequence[int],
@@ -384,13 +471,15 @@ def generate(
     draft: DraftModel | None = None,
     proposer: Proposer | None = None,
     history: Sequence[Sequence[int]] = (),
+    spell: Callable[[str], list[int]] | None = None,
 ) -> GenerationResult:
     """Generate a continuation of ``prompt_ids`` on top of ``state``'s cache. Never raises on cancel or
     time budget: returns what was generated so far with the stop reason.
 
     Speculation (greedy only, croppable cache only): ``proposer(seq, room)`` proposes up to ``room`` tokens
     continuing ``seq``; by default prompt lookup (also over ``history``, earlier requests' token runs), or
-    ``draft`` when ``params.speculation == "draft"``."""
+    ``draft`` when ``params.speculation == "draft"``. ``spell(text)`` tokenizes text (no leading space):
+    the draft for a healed partial word that does not occur earlier."""
     start = monotonic()
     prompt = list(prompt_ids)
     stats = GenerationStats(prompt_tokens=len(prompt))
@@ -435,17 +524,50 @@ def generate(
             return "cancelled"
         return ""
 
-    def verify(last: int, proposal: list[int]) -> tuple[str, torch.Tensor]:
-        """One forward pass over ``last`` + ``proposal``: accept the drafts greedy decoding agrees with.
-        Returns (stop reason, logits the model's own next token is chosen from at the top of the loop)."""
-        new_tokens, rows = speculative_step(state, last, proposal)
-        stats.draft_tokens += len(proposal)
-        stats.accepted_draft_tokens += len(new_tokens) - 1
-        for tok in new_tokens[:-1]:
-            reason = accept(tok)
-            if reason:
-                return reason, rows[0]
-        return "", rows[len(new_tokens) - 1]
+    def lookup_tree(seq: list[int], room: int) -> DraftTree:
+        """Prompt lookup: the nearest earlier continuation of the last n-gram first, then (tree permitting)
+        other continuations; inside a partial word, also its spellings (the tokenizer's own first: a model
+        mostly writes a word as the tokenizer does), since which one the model picks is unknown."""
+        tree = DraftTree(budget=TREE_NODES if state.tree_ready else LOOKUP_NUM_TOKENS)
+        fits = healer.fits if healer.active else None
+        found = prompt_lookup_candidates(seq, history=history, num_tokens=min(LOOKUP_NUM_TOKENS, room), fits=fits,
+                                         limit=LOOKUP_CANDIDATES if state.tree_ready else 1)
+        if found:
+            tree.add_path(found[0])
+        if healer.active and vocab_texts is not None:
+            texts = vocab_texts()
+            if spell is not None:
+                tree.add_path([t for t in spell(healer.remaining) if t < len(texts)][:room])
+            if state.tree_ready:
+                tree.add_spellings(healer.remaining, ids_by_text(texts))
+        for other in found[1:]:
+            tree.add_path(other)
+        return tree
+
+    def verify(last: int, tree: DraftTree) -> tuple[str, torch.Tensor]:
+        """One forward pass over ``last`` + the draft tree: accept the drafts greedy decoding agrees with.
+        Returns (stop reason, logits the model's own next token is chosen from at the top of the loop).
+
+        Each row's greedy token is chosen exactly as the plain loop would choose it, healing mask included
+        (the healer advances as drafts are accepted), so speculation works inside a partial word too."""
+        base = len(state.ids)
+        if tree.is_chain:
+            rows = forward(state, [last, *tree.tokens], len(tree) + 1)
+        else:
+            rows = forward_tree(state, last, tree)
+        stats.draft_tokens += len(tree)
+        children = tree.rows_children()
+        row, path, reason = 0, [], ""
+        while not reason:
+            nxt = children[row].get(choose(rows[row]))  # type: ignore[arg-type]
+            if nxt is None:
+                break
+            stats.accepted_draft_tokens += 1
+            path.append(nxt)
+            row = nxt
+            reason = accept(tree.tokens[nxt - 1])
+        state.keep_rows(base, path)  # the rejected rows leave the cache
+        return reason, rows[row]
 
     stop_reason = ""
     if params.max_new_tokens <= 0 or not prompt:
@@ -461,13 +583,12 @@ def generate(
             if params.speculation == "draft" and draft is not None:
                 proposer = lambda seq, room: draft.propose(seq, room, check)  # noqa: E731
             else:
-                proposer = lambda seq, room: prompt_lookup_draft(  # noqa: E731
-                    seq, history=history, num_tokens=min(LOOKUP_NUM_TOKENS, room))
+                proposer = lookup_tree
         rest = prompt[keep:]
-        opening: list[int] = []
-        if speculate and not healer.active and params.max_new_tokens > 1:
-            opening = list(proposer(prompt, params.max_new_tokens - 1))[: params.max_new_tokens - 1]
-        if opening:
+        opening = DraftTree(budget=0)
+        if speculate and params.max_new_tokens > 1:
+            opening = as_tree(proposer(prompt, params.max_new_tokens - 1), params.max_new_tokens - 1)
+        if len(opening):
             # The prefill pass verifies a draft too: with a reused cache it feeds a token or two, so the
             # first forward pass can already yield several tokens instead of one.
             prefill(state, rest[:-1], check)
@@ -485,12 +606,12 @@ def generate(
             if stop_reason:
                 break
             room = params.max_new_tokens - len(generated) - 1  # the verify pass adds one token of its own
-            proposal: list[int] = []
-            if speculate and not healer.active and room > 0:
-                proposal = list(proposer(seq, room))[:room]
+            proposal = DraftTree(budget=0)
+            if speculate and room > 0:
+                proposal = as_tree(proposer(seq, room), room)
             check()
             stats.forward_passes += 1
-            if not proposal:
+            if not len(proposal):
                 logits = decode_one(state, token)
                 continue
             stop_reason, logits = verify(token, proposal)

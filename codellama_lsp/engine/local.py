@@ -90,6 +90,7 @@ class LocalBackend:
             vocab_texts=self.vocab_texts,
             draft=self.draft,
             history=list(reversed(self._recent)),
+            spell=lambda text: self.tokenizer.encode(text, leading_space=False),
         )
         if result.token_ids:
             self._recent.append(list(prompt_ids[-RECENT_CONTEXT_TOKENS:]) + list(result.token_ids))
