@@ -18,6 +18,13 @@ are deleted again (backspace), then the cursor jumps to another function and the
 "Edit-style" sessions re-type lines that have a near-duplicate close by (a second similar dict entry, a
 repeated call with a changed argument): there the answer copies nearby text and prompt lookup must pay off.
 
+Prefill is reported two ways. Per LSP request (the prefill tokens of the whole replay / the requests the
+editor sent, the same 180 in every configuration; a typing-along cache hit prefills nothing): the prefill
+work each configuration spends on the same editing session, which is what the issue's target compares. Per
+model request (/ the requests that reached the model): the stricter-looking figure, but its denominator
+differs between configurations, and the better the suggestions the fewer cheap typing requests reach the
+model, so it rises as completions improve; a cursor jump costs a full prefill in any layout.
+
 Reported per configuration: prefill tokens per request, reused tokens per request, tokens per forward pass
 (all; edit-style sessions, where re-typed lines have a near-duplicate close by; and model answers that copy
 nearby text, i.e. a run of >= 8 characters covering half the answer occurs within 12 lines of the cursor),
@@ -329,7 +336,7 @@ def compare_outputs(naive: dict, optimised: dict) -> dict:
 def markdown(record: dict) -> str:
     n, o, m = record["summary"]["naive"], record["summary"]["optimised"], record["summary"]["naive_spm"]
     rows = [("prompt tokens / request", "prompt_tokens_per_request"),
-            ("prefill tokens / request", "prefill_tokens_per_request"),
+            ("prefill tokens / model request", "prefill_tokens_per_request"),
             ("prefill tokens / LSP request (cache hits count 0)", "prefill_tokens_per_lsp_request"),
             ("reused tokens / request", "reused_tokens_per_request"),
             ("tokens / forward pass (all)", "tokens_per_forward"),
@@ -356,7 +363,13 @@ def markdown(record: dict) -> str:
         else:
             out.append(f"| {label} | {n[key]} | {o[key]} | {m[key]} |")
     c, t = record["outputs"], record["targets"]
-    out += ["", f"Identical suggestions (optimised vs naive SPM: same prompts) where both answered the same version: "
+    def share(key):
+        return f"{100 * o[key] / n[key]:.1f} %" if n[key] else "n/a"
+
+    out += ["", f"Optimised prefill as a share of naive: {share('prefill_tokens_per_lsp_request')} per LSP request "
+                f"(the same requests in both runs), {share('prefill_tokens_per_request')} per model request "
+                f"(different denominators: see the script's docstring).",
+            "", f"Identical suggestions (optimised vs naive SPM: same prompts) where both answered the same version: "
                 f"{c['identical']} of {c['compared']}.", "", "Targets (issue 7):", ""]
     out += [f"- {k}: {'met' if v else 'NOT met'}" for k, v in t.items()]
     return "\n".join(out) + "\n"
@@ -369,8 +382,9 @@ def targets(summary: dict) -> dict:
         return n[key] is not None and o[key] is not None and o[key] < n[key]
 
     return {
-        "prefill tokens per request <= 10% of naive":
-            n["prefill_tokens_per_request"] > 0 and o["prefill_tokens_per_request"] <= 0.1 * n["prefill_tokens_per_request"],
+        "prefill tokens per LSP request <= 10% of naive":
+            n["prefill_tokens_per_lsp_request"] > 0
+            and o["prefill_tokens_per_lsp_request"] <= 0.1 * n["prefill_tokens_per_lsp_request"],
         "tokens per forward pass >= 2x on edit-style completions":
             bool(n["tokens_per_forward_edit_style"] and o["tokens_per_forward_edit_style"]
                  and o["tokens_per_forward_edit_style"] >= 2 * n["tokens_per_forward_edit_style"]),

@@ -135,9 +135,15 @@ class KVState:
 
     @property
     def tree_ready(self) -> bool:
-        """Whether the cache's rows can be gathered (plain dynamic layers): else drafts stay straight lines."""
+        """Whether draft trees can be verified: the attention takes an arbitrary mask (eager and SDPA do;
+        flash attention would silently let branches see each other) and the cache's rows can be gathered
+        (plain dynamic layers). Otherwise drafts stay straight lines."""
+        from transformers.cache_utils import DynamicLayer
+
+        attention = getattr(getattr(self.model, "config", None), "_attn_implementation", None)
         layers = getattr(self.cache, "layers", None)
-        return self.croppable and bool(layers) and all(hasattr(layer, "keys") for layer in layers)
+        return (self.croppable and attention in ("eager", "sdpa") and bool(layers)
+                and all(isinstance(layer, DynamicLayer) and not layer.is_sliding for layer in layers))
 
     def sync(self, prompt: Sequence[int], *, reuse: bool = True, cover_all: bool = False) -> int:
         """Make the cache a prefix of ``prompt`` and return how many prompt tokens it already covers.
