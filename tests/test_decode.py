@@ -323,6 +323,10 @@ def test_a_draft_tree_verifies_several_continuations_in_one_pass(chain, monkeypa
         assert result.token_ids == naive(b.model, ids, 8), case
         assert b.kv.ids == (ids + result.token_ids)[: len(b.kv.ids)]
     assert any(gathered)
+    # an attention kernel that cannot take a tree mask (flash attention) gets straight drafts only
+    assert b.kv.tree_ready
+    monkeypatch.setattr(b.model.config, "_attn_implementation", "flash_attention_2")
+    assert not b.kv.tree_ready
 
 
 def test_draft_tree_shares_beginnings_and_keeps_to_its_budget():

@@ -227,18 +227,9 @@ def decode_one(state: KVState, token: int) -> torch.Tensor:
 # drafts
 
 
-def prompt_lookup_draft(
-    seq: Sequence[int],
-    *,
-    history: Sequence[Sequence[int]] = (),
-    max_ngram: int = LOOKUP_MAX_NGRAM,
-    min_ngram: int = LOOKUP_MIN_NGRAM,
-    num_tokens: int = LOOKUP_NUM_TOKENS,
-    fits: Callable[[list[int]], bool] | None = None,
-) -> list[int]:
-    """The best single draft of :func:`prompt_lookup_candidates`."""
-    found = prompt_lookup_candidates(seq, history=history, max_ngram=max_ngram, min_ngram=min_ngram,
-                                     num_tokens=num_tokens, fits=fits, limit=1)
+def prompt_lookup_draft(seq: Sequence[int], **options: Any) -> list[int]:
+    """The best single draft of :func:`prompt_lookup_candidates` (same options)."""
+    found = prompt_lookup_candidates(seq, **options, limit=1)
     return found[0] if found else []
 
 
@@ -252,7 +243,8 @@ def prompt_lookup_candidates(
     fits: Callable[[list[int]], bool] | None = None,
     limit: int = LOOKUP_CANDIDATES,
 ) -> list[list[int]]:
-    """Propose the tokens that followed the most recent earlier occurrence of the sequence's last n-gram.
+    """Propose the tokens that followed the most recent earlier occurrences of the sequence's last n-gram
+    (at most ``limit`` distinct continuations, best first).
 
     Longest n-gram first. Code repeats itself (names, argument lists, the line above), so this is the
     cheapest draft there is: no second model. ``history`` holds earlier token runs (the cursor context and
