@@ -8,9 +8,11 @@ the answer copies nearby text. This benchmark measures those claims end to end, 
 ``textDocument/inlineCompletion`` per keystroke at human pace (100-300 ms), an unanswered request cancelled
 by the next keystroke (``$/cancelRequest``; the server also drops work for superseded versions itself).
 
-Both configurations run in the same invocation, on the same sessions, one server process each:
+All configurations run in the same invocation, on the same sessions, one server process each:
 - naive: ``reuseCache: false``, ``speculation: none``, ``fimMode: psm`` (every request prefills the whole prompt);
-- optimised: ``reuseCache: true``, ``speculation: prompt_lookup``, ``fimMode: spm`` (the defaults).
+- optimised: ``reuseCache: true``, ``speculation: prompt_lookup``, ``fimMode: spm`` (the defaults);
+- naive SPM: the optimised prompts without reuse or speculation (greedy suggestions must be identical);
+- reuse only: the optimised path without speculation, for the decode time per token speculation saves.
 
 Sessions (``bench/sessions/*.json``, synthesised and committed; ``--synthesise`` rebuilds them, seeded) are
 edits of real files: a span of a real line is deleted and re-typed character by character with typos that
@@ -61,7 +63,11 @@ CONFIGS = {
     # the same prompts as "optimised" without reuse or speculation: greedy suggestions must be identical
     "naive_spm": {"reuseCache": False, "speculation": "none", "fimMode": "spm"},
     "optimised": {"reuseCache": True, "speculation": "prompt_lookup", "fimMode": "spm"},
+    # the optimised path without speculation: what speculation itself does to decode time
+    "reuse_only": {"reuseCache": True, "speculation": "none", "fimMode": "spm"},
 }
+COLUMNS = {"naive": "naive (no reuse, no speculation, PSM)", "optimised": "optimised (reuse, prompt lookup, SPM)",
+           "naive_spm": "naive, SPM (no reuse, no speculation)", "reuse_only": "reuse, no speculation, SPM"}
 # Real files (held out from the demo model's training: see codellama_lsp/models/demo/TRAINING.md), with
 # whether the session is edit-style (re-typed lines have a near-duplicate close by).
 SOURCES = [("encodings/cp850.py", True), ("_collections_abc.py", True), ("enum.py", False),
@@ -289,6 +295,9 @@ def summarise(result: dict) -> dict:
             copying += [s for s, r in zip(run["statuses"], run["records"])
                         if s.get("source") == "model" and s.get("prompt_tokens") and r.get("copies_nearby")]
     latencies = [r["latency_ms"] for r in records if r["suggestion"] and r["latency_ms"] is not None]
+    # requests that prefilled a few tokens at most: their generation time is decode time
+    decoding = [s for s in statuses if s.get("prefill_tokens", 0) <= 4 and s.get("generated_tokens")]
+    decode_tokens = sum(s["generated_tokens"] for s in decoding)
     ttft = [s["time_to_first_token_ms"] for s in statuses if s.get("generated_tokens")]
     return {
         "requests": len(records),
@@ -305,6 +314,8 @@ def summarise(result: dict) -> dict:
         "tokens_per_forward_other": per_forward([s for s, edit in model_statuses if not edit]),
         "tokens_per_forward_copying": per_forward(copying),
         "copying_generations": len(copying),
+        "decode_ms_per_token": round(sum(s.get("generation_ms", 0) for s in decoding) / decode_tokens, 2)
+        if decode_tokens else None,
         "time_to_suggestion_ms_p50": _pct(latencies, 0.5),
         "time_to_suggestion_ms_p95": _pct(latencies, 0.95),
         "server_time_to_first_token_ms_p50": _pct(ttft, 0.5),
@@ -334,7 +345,8 @@ def compare_outputs(naive: dict, optimised: dict) -> dict:
 
 
 def markdown(record: dict) -> str:
-    n, o, m = record["summary"]["naive"], record["summary"]["optimised"], record["summary"]["naive_spm"]
+    n, o = record["summary"]["naive"], record["summary"]["optimised"]
+    columns = [label for label in COLUMNS if label in record["summary"]]
     rows = [("prompt tokens / request", "prompt_tokens_per_request"),
             ("prefill tokens / model request", "prefill_tokens_per_request"),
             ("prefill tokens / LSP request (cache hits count 0)", "prefill_tokens_per_lsp_request"),
@@ -344,6 +356,7 @@ def markdown(record: dict) -> str:
             ("tokens / forward pass (other)", "tokens_per_forward_other"),
             ("tokens / forward pass (answers copying nearby text)", "tokens_per_forward_copying"),
             ("model answers copying nearby text", "copying_generations"),
+            ("decode ms / generated token (requests prefilling <= 4 tokens)", "decode_ms_per_token"),
             ("time to suggestion p50 (ms, client)", "time_to_suggestion_ms_p50"),
             ("time to suggestion p95 (ms, client)", "time_to_suggestion_ms_p95"),
             ("server time to first token p50 (ms)", "server_time_to_first_token_ms_p50"),
@@ -354,14 +367,14 @@ def markdown(record: dict) -> str:
            f"- Command: `{record['command']}`", f"- Date: {record['date']}", f"- Machine: {record['machine']}",
            f"- Load average at start/end: {record['load_average_start']} / {record['load_average_end']}",
            f"- Sessions: {', '.join(record['sessions'])}; paced: {record['paced']}", "",
-           "| | naive (no reuse, no speculation, PSM) | optimised (reuse, prompt lookup, SPM) "
-           "| naive, SPM (no reuse, no speculation) |", "|---|---|---|---|"]
+           "| | " + " | ".join(COLUMNS[c] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    summaries = [record["summary"][c] for c in columns]
     for label, key in rows:
         if key is None:
             out.append(f"| {label} | " + " | ".join(
-                f"{x['requests']} / {x['answered_with_suggestion']} / {x['cancelled']}" for x in (n, o, m)) + " |")
+                f"{x['requests']} / {x['answered_with_suggestion']} / {x['cancelled']}" for x in summaries) + " |")
         else:
-            out.append(f"| {label} | {n[key]} | {o[key]} | {m[key]} |")
+            out.append(f"| {label} | " + " | ".join("n/a" if x[key] is None else str(x[key]) for x in summaries) + " |")
     c, t = record["outputs"], record["targets"]
     def share(key):
         return f"{100 * o[key] / n[key]:.1f} %" if n[key] else "n/a"

@@ -356,6 +356,26 @@ def test_draft_tree_shares_beginnings_and_keeps_to_its_budget():
     assert walk(0, []) == paths
 
 
+def test_the_tree_budget_follows_what_verify_passes_deliver():
+    """Verify passes that cost 3x a plain step and yield 2 tokens halve the budget down to its floor;
+    passes that cost 1.2x and yield 3 tokens grow it back to the most."""
+    from codellama_lsp.engine.draft_tree import TreeBudget
+
+    budget = TreeBudget(most=16, least=2, window=4)
+    for _ in range(8):
+        budget.plain(0.010)
+    for _ in range(4 * 5):
+        budget.verified(tokens=2, seconds=0.030)  # 67 tokens/s against 100 for plain steps
+    assert budget.nodes == 2
+    for _ in range(4 * 5):
+        budget.verified(tokens=3, seconds=0.012)  # 250 tokens/s
+    assert budget.nodes == 16
+    untried = TreeBudget(most=16, window=4)
+    for _ in range(40):
+        untried.verified(tokens=1, seconds=1.0)  # no plain step measured yet: nothing to compare with
+    assert untried.nodes == 16
+
+
 def test_draft_model_speculation_is_identical(backend64, chain):
     b = backend64
     target_ids = [1] + b.encode(SOURCE[1000:1500])

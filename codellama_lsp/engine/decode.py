@@ -43,7 +43,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .backend import CancelToken, GenerationParams, GenerationResult, GenerationStats, OnText, monotonic
-from .draft_tree import DraftTree, chain
+from .draft_tree import DraftTree, TreeBudget, chain
 
 PREFILL_CHUNK = 512  # tokens per prefill forward: bounds activation memory and lets cancel act between chunks
 LOOKUP_MAX_NGRAM = 3
@@ -94,6 +94,8 @@ class KVState:
     kv_cache: str = "dynamic"  # "dynamic" | "quantized"
     cache: Any = None
     ids: list[int] = field(default_factory=list)
+    # draft tokens per verify pass on this machine (kept across requests and cache resets)
+    budget: TreeBudget = field(default_factory=lambda: TreeBudget(most=TREE_NODES))
 
     @property
     def croppable(self) -> bool:
@@ -526,10 +528,11 @@ def generate(
         """Prompt lookup: the nearest earlier continuation of the last n-gram first, then (tree permitting)
         other continuations; inside a partial word, also its spellings (the tokenizer's own first: a model
         mostly writes a word as the tokenizer does), since which one the model picks is unknown."""
-        tree = DraftTree(budget=TREE_NODES if state.tree_ready else LOOKUP_NUM_TOKENS)
+        nodes = state.budget.nodes
+        tree = DraftTree(budget=nodes if state.tree_ready else min(nodes, LOOKUP_NUM_TOKENS))
         fits = healer.fits if healer.active else None
-        found = prompt_lookup_candidates(seq, history=history, num_tokens=min(LOOKUP_NUM_TOKENS, room), fits=fits,
-                                         limit=LOOKUP_CANDIDATES if state.tree_ready else 1)
+        found = prompt_lookup_candidates(seq, history=history, num_tokens=min(LOOKUP_NUM_TOKENS, room, nodes),
+                                         fits=fits, limit=LOOKUP_CANDIDATES if state.tree_ready else 1)
         if found:
             tree.add_path(found[0])
         if healer.active and vocab_texts is not None:
@@ -542,17 +545,19 @@ def generate(
             tree.add_path(other)
         return tree
 
-    def verify(last: int, tree: DraftTree) -> tuple[str, torch.Tensor]:
+    def verify(last: int, tree: DraftTree, timed: bool = True) -> tuple[str, torch.Tensor]:
         """One forward pass over ``last`` + the draft tree: accept the drafts greedy decoding agrees with.
         Returns (stop reason, logits the model's own next token is chosen from at the top of the loop).
 
         Each row's greedy token is chosen exactly as the plain loop would choose it, healing mask included
         (the healer advances as drafts are accepted), so speculation works inside a partial word too."""
         base = len(state.ids)
+        began = monotonic()
         if tree.is_chain:
             rows = forward(state, [last, *tree.tokens], len(tree) + 1)
         else:
             rows = forward_tree(state, last, tree)
+        seconds = monotonic() - began
         stats.draft_tokens += len(tree)
         children = tree.rows_children()
         row, path, reason = 0, [], ""
@@ -565,6 +570,8 @@ def generate(
             row = nxt
             reason = accept(tree.tokens[nxt - 1])
         state.keep_rows(base, path)  # the rejected rows leave the cache
+        if timed and proposer_sized:
+            state.budget.verified(len(path) + 1, seconds)
         return reason, rows[row]
 
     stop_reason = ""
@@ -582,6 +589,7 @@ def generate(
                 proposer = lambda seq, room: draft.propose(seq, room, check)  # noqa: E731
             else:
                 proposer = lookup_tree
+        proposer_sized = proposer is lookup_tree  # the budget sizes lookup trees only
         rest = prompt[keep:]
         opening = DraftTree(budget=0)
         if speculate and params.max_new_tokens > 1:
@@ -591,7 +599,7 @@ def generate(
             # first forward pass can already yield several tokens instead of one.
             prefill(state, rest[:-1], check)
             check()
-            stop_reason, logits = verify(rest[-1], opening)
+            stop_reason, logits = verify(rest[-1], opening, timed=False)  # a prefill, not a decode step
         else:
             logits = prefill(state, rest, check)
         stats.forward_passes = 1
@@ -610,7 +618,9 @@ def generate(
             check()
             stats.forward_passes += 1
             if not len(proposal):
+                began = monotonic()
                 logits = decode_one(state, token)
+                state.budget.plain(monotonic() - began)
                 continue
             stop_reason, logits = verify(token, proposal)
     except Cancelled as stop:

@@ -14,6 +14,8 @@ that length, spent on alternatives instead of on one long guess.
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -102,3 +104,39 @@ def chain(tokens: Sequence[int]) -> DraftTree:
     tree = DraftTree(budget=len(tokens))
     tree.add_path(tokens)
     return tree
+
+
+class TreeBudget:
+    """How many draft tokens a verify pass may feed on this machine, learned from the passes themselves.
+
+    On a GPU a pass over 16 tokens costs about what one token costs. On a CPU it can cost twice as much or
+    more (``bench/verify_width.py``: 1.75x for the demo model, 2.2x for a 0.5 B model on two cores), and
+    then a wide draft pays only when most of it is accepted. The decode loop reports the time of plain
+    one-token steps and of verify passes with the tokens each yielded; every ``window`` verify passes the
+    budget halves when verifying delivered fewer tokens per second than plain steps, and doubles (up to
+    ``most``) when it delivered clearly more. Outputs never depend on it, only speed."""
+
+    def __init__(self, most: int, least: int = 2, window: int = 16) -> None:
+        self.most, self.least, self.window = most, least, window
+        self.nodes = most
+        self._plain: deque[float] = deque(maxlen=32)
+        self._tokens = 0
+        self._seconds = 0.0
+        self._passes = 0
+
+    def plain(self, seconds: float) -> None:
+        self._plain.append(seconds)
+
+    def verified(self, tokens: int, seconds: float) -> None:
+        self._tokens += tokens
+        self._seconds += seconds
+        self._passes += 1
+        if self._passes < self.window or len(self._plain) < 4 or self._seconds <= 0:
+            return
+        plain_rate = 1.0 / max(statistics.median(self._plain), 1e-9)
+        rate = self._tokens / self._seconds
+        if rate < 0.9 * plain_rate:
+            self.nodes = max(self.least, self.nodes // 2)
+        elif rate > 1.25 * plain_rate:
+            self.nodes = min(self.most, self.nodes * 2)
+        self._tokens, self._seconds, self._passes = 0, 0.0, 0
