@@ -195,7 +195,7 @@ def forward_tree(state: KVState, last: int, tree: DraftTree) -> torch.Tensor:
     Every row enters the cache; :meth:`KVState.keep_rows` then keeps the accepted path only."""
     base = len(state.ids)
     device = model_device(state.model)
-    dtype = next(state.model.parameters()).dtype
+    dtype = state.model.get_input_embeddings().weight.dtype  # the compute dtype, also under 4-bit weights
     n = len(tree) + 1
     allowed = torch.ones(n, base + n, dtype=torch.bool, device=device)
     allowed[:, base:] = torch.tensor(tree.ancestor_mask(), dtype=torch.bool, device=device)
