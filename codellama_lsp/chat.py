@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .engine.backend import CancelToken, EngineError, GenerationParams, GenerationResult
+from .engine.backend import CancelToken, EngineError, GenerationParams, GenerationResult, GenerationStats
 
 log = logging.getLogger(__name__)
 
@@ -172,18 +172,9 @@ async def ready_backend(engine):
 
 def stats_dict(result: GenerationResult | None, stop_reason: str = "") -> dict[str, Any]:
     """The per-request numbers of ``codellama/status`` for one chat generation."""
-    s = result.stats if result is not None else None
-    return {
-        "prompt_tokens": s.prompt_tokens if s else 0,
-        "reused_tokens": s.reused_tokens if s else 0,
-        "prefill_tokens": s.prefill_tokens if s else 0,
-        "generated_tokens": s.generated_tokens if s else 0,
-        "forward_passes": s.forward_passes if s else 0,
-        "time_to_first_token_ms": round(s.time_to_first_token_s * 1000, 1) if s else 0.0,
-        "total_ms": round(s.total_s * 1000, 1) if s else 0.0,
-        "stop_reason": (s.stop_reason if s and s.stop_reason else stop_reason),
-        "source": "chat",
-    }
+    s = result.stats if result is not None else GenerationStats()
+    counts = s.counts()
+    return {**counts, "total_ms": counts["generation_ms"], "stop_reason": s.stop_reason or stop_reason, "source": "chat"}
 
 
 class ChatService:

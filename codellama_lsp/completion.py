@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import Settings
-from .engine.backend import CancelToken, EngineError, GenerationParams, GenerationResult
+from .engine.backend import CancelToken, EngineError, GenerationParams, GenerationResult, GenerationStats
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +70,9 @@ class CompletionOutcome:
 
     def stats(self) -> dict[str, Any]:
         """The per-request numbers of ``codellama/status`` and ``complete --json``."""
-        s = self.result.stats if self.result is not None else None
+        s = self.result.stats if self.result is not None else GenerationStats()
         total = (self.finished or time.perf_counter()) - self.started
-        return {
-            "prompt_tokens": s.prompt_tokens if s else 0,
-            "reused_tokens": s.reused_tokens if s else 0,
-            "prefill_tokens": s.prefill_tokens if s else 0,
-            "generated_tokens": s.generated_tokens if s else 0,
-            "forward_passes": s.forward_passes if s else 0,
-            "time_to_first_token_ms": round(s.time_to_first_token_s * 1000, 1) if s else 0.0,
-            "generation_ms": round(s.total_s * 1000, 1) if s else 0.0,
-            "total_ms": round(total * 1000, 1),
-            "stop_reason": self.stop_reason,
-            "source": self.source,
-        }
+        return {**s.counts(), "total_ms": round(total * 1000, 1), "stop_reason": self.stop_reason, "source": self.source}
 
 
 @dataclass

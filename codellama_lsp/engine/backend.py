@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 
 class EngineError(Exception):
@@ -91,6 +91,18 @@ class GenerationStats:
     def tokens_per_forward(self) -> float:
         return self.generated_tokens / self.forward_passes if self.forward_passes else 0.0
 
+    def counts(self) -> dict[str, Any]:
+        """The per-request numbers that ``codellama/status`` and ``complete --json`` report."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "reused_tokens": self.reused_tokens,
+            "prefill_tokens": self.prefill_tokens,
+            "generated_tokens": self.generated_tokens,
+            "forward_passes": self.forward_passes,
+            "time_to_first_token_ms": round(self.time_to_first_token_s * 1000, 1),
+            "generation_ms": round(self.total_s * 1000, 1),
+        }
+
 
 @dataclass
 class GenerationResult:
@@ -130,6 +142,22 @@ class Backend(Protocol):
         was generated so far with ``stop_reason == "cancelled"``."""
 
     def close(self) -> None: ...
+
+
+class TokenizerText:
+    """``encode`` / ``decode`` / ``count_tokens`` through ``self.tokenizer``: the local and the remote backend
+    both count and build prompts with the model's own tokenizer."""
+
+    tokenizer: Any
+
+    def encode(self, text: str, *, leading_space: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, leading_space=leading_space)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def count_tokens(self, text: str) -> int:
+        return self.tokenizer.count(text)
 
 
 def monotonic() -> float:

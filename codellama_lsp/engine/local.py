@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Sequence
 
-from .backend import CancelToken, GenerationParams, GenerationResult, ModelInfo, OnText, monotonic
+from .backend import CancelToken, GenerationParams, GenerationResult, ModelInfo, OnText, TokenizerText, monotonic
 from .decode import Cancelled, DraftModel, KVState, generate, prefill
 
 
@@ -19,7 +19,7 @@ RECENT_RUNS = 4
 RECENT_CONTEXT_TOKENS = 24  # prompt tokens kept before each answer, so an n-gram spanning the cursor matches
 
 
-class LocalBackend:
+class LocalBackend(TokenizerText):
     """Implements :class:`~codellama_lsp.engine.backend.Backend` over a loaded transformers model."""
 
     def __init__(
@@ -47,15 +47,6 @@ class LocalBackend:
         self._recent: deque[list[int]] = deque(maxlen=RECENT_RUNS)
 
     # -- text ---------------------------------------------------------------------------------------------------
-
-    def encode(self, text: str, *, leading_space: bool = True) -> list[int]:
-        return self.tokenizer.encode(text, leading_space=leading_space)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(ids)
-
-    def count_tokens(self, text: str) -> int:
-        return self.tokenizer.count(text)
 
     def vocab_texts(self) -> list[str]:
         """The continuation text of every token id ("" for control tokens and partial bytes), computed once

@@ -16,10 +16,11 @@ import urllib.error
 import urllib.request
 from typing import Any, Sequence
 
-from .backend import CancelToken, EngineError, GenerationParams, GenerationResult, GenerationStats, ModelInfo, OnText, monotonic
+from .backend import (CancelToken, EngineError, GenerationParams, GenerationResult, GenerationStats, ModelInfo, OnText,
+                      TokenizerText, monotonic)
 
 
-class RemoteBackend:
+class RemoteBackend(TokenizerText):
     """Implements :class:`~codellama_lsp.engine.backend.Backend` over HTTP (server-sent events)."""
 
     def __init__(
@@ -41,15 +42,6 @@ class RemoteBackend:
         self.timeout_s = timeout_s
         self.prompt_as_text = prompt_as_text
         self.notice = ""
-
-    def encode(self, text: str, *, leading_space: bool = True) -> list[int]:
-        return self.tokenizer.encode(text, leading_space=leading_space)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(ids)
-
-    def count_tokens(self, text: str) -> int:
-        return self.tokenizer.count(text)
 
     def _payload(self, prompt_ids: Sequence[int], params: GenerationParams) -> dict[str, Any]:
         ids = list(prompt_ids)
