@@ -179,11 +179,13 @@ def model_device(model: Any) -> torch.device:
 
 
 @torch.inference_mode()
-def forward(state: KVState, ids: Sequence[int], logits_to_keep: int = 1) -> torch.Tensor:
+def forward(state: KVState, ids: Sequence[int], logits_to_keep: int = 1, **tree: torch.Tensor) -> torch.Tensor:
     """Run ``ids`` through the model on top of the cache; return fp32 logits of the last ``logits_to_keep``
-    positions, shape [logits_to_keep, vocab]. Appends ``ids`` to the cache and to ``state.ids``."""
+    positions, shape [logits_to_keep, vocab]. Appends ``ids`` to the cache and to ``state.ids``. ``tree``:
+    an ``attention_mask`` and ``position_ids`` for a draft tree (see :func:`forward_tree`)."""
     input_ids = torch.tensor([list(ids)], dtype=torch.long, device=model_device(state.model))
-    out = state.model(input_ids=input_ids, past_key_values=state.cache, use_cache=True, logits_to_keep=logits_to_keep)
+    out = state.model(input_ids=input_ids, past_key_values=state.cache, use_cache=True, logits_to_keep=logits_to_keep,
+                      **tree)
     state.ids.extend(ids)
     return out.logits[0, -logits_to_keep:].float()
 
@@ -202,11 +204,7 @@ def forward_tree(state: KVState, last: int, tree: DraftTree) -> torch.Tensor:
     mask = torch.zeros(1, 1, n, base + n, dtype=dtype, device=device)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     positions = torch.tensor([[base + d for d in tree.depths()]], dtype=torch.long, device=device)
-    input_ids = torch.tensor([[last, *tree.tokens]], dtype=torch.long, device=device)
-    out = state.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=state.cache,
-                      use_cache=True, logits_to_keep=n)
-    state.ids.extend([last, *tree.tokens])
-    return out.logits[0, -n:].float()
+    return forward(state, [last, *tree.tokens], n, attention_mask=mask, position_ids=positions)
 
 
 def prefill(state: KVState, ids: Sequence[int], check: Callable[[], None] = lambda: None) -> torch.Tensor | None:
@@ -362,7 +360,7 @@ class Healer:
         index = self._allowed.get((rem, size))
         if index is None:
             texts = self._vocab_texts()[:size]
-            allowed = [i for i, t in enumerate(texts) if t and (t.startswith(rem) or rem.startswith(t))]
+            allowed = [i for i, t in enumerate(texts) if _consistent(t, rem)]
             index = self._allowed[(rem, size)] = torch.tensor(allowed, dtype=torch.long)
         if not len(index):
             return None
@@ -372,8 +370,7 @@ class Healer:
         return masked
 
     def advance(self, token: int) -> None:
-        text = self._vocab_texts()[token]
-        self.remaining = self.remaining[len(text) :] if self.remaining.startswith(text) else ""
+        self.remaining = _after(self._vocab_texts()[token], self.remaining)
 
     def fits(self, tokens: Sequence[int]) -> bool:
         """Whether ``tokens`` could be generated from here: each one passes the mask until the prefix is spent."""
@@ -382,10 +379,20 @@ class Healer:
             if not rem:
                 return True
             text = texts[token] if token < len(texts) else ""
-            if not text or not (text.startswith(rem) or rem.startswith(text)):
+            if not _consistent(text, rem):
                 return False
-            rem = rem[len(text) :] if rem.startswith(text) else ""
+            rem = _after(text, rem)
         return True
+
+
+def _consistent(text: str, remaining: str) -> bool:
+    """A token's text may come next inside the partial word: it is a start of what remains, or covers it."""
+    return bool(text) and (text.startswith(remaining) or remaining.startswith(text))
+
+
+def _after(text: str, remaining: str) -> str:
+    """What remains of the partial word after a token with this text."""
+    return remaining[len(text) :] if remaining.startswith(text) else ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -529,17 +536,17 @@ def generate(
         other continuations; inside a partial word, also its spellings (the tokenizer's own first: a model
         mostly writes a word as the tokenizer does), since which one the model picks is unknown."""
         nodes = state.budget.nodes
-        tree = DraftTree(budget=nodes if state.tree_ready else min(nodes, LOOKUP_NUM_TOKENS))
+        tree = DraftTree(budget=nodes if trees else min(nodes, LOOKUP_NUM_TOKENS))
         fits = healer.fits if healer.active else None
         found = prompt_lookup_candidates(seq, history=history, num_tokens=min(LOOKUP_NUM_TOKENS, room, nodes),
-                                         fits=fits, limit=LOOKUP_CANDIDATES if state.tree_ready else 1)
+                                         fits=fits, limit=LOOKUP_CANDIDATES if trees else 1)
         if found:
             tree.add_path(found[0])
         if healer.active and vocab_texts is not None:
             texts = vocab_texts()
             if spell is not None:
                 tree.add_path([t for t in spell(healer.remaining) if t < len(texts)][:room])
-            if state.tree_ready:
+            if trees:
                 tree.add_spellings(healer.remaining, ids_by_text(texts))
         for other in found[1:]:
             tree.add_path(other)
@@ -584,6 +591,7 @@ def generate(
         stats.reused_tokens = keep
         stats.prefill_tokens = len(prompt) - keep
         speculate = params.temperature <= 0 and params.speculation != "none" and state.croppable
+        trees = speculate and state.tree_ready  # fixed for this generation: the cache object stays the same
         if speculate and proposer is None:
             if params.speculation == "draft" and draft is not None:
                 proposer = lambda seq, room: draft.propose(seq, room, check)  # noqa: E731
