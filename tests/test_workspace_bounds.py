@@ -145,6 +145,21 @@ def test_git_repository_uses_ls_files_and_counts_skips(tmp_path):
     assert skipped["file_cap"] == 1 and skipped["binary"] == 1 and skipped["not_source"] >= 2
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_what_open_documents_import_goes_first_however_far(tmp_path):
+    repo = tmp_path / "mono"
+    for i in range(6):
+        write(repo, f"team{i}/svc/near{i}.py", f"def near_{i}():\n    pass\n")
+    write(repo, "platform/deep/lib/clock.py", "def now():\n    pass\n")
+    write(repo, "web/ui/util.ts", "export function fmt() {}\n")
+    app = write(repo, "team0/svc/app.py", "from platform.deep.lib.clock import now\n\nnow()\n")
+    page = write(repo, "web/ui/page.ts", "import { fmt } from './util';\n")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    index = WorkspaceIndex([repo], tmp_path / "cache", max_files=4, focus=[app, page], watch=False).start()
+    names = {Path(p).name for p in index.files()}
+    assert {"clock.py", "util.ts", "app.py", "page.ts"} == names
+
+
 def test_background_indexing_waits_for_requests(tmp_path):
     home = home_like_tree(tmp_path, dirs=4, per_dir=8)
     index = WorkspaceIndex([home], tmp_path / "cache", watch=False)

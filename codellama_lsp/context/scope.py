@@ -73,15 +73,18 @@ def project_root_of(path: str, boundary: str | None = None) -> str | None:
 
 def focus_roots(root: str, documents: Iterable[str]) -> list[str]:
     """The directories to index inside a broad ``root`` for these open documents (no duplicates, none nested
-    in another)."""
+    in another; never ``/`` or the home directory itself)."""
     real_root = os.path.realpath(root)
     prefix = real_root.rstrip(os.sep) + os.sep
     picked: list[str] = []
+    home = home_directory()
     for doc in documents:
         real = os.path.realpath(doc)
         if not real.startswith(prefix):
             continue
-        picked.append(project_root_of(real, real_root) or os.path.dirname(real))
+        folder = project_root_of(real, real_root) or os.path.dirname(real)
+        if folder != home and folder != os.path.dirname(folder):  # a file right in ~ or / widens nothing
+            picked.append(folder)
     out: list[str] = []
     for d in sorted(set(picked), key=len):
         if not any(d == o or d.startswith(o.rstrip(os.sep) + os.sep) for o in out):

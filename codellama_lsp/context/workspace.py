@@ -623,15 +623,16 @@ class WorkspaceIndex:
     def focus_on(self, path: str | os.PathLike) -> None:
         """An editor opened ``path``: inside a broad root, index around it too (in the background); without a
         working file watcher, re-index the file itself."""
-        real = os.path.realpath(os.fspath(path))
+        try:
+            real = os.path.realpath(os.fspath(path))
+            found = [s for root in list(self.broad) for s in focus_roots(root, [real])]
+        except (ValueError, OSError):  # a path no file can have (NUL): nothing to index around
+            return
         with self._lock:
             if real not in self._focus:
                 self._focus.append(real)
-        added = []
-        for root, _reason in list(self.broad.items()):
-            for scope in focus_roots(root, [real]):
-                if not any(scope == s or scope.startswith(s.rstrip(os.sep) + os.sep) for s in self.scan_roots):
-                    added.append(scope)
+        added = [scope for scope in dict.fromkeys(found)
+                 if not any(scope == s or scope.startswith(s.rstrip(os.sep) + os.sep) for s in self.scan_roots)]
         if added:
             with self._lock:
                 self.scan_roots = self.scan_roots + added
@@ -803,8 +804,50 @@ class WorkspaceIndex:
                 self._skip(reason)
             else:
                 keep.append(path)
-        ordered = nearest_first(keep, focus_dirs)
+        wanted = self._imported_by_focus(root, keep)
+        ordered = sorted(wanted) + nearest_first([p for p in keep if p not in wanted], focus_dirs)
         return self._stat_each(ordered), len(ordered)
+
+    def _imported_by_focus(self, root: str, listed: list[str]) -> set[str]:
+        """The open documents of ``listed`` and the files they import (Python modules, JS/TS relative imports):
+        retrieval's strongest candidates, so they go before everything else, however far away they are."""
+        exact: set[str] = set()
+        suffixes: set[str] = set()
+        prefix = root.rstrip(os.sep) + os.sep
+        for doc in list(self._focus):
+            if not doc.startswith(prefix):
+                continue
+            exact.add(doc)
+            language = syntax.language_for(None, doc)
+            try:
+                with open(doc, "rb") as fh:
+                    text = fh.read(self.max_file_bytes).decode("utf-8", "replace")
+            except OSError:
+                continue
+            for imp in parse_imports(import_lines(text), language):
+                if language == "python":
+                    dots = len(imp.module) - len(imp.module.lstrip("."))
+                    parts = [p for p in imp.module[dots:].split(".") if p]
+                    if dots:
+                        base = os.path.dirname(doc)
+                        for _ in range(dots - 1):
+                            base = os.path.dirname(base)
+                        stems = [os.path.join(base, *parts)] + [os.path.join(base, *parts, n) for _, n in imp.names]
+                        for stem in stems:
+                            exact.update((stem + ".py", os.path.join(stem, "__init__.py")))
+                    elif parts:
+                        stems = [parts] + [parts + [n] for _, n in imp.names]
+                        for stem in stems:
+                            suffixes.add(os.sep + os.path.join(*stem) + ".py")
+                            suffixes.add(os.sep + os.path.join(*stem, "__init__.py"))
+                elif language in ("javascript", "typescript", "tsx") and imp.module.startswith("."):
+                    base = os.path.normpath(os.path.join(os.path.dirname(doc), imp.module))
+                    exact.update(base + ext for ext in (".ts", ".tsx", ".js", ".jsx", ".mjs", "/index.ts",
+                                                        "/index.js", ""))
+        if not exact and not suffixes:
+            return set()
+        ends = tuple(suffixes)
+        return {p for p in listed if p in exact or (ends and p.endswith(ends))}
 
     def _name_problem(self, root: str, path: str) -> str | None:
         if syntax.language_for(None, path) is None:
@@ -1072,7 +1115,10 @@ class WorkspaceIndex:
         returns the paths that changed. A new file is added only inside the indexed scope and under the caps."""
         changed = []
         for raw in paths:
-            path = os.path.realpath(raw)
+            try:
+                path = os.path.realpath(raw)
+            except (ValueError, OSError):
+                continue
             root = self.root_of(path)
             entry = None
             if root is not None and self._in_scope(path) and syntax.language_for(None, path) is not None \
