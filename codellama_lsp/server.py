@@ -38,7 +38,7 @@ PING = "codellama/ping"
 CONFIG_SECTION = "codellama"
 # Settings whose change needs the model loaded again.
 RELOAD_KEYS = ("model", "quantization", "device", "dtype", "template", "fim", "backend", "endpoint",
-               "draft_model", "kv_cache")
+               "draft_model", "kv_cache", "runtime", "gguf_file", "n_threads", "n_gpu_layers")
 MAX_RECENT_EDITS = 16
 WARM_AFTER_S = 0.4  # a pause in typing this long prefills the KV cache for the cursor
 
@@ -172,6 +172,7 @@ class CodeLlamaServer(LanguageServer):
             "model": getattr(info, "name", None) or self.settings.model,
             "device": getattr(info, "device", None),
             "quantization": getattr(info, "quantization", None),
+            "runtime": getattr(info, "runtime", None),
             "state": self.state,
             "message": self.state_message,
         }
