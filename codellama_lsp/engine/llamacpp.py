@@ -116,7 +116,7 @@ def load_llamacpp_backend(settings: Any, path: Path, *, name: str, is_demo: bool
         path=str(path),
         family=template.family,
         fim=template.fim,
-        device=f"cpu ({threads} thread{"s" if threads > 1 else ""})" if gpu_layers == 0 else f"gpu ({gpu_layers} layers offloaded)",
+        device=f"cpu ({threads} thread{'s' if threads > 1 else ''})" if gpu_layers == 0 else f"gpu ({gpu_layers} layers offloaded)",
         dtype=_file_type(meta),
         quantization=_file_type(meta),
         context_length=min(step.n_ctx, _window(config)),
