@@ -56,7 +56,7 @@ def _quiet_logs(llama_cpp: Any) -> None:
         return
 
     def on_log(level: int, text: bytes, _data: Any) -> None:
-        if level in (2, 3):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
+        if level in (3, 4):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
             line = (text or b"").decode("utf-8", "replace").strip()
             if line:
                 _log_lines.append(line)
@@ -67,6 +67,10 @@ def _quiet_logs(llama_cpp: Any) -> None:
 
 
 def last_log_error() -> str:
+    """What llama.cpp said went wrong: its "error loading model: ..." reason when there is one."""
+    for line in reversed(_log_lines):
+        if "error loading model:" in line:
+            return line.split("error loading model:", 1)[1].strip()
     return _log_lines[-1] if _log_lines else ""
 
 
@@ -120,7 +124,7 @@ def load_failure_message(path: Path) -> str:
         return f"{path}: llama.cpp does not support the model architecture '{arch}'; use a Llama-family GGUF"
     if "out of memory" in said.lower() or "failed to allocate" in said.lower():
         return f"out of memory loading {path}; use a smaller quantization (e.g. Q4_K_M) or a smaller model"
-    if "not within the file bounds" in said or "truncated" in said.lower() or "failed to read" in said.lower():
+    if any(k in said.lower() for k in ("file bounds", "truncated", "failed to read", "corrupted", "incomplete")):
         return f"{path} is truncated or corrupt (llama.cpp: {said}); re-download the GGUF file"
     detail = f" (llama.cpp: {said})" if said else ""
     return f"llama.cpp could not load {path}{detail}; check that it is a complete GGUF of a supported architecture"
