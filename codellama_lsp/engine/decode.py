@@ -458,6 +458,7 @@ def verify(g: Generation, last: int, tree: DraftTree, timed: bool = True) -> tup
     base = len(step.ids)
     began = monotonic()
     rows = step.forward([last, *tree.tokens], len(tree) + 1) if tree.is_chain else step.forward_tree(last, tree)
+    step.settle()
     seconds = monotonic() - began
     g.stats.draft_tokens += len(tree)
     children = tree.rows_children()
@@ -522,6 +523,7 @@ def decode(g: Generation, logits: Any, proposer: Proposer | None) -> str:
             continue
         began = monotonic()
         logits = step.decode_one(token)
+        step.settle()
         step.budget.plain(monotonic() - began)
 
 

@@ -91,6 +91,10 @@ class ModelStep:
     def nbytes(self) -> int:
         return 0
 
+    def settle(self) -> None:
+        """Wait for queued device work (CUDA runs asynchronously), so that a timing read after it is the
+        pass's own: the draft budget compares such timings. Nothing to wait for on a synchronous runtime."""
+
     def new_generator(self, seed: int) -> Any:
         """A random generator for sampling, of the kind ``decode.sample`` takes for this runtime's arrays."""
         import numpy as np

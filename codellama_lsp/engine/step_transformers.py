@@ -103,6 +103,11 @@ class TransformersStep(ModelStep):
         positions = torch.tensor([[base + d for d in tree.depths()]], dtype=torch.long, device=device)
         return self.forward([last, *tree.tokens], n, attention_mask=mask, position_ids=positions)
 
+    def settle(self) -> None:
+        device = model_device(self.model)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     def nbytes(self) -> int:
         from .memory import cache_nbytes
 
