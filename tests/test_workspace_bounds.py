@@ -66,7 +66,7 @@ def test_root_slash_indexes_only_around_open_documents(tmp_path, monkeypatch):
     app = home / "code/proj/proj/app.py"
     index = WorkspaceIndex(["/"], tmp_path / "cache", broad_roots=False, focus=[app], watch=False)
     index.start_background()
-    assert index.wait_ready(60)
+    assert index.wait_ready(300)
     info = index.summary()
     assert info["scope"] == [str(home / "code" / "proj")]
     assert sorted(Path(p).name for p in index.files() if p.endswith(".py")) == ["app.py", "core.py"]
@@ -81,13 +81,13 @@ def test_home_root_without_open_documents_indexes_nothing_and_settles(tmp_path, 
     monkeypatch.setenv("HOME", str(home))
     index = WorkspaceIndex([home], tmp_path / "cache", broad_roots=False)
     index.start_background()
-    assert index.wait_ready(60)
+    assert index.wait_ready(300)
     assert index.files() == [] and index.summary()["scope"] == []
     assert index._worker is None
     # opening a document widens the scope to its folder, in the background
     loose = home / "area1/dir1/sub0/mod3.py"
     index.focus_on(loose)
-    assert index.wait_ready(60)
+    assert index.wait_ready(300)
     assert index.summary()["scope"] == [str(loose.parent)]
     assert {Path(p).parent for p in index.files()} == {loose.parent}
     index.stop()
@@ -100,7 +100,7 @@ def test_caps_hold_nearest_first_and_work_stops(tmp_path):
     index = WorkspaceIndex([home], tmp_path / "cache", max_files=100, focus=[focus], watch=False)
     rss_before = psutil.Process().memory_info().rss
     index.start_background()
-    assert index.wait_ready(120)
+    assert index.wait_ready(300)
     info = index.summary()
     assert info["files"] == 100 and index.stats["parsed"] == 100  # nothing parsed beyond the cap
     assert info["stopped_early"] == "file_cap" and info["skipped"]["file_cap"] >= 1
@@ -166,9 +166,9 @@ def test_background_indexing_waits_for_requests(tmp_path):
     retriever = Retriever(index)  # fed by the index's notifications as it fills
     with index.busy():
         index.start_background()
-        assert index.paused.wait(30)
+        assert index.paused.wait(300)
         assert index.files() == []  # nothing was indexed while the request held it
-    assert index.wait_ready(60)
+    assert index.wait_ready(300)
     assert index.count() == len(list(home.rglob("*.py"))) + 1  # and pyproject.toml
     assert len(retriever._bm25.paths()) == index.count()
     index.stop()
@@ -177,10 +177,10 @@ def test_background_indexing_waits_for_requests(tmp_path):
 def test_persisted_index_is_reused_by_a_background_start(tmp_path):
     home = home_like_tree(tmp_path, dirs=3, per_dir=8)
     first = WorkspaceIndex([home], tmp_path / "cache", watch=False).start_background()
-    assert first.wait_ready(60)
+    assert first.wait_ready(300)
     first.stop()
     second = WorkspaceIndex([home], tmp_path / "cache", watch=False).start_background()
-    assert second.wait_ready(60)
+    assert second.wait_ready(300)
     assert second.stats["parsed"] == 0 and second.stats["from_cache"] == first.count() > 0
     second.stop()
 
@@ -256,11 +256,11 @@ async def test_server_with_root_slash_indexes_the_open_documents_project(tiny_mo
                            init_options={"indexMaxFiles": 5}) as client:
         open_document(client, app.as_uri(), app.read_text(), "python")
         status = await client.notes.wait_status(
-            lambda s: (s.get("index") or {}).get("state") == "ready" and s["index"]["files"] == 5, timeout=60)
+            lambda s: (s.get("index") or {}).get("state") == "ready" and s["index"]["files"] == 5, timeout=300)
         info = status["index"]
         assert info["scope"] == [str(project)]
         assert info["stopped_early"] == "file_cap"  # 13 sources, 5 indexed: the walk stopped there
-        shown = await client.notes.wait_shown("file-system root")
+        shown = await client.notes.wait_shown("file-system root", timeout=300)
         assert "index_broad_roots" in shown
         save = lsp.DidSaveTextDocumentParams(text_document=lsp.TextDocumentIdentifier(uri=app.as_uri()))
         client.text_document_did_save(save)
