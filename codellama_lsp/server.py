@@ -38,7 +38,8 @@ PING = "codellama/ping"
 CONFIG_SECTION = "codellama"
 # Settings whose change needs the model loaded again.
 RELOAD_KEYS = ("model", "quantization", "device", "dtype", "template", "fim", "backend", "endpoint",
-               "draft_model", "kv_cache")
+               "draft_model", "kv_cache", "remote_model", "api_key_env", "api_key_file", "ca_bundle",
+               "connect_timeout_s", "read_timeout_s", "cache_salt")
 MAX_RECENT_EDITS = 16
 WARM_AFTER_S = 0.4  # a pause in typing this long prefills the KV cache for the cursor
 
@@ -162,6 +163,7 @@ class CodeLlamaServer(LanguageServer):
         self.recent_edits: list[tuple[str, int, int]] = []  # (path, start_line, end_line), most recent last
         self._warm_timer: asyncio.TimerHandle | None = None
         self._warm_token: CancelToken | None = None
+        self._shown_error = ""  # the last generation error shown to the user
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -191,6 +193,11 @@ class CodeLlamaServer(LanguageServer):
                  stats["prompt_tokens"], stats["generated_tokens"], stats["total_ms"])
         if outcome.text:
             log.debug("completion text: %s", document_text(outcome.text))
+        # a failing engine (an inference server that is down) is shown once per distinct message, not per keystroke
+        if outcome.error and outcome.error != self._shown_error:
+            self.show(outcome.error, lsp.MessageType.Error)
+        if outcome.error or outcome.source == "model":
+            self._shown_error = outcome.error
         self.send_status(stats)
 
     # -- messages to the user --------------------------------------------------------------------
@@ -280,6 +287,7 @@ class CodeLlamaServer(LanguageServer):
             if reload:
                 await self.engine.reload(self.settings, on_progress)
             else:
+                self.engine.settings = self.settings  # initializationOptions may have changed the model or backend
                 await self.engine.load(on_progress)
         except Exception as exc:
             message = str(exc) or type(exc).__name__
