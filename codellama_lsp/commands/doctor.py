@@ -77,8 +77,11 @@ def collect(settings, *, load: bool) -> tuple[dict[str, Any], Exception | None]:
     except EngineError as exc:
         device, error = "cpu", exc
     report["machine"] = _machine(device)
-    quantization = choose_quantization(settings.quantization, device)
-    dtype = str(choose_dtype(settings.dtype, device)).replace("torch.", "")
+    try:
+        quantization = choose_quantization(settings.quantization, device, settings.dtype)
+    except EngineError as exc:
+        quantization, error = settings.quantization, exc
+    dtype = str(choose_dtype(settings.dtype, device, quantization)).replace("torch.", "")
     report["grammars"] = _grammars()
     model: dict[str, Any] = {"requested": settings.model, "quantization": quantization, "dtype": dtype, "found": False}
     report["model"] = model
@@ -99,11 +102,13 @@ def collect(settings, *, load: bool) -> tuple[dict[str, Any], Exception | None]:
                 dtype=dtype,
                 context_tokens=settings.context_tokens,
                 kv_cache=settings.kv_cache,
+                device=device,
             )
             report["memory_estimate"] = {**est.as_dict(), "kv_cache": settings.kv_cache}
             machine = report["machine"]
             available = machine.get("vram_free_gib") if device.startswith("cuda") else machine["ram_available_gib"]
-            report["memory_estimate"]["fits"] = est.total_bytes / memory.GIB <= available
+            report["memory_estimate"]["margin"] = memory.FIT_MARGIN
+            report["memory_estimate"]["fits"] = est.fits((available or 0) * memory.GIB)
         except ValueError as exc:
             report["memory_estimate"] = {"error": str(exc)}
         if load:
@@ -160,11 +165,12 @@ def _print_text(report: dict[str, Any]) -> None:
     if est and "error" not in est:
         print(
             f"memory        weights {est['weights_gib']} GiB + KV cache {est['kv_cache_gib']} GiB "
-            f"at {est['context_tokens']} tokens ({est['kv_cache']}) = {est['total_gib']} GiB "
+            f"at {est['context_tokens']} tokens ({est['kv_cache']}) + runtime {est.get('runtime_gib', 0)} GiB "
+            f"= {est['total_gib']} GiB "
             f"({_params(est['params'])} params)"
         )
         if not est.get("fits", True):
-            print("              more than this machine has free: try --quantization 4bit, a smaller model, "
+            print(f"              more than this machine has free with a {round(est.get('margin', 0) * 100)}% margin: try --quantization 4bit, a smaller model, "
                   "or a lower context_tokens")
     if model.get("loaded"):
         extra = f", footprint {model['footprint_gib']} GiB" if "footprint_gib" in model else ""

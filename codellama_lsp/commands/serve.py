@@ -44,6 +44,7 @@ def run(args) -> int:
     log_path = setup_logging(settings.log_level, log_document_text=settings.log_document_text,
                              log_file=Path(args.log_file) if args.log_file else None)
     server = create_server(settings)
+    server.log_file = str(log_path) if log_path else None  # in codellama/status: the editors' health checks show it
     import logging
 
     log = logging.getLogger("codellama_lsp.serve")

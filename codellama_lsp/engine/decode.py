@@ -178,6 +178,14 @@ def model_device(model: Any) -> torch.device:
         return torch.device("cpu")
 
 
+def settle(state: KVState) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously): timings read after it are the pass's own.
+    The draft budget compares such timings; without this a verify pass would seem free on a GPU."""
+    device = model_device(state.model)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.inference_mode()
 def forward(state: KVState, ids: Sequence[int], logits_to_keep: int = 1, **tree: torch.Tensor) -> torch.Tensor:
     """Run ``ids`` through the model on top of the cache; return fp32 logits of the last ``logits_to_keep``
@@ -564,6 +572,7 @@ def generate(
             rows = forward(state, [last, *tree.tokens], len(tree) + 1)
         else:
             rows = forward_tree(state, last, tree)
+        settle(state)
         seconds = monotonic() - began
         stats.draft_tokens += len(tree)
         children = tree.rows_children()
@@ -628,6 +637,7 @@ def generate(
             if not len(proposal):
                 began = monotonic()
                 logits = decode_one(state, token)
+                settle(state)
                 state.budget.plain(monotonic() - began)
                 continue
             stop_reason, logits = verify(token, proposal)
