@@ -37,9 +37,9 @@ def xllamacpp_available() -> bool:
 
 
 def tokenizer_dir_from_gguf(gguf: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """A model directory (tokenizer.json + config.json) for the GGUF's own tokenizer: what the remote backend needs
-    locally to build prompts token-exact for the model the server runs. Uses transformers' GGUF reader (the
-    ``gguf`` package); ~20 s, so tests build it once per session."""
+    """A model directory (tokenizer.json, tokenizer_config.json with the chat template, config.json) for a GGUF's
+    own tokenizer, through transformers' GGUF reader (the ``gguf`` package; ~20 s). The remote backend also takes
+    the GGUF file itself as ``model``, but rendering its chat template still needs a transformers tokenizer."""
     from transformers import AutoConfig, AutoTokenizer
 
     gguf, dest = Path(gguf), Path(dest)

@@ -3,7 +3,8 @@
 stopped mid-request then restarted.
 
 The model is SmolLM2-135M-Instruct (real weights, ChatML, no FIM): left-to-right completion and chat. The local
-side builds prompts with the GGUF's own tokenizer (extracted once per session) and detokenizes returned ids.
+side builds prompts with SmolLM2's own tokenizer (from its GGUF) and detokenizes returned ids; the demo model's
+GGUF is given as ``model`` directly (its tokenizer is read from the file).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ LIST_DOC = "numbers = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, "
 
 @pytest.fixture(scope="session")
 def smol_dir(tmp_path_factory):
+    """The ``model`` setting: SmolLM2's tokenizer as a directory (chat needs its chat template rendered)."""
     pytest.importorskip("gguf", reason="the gguf package reads the tokenizer out of the GGUF")
     return tokenizer_dir_from_gguf(SMOLLM2_GGUF, tmp_path_factory.mktemp("smollm2") / "tokenizer")
 
@@ -256,3 +258,33 @@ def _find(obj, key):
             if found is not None:
                 return found
     return None
+
+
+@pytest.mark.asyncio
+async def test_fim_completion_with_the_demo_model_as_gguf(tmp_path):
+    """The bundled demo model (trained to infill) converted to GGUF and served: a completion between a prefix and a
+    suffix goes out as Code Llama FIM ids built here and comes back as ids."""
+    from lsp_client import inline, lsp_session, open_document
+
+    from codellama_lsp.engine.gguf_convert import demo_gguf
+
+    gguf = demo_gguf(tmp_path / "gguf")
+    doc = "def add(a, b):\n    return \n\n\ndef sub(a, b):\n    return a - b\n"
+    with LlamaServer(gguf) as server:
+        async with lsp_session(tmp_path / "srv", model=gguf, init_options=remote_options(server.url, maxTokens=24)) as c:
+            await c.notes.wait_ready()
+            uri = (tmp_path / "m.py").as_uri()
+            open_document(c, uri, doc)
+            seen = len(c.notes.statuses)
+            await inline(c, uri, 1, len("    return "))
+            status = await c.notes.wait_status(lambda s: s.get("uri") == uri and "stop_reason" in s, after=seen)
+            assert status["generated_tokens"] > 0 and status["stop_reason"] != "engine_error", status
+            prompt = await raw_prompt(c, uri, 1, len("    return "))
+            assert prompt["fim_mode"] in ("spm", "psm") and prompt["suffix_tokens"] > 0, prompt  # an infilling prompt
+
+
+async def raw_prompt(c, uri: str, line: int, character: int) -> dict:
+    from lsp_client import raw_request, to_plain
+
+    return to_plain(await raw_request(c, "codellama/prompt", {"textDocument": {"uri": uri},
+                                                               "position": {"line": line, "character": character}}))

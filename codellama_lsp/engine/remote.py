@@ -461,9 +461,24 @@ def heal_grammar(prefix: str) -> str:
 # loading
 
 
+def _local_tokenizer(settings: Any) -> tuple[Any, dict[str, Any], Any]:
+    """(resolved model, config, tokenizer) from the ``model`` setting: a model directory or cached id, or the same
+    GGUF file the server runs (its tokenizer and config are read from the file; no weights are loaded)."""
+    from .gguf_file import config_from_metadata, is_gguf, load_gguf_tokenizer, read_metadata
+    from .loading import ResolvedModel, load_tokenizer_for, read_config, resolve_model
+
+    path = Path(os.path.expanduser(settings.model or ""))
+    if path.is_file() and is_gguf(path):
+        meta = read_metadata(path)
+        resolved = ResolvedModel(path=path, name=settings.model)
+        return resolved, config_from_metadata(meta), load_gguf_tokenizer(path, meta)
+    resolved = resolve_model(settings.model, explicit=settings.model_explicit)
+    return resolved, read_config(resolved.path, resolved.name), load_tokenizer_for(resolved)
+
+
 def load_remote_backend(settings: Any, progress: Any = None) -> RemoteBackend:
     """Tokenizer and template from the local ``model`` directory; generation at ``settings.endpoint``."""
-    from .loading import context_window, load_tokenizer_for, read_config, resolve_model
+    from .loading import context_window
     from .templates import template_for
 
     report = progress or (lambda _pct, _msg: None)
@@ -472,9 +487,7 @@ def load_remote_backend(settings: Any, progress: Any = None) -> RemoteBackend:
     if not settings.endpoint.startswith(("http://", "https://")):
         raise ModelLoadError(f"endpoint '{settings.endpoint}' must start with http:// or https://")
     report(10, f"loading tokenizer for the remote model at {settings.endpoint}")
-    resolved = resolve_model(settings.model, explicit=settings.model_explicit)
-    config = read_config(resolved.path, resolved.name)
-    tokenizer = load_tokenizer_for(resolved)
+    resolved, config, tokenizer = _local_tokenizer(settings)
     template = template_for(tokenizer, model_name=resolved.name, config=config, override=settings.template, fim=settings.fim)
     api_key = read_api_key(settings)
     client = make_client(settings, api_key)
