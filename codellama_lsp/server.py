@@ -38,8 +38,9 @@ PING = "codellama/ping"
 CONFIG_SECTION = "codellama"
 # Settings whose change needs the model loaded again.
 RELOAD_KEYS = ("model", "quantization", "device", "dtype", "template", "fim", "backend", "endpoint",
-               "draft_model", "kv_cache", "remote_model", "api_key_env", "api_key_file", "ca_bundle",
-               "connect_timeout_s", "read_timeout_s", "cache_salt")
+               "draft_model", "kv_cache", "runtime", "gguf_file", "n_threads", "n_gpu_layers",
+               "remote_model", "api_key_env", "api_key_file", "ca_bundle", "connect_timeout_s", "read_timeout_s",
+               "cache_salt")
 MAX_RECENT_EDITS = 16
 # A request made while the model loads waits this long for it (the client shows the load's progress)
 # instead of being answered empty: the keystroke that asked is not lost.
@@ -211,6 +212,7 @@ class CodeLlamaServer(LanguageServer):
             "model": getattr(info, "name", None) or self.settings.model,
             "device": getattr(info, "device", None),
             "quantization": getattr(info, "quantization", None),
+            "runtime": getattr(info, "runtime", None),
             "state": self.state,
             "message": self.state_message,
             "log_file": self.log_file,
