@@ -361,6 +361,7 @@ class CompletionService:
             model=getattr(info, "name", None),
             device=getattr(info, "device", None),
             quantization=getattr(info, "quantization", None),
+            runtime=getattr(info, "runtime", None),
             timings=outcome.stats(),
         )
         return data

@@ -39,7 +39,7 @@ PING = "codellama/ping"
 CONFIG_SECTION = "codellama"
 # Settings whose change needs the model loaded again.
 RELOAD_KEYS = ("model", "quantization", "device", "dtype", "template", "fim", "backend", "endpoint",
-               "draft_model", "kv_cache")
+               "draft_model", "kv_cache", "runtime", "gguf_file", "n_threads", "n_gpu_layers")
 MAX_RECENT_EDITS = 16
 # A request made while the model loads waits this long for it (the client shows the load's progress)
 # instead of being answered empty: the keystroke that asked is not lost.
@@ -231,6 +231,7 @@ class CodeLlamaServer(LanguageServer):
             "model": getattr(info, "name", None) or self.settings.model,
             "device": getattr(info, "device", None),
             "quantization": getattr(info, "quantization", None),
+            "runtime": getattr(info, "runtime", None),
             "state": self.state,
             "message": self.state_message,
             "log_file": self.log_file,
