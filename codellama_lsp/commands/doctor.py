@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 
+from . import add_runtime_arguments, runtime_values
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", help="model directory, Hugging Face id in the local cache, or 'demo'")
+    parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
+    add_runtime_arguments(parser)
     parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"))
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"))
@@ -188,7 +192,7 @@ def run(args) -> int:
     from ..errors import report_cli_error
 
     cli = {"model": args.model, "quantization": args.quantization, "device": args.device, "dtype": args.dtype,
-           "context_tokens": args.context_tokens}
+           "context_tokens": args.context_tokens, **runtime_values(args)}
     settings, errors = load_settings(cli, Path(args.config) if args.config else None)
     for message in errors:
         print(f"codellama-lsp: warning: {message}", file=sys.stderr)
