@@ -22,6 +22,7 @@ from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 
 from . import __version__
 from .completion import AUTOMATIC, INVOKED, CompletionOutcome, CompletionService, Selected
@@ -103,6 +104,27 @@ class AnsweringProtocol(LanguageServerProtocol):
     def register_request_type(cls, method: str, request_cls: type) -> None:
         """Give a custom method attrs-typed params (see ``PromptRequest`` for the shape)."""
         cls.custom_types[method] = request_cls
+
+    @lsp_method(lsp.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: lsp.DidChangeTextDocumentParams):
+        """A change to a document that was never opened (Emacs sends one for a file it could not send
+        in didOpen, e.g. binary content named ``.py``) is ignored quietly, not an "Error in server" popup."""
+        if not self._is_open(params.text_document.uri):
+            log.debug("change to a document that is not open ignored: %s", params.text_document.uri)
+            return
+        yield from super().lsp_text_document__did_change(params)
+
+    @lsp_method(lsp.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: lsp.DidCloseTextDocumentParams):
+        if not self._is_open(params.text_document.uri):
+            log.debug("close of a document that is not open ignored: %s", params.text_document.uri)
+            return
+        yield from super().lsp_text_document__did_close(params)
+
+    def _is_open(self, uri: str) -> bool:
+        from urllib.parse import unquote
+
+        return unquote(uri) in self.workspace.text_documents
 
     def set_writer(self, writer, include_headers: bool = True):
         return super().set_writer(_ClientWriter(writer), include_headers)
