@@ -23,6 +23,7 @@ from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 
 from . import __version__
 from .completion import AUTOMATIC, INVOKED, CompletionOutcome, CompletionService, Selected
@@ -39,7 +40,9 @@ PING = "codellama/ping"
 CONFIG_SECTION = "codellama"
 # Settings whose change needs the model loaded again.
 RELOAD_KEYS = ("model", "quantization", "device", "dtype", "template", "fim", "backend", "endpoint",
-               "draft_model", "kv_cache", "runtime", "gguf_file", "n_threads", "n_gpu_layers")
+               "draft_model", "kv_cache", "runtime", "gguf_file", "n_threads", "n_gpu_layers",
+               "remote_model", "api_key_env", "api_key_file", "ca_bundle", "connect_timeout_s", "read_timeout_s",
+               "cache_salt")
 MAX_RECENT_EDITS = 16
 # A request made while the model loads waits this long for it (the client shows the load's progress)
 # instead of being answered empty: the keystroke that asked is not lost.
@@ -104,6 +107,27 @@ class AnsweringProtocol(LanguageServerProtocol):
     def register_request_type(cls, method: str, request_cls: type) -> None:
         """Give a custom method attrs-typed params (see ``PromptRequest`` for the shape)."""
         cls.custom_types[method] = request_cls
+
+    @lsp_method(lsp.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: lsp.DidChangeTextDocumentParams):
+        """A change to a document that was never opened (Emacs sends one for a file it could not send
+        in didOpen, e.g. binary content named ``.py``) is ignored quietly, not an "Error in server" popup."""
+        if not self._is_open(params.text_document.uri):
+            log.debug("change to a document that is not open ignored: %s", params.text_document.uri)
+            return
+        yield from super().lsp_text_document__did_change(params)
+
+    @lsp_method(lsp.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: lsp.DidCloseTextDocumentParams):
+        if not self._is_open(params.text_document.uri):
+            log.debug("close of a document that is not open ignored: %s", params.text_document.uri)
+            return
+        yield from super().lsp_text_document__did_close(params)
+
+    def _is_open(self, uri: str) -> bool:
+        from urllib.parse import unquote
+
+        return unquote(uri) in self.workspace.text_documents
 
     def set_writer(self, writer, include_headers: bool = True):
         return super().set_writer(_ClientWriter(writer), include_headers)
@@ -201,6 +225,7 @@ class CodeLlamaServer(LanguageServer):
         self._warm_timer: asyncio.TimerHandle | None = None
         self._warm_token: CancelToken | None = None
         self._index_notices: set[str] = set()  # told once per session
+        self._shown_error = ""  # the last generation error shown to the user
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -258,6 +283,11 @@ class CodeLlamaServer(LanguageServer):
                  stats["prompt_tokens"], stats["generated_tokens"], stats["total_ms"])
         if outcome.text:
             log.debug("completion text: %s", document_text(outcome.text))
+        # a failing engine (an inference server that is down) is shown once per distinct message, not per keystroke
+        if outcome.error and outcome.error != self._shown_error:
+            self.show(outcome.error, lsp.MessageType.Error)
+        if outcome.error or outcome.source == "model":
+            self._shown_error = outcome.error
         self.send_status(stats)
 
     # -- messages to the user --------------------------------------------------------------------
@@ -349,6 +379,7 @@ class CodeLlamaServer(LanguageServer):
             if reload:
                 await self.engine.reload(self.settings, on_progress)
             else:
+                self.engine.settings = self.settings  # initializationOptions may have changed the model or backend
                 await self.engine.load(on_progress)
         except Exception as exc:
             message = str(exc) or type(exc).__name__

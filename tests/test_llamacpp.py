@@ -376,3 +376,13 @@ def test_smollm2_completes_left_to_right():
         assert result.stats.generated_tokens > 0 and result.text.strip()
     finally:
         backend.close()
+
+
+def test_doctor_reports_the_llamacpp_runtime(demo_path, capsys):
+    from codellama_lsp.cli import main
+
+    assert main(["doctor", "--model", str(demo_path), "--json", "--threads", "1"]) == 0
+    model = json.loads(capsys.readouterr().out)["model"]
+    assert model["runtime"] == "llamacpp" and model["loaded"] and model["fim"] and model["quantization"] == "F16"
+    assert main(["doctor", "--model", str(demo_path), "--no-load"]) == 0
+    assert "runtime       llamacpp" in capsys.readouterr().out
