@@ -123,7 +123,7 @@ def generate_repo(root: Path, n_files: int, seed: int = 0) -> dict:
     for i in range(n_py):
         pkg, rest = divmod(i, per_pkg)
         depth = 1 + (pkg % 4)  # nested 1..4 levels under src/
-        parts = [f"p{pkg // 400}", f"g{pkg // 40}", f"pk{pkg}", f"s{pkg % 3}"][:depth] + [f"m{rest}"]
+        parts = [f"p{pkg // 400}", f"g{pkg // 40}", f"s{pkg % 3}"][:depth - 1] + [f"pk{pkg}", f"m{rest}"]
         modules.append(".".join(parts))
     holes = []
     for i, dotted in enumerate(modules):

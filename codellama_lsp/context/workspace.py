@@ -986,10 +986,10 @@ class WorkspaceIndex:
         (background building); otherwise build aside and swap at the end (a full (re)scan). Returns the paths
         that changed."""
         seen: dict[str, FileEntry] = {}
+        missing = [r for r in roots if r not in self._cached_roots] if self.persist else []
+        loaded = self._load_cache(missing) if missing else {}  # outside the lock: queries go on meanwhile
         with self._lock:
-            missing = [r for r in roots if r not in self._cached_roots] if self.persist else []
-            if missing:
-                self._cached.update(self._load_cache(missing))
+            self._cached.update(loaded)
             cached = self._cached
             base = len(self._files) if publish else 0
             budget_used = self._bytes if publish else 0
@@ -1141,18 +1141,32 @@ class WorkspaceIndex:
                     continue
                 if old is not None:
                     self._bytes -= _entry_cost(old)
+                    self._forget_names(old)
                 if entry is None:
                     self._files.pop(path, None)
                 else:
                     self._files[path] = entry
                     self._bytes += _entry_cost(entry)
+                    for d in entry.definitions:
+                        self._by_name.setdefault(d.name, []).append(d)
                 changed.append(path)
         if changed:
-            with self._lock:
-                self._rebuild_names()
+            with self._lock:  # names were updated per file: no O(index) rebuild under the lock on every save
+                self._module_files = None
+                self.generation += 1
                 self.stats["files"] = len(self._files)
             self._notify(changed)
         return changed
+
+    def _forget_names(self, entry: FileEntry) -> None:
+        for d in entry.definitions:
+            same = self._by_name.get(d.name)
+            if same is not None:
+                kept = [x for x in same if x.path != entry.path]
+                if kept:
+                    self._by_name[d.name] = kept
+                else:
+                    del self._by_name[d.name]
 
     def _notify(self, changed: list[str]) -> None:
         with self._lock:
