@@ -532,7 +532,8 @@ class WorkspaceIndex:
         self._stopping = threading.Event()
         self._cached: dict[str, FileEntry] = {}  # the persisted index, while building
         self._cached_roots: set[str] = set()
-        self.generation = 0
+        self.generation = 0  # bumped by every change, background additions included
+        self.edits = 0  # bumped only when indexed files changed or went (not as the index fills)
         self.stats = {"files": 0, "parsed": 0, "from_cache": 0, "seconds": 0.0}
 
     # -------------------------------------------------------------- lifecycle
@@ -1052,6 +1053,7 @@ class WorkspaceIndex:
             self._files = seen
             self._bytes = budget_used
             self._rebuild_names()
+            self.edits += 1
             self.stats["files"] = len(seen)
         return changed
 
@@ -1154,6 +1156,7 @@ class WorkspaceIndex:
             with self._lock:  # names were updated per file: no O(index) rebuild under the lock on every save
                 self._module_files = None
                 self.generation += 1
+                self.edits += 1
                 self.stats["files"] = len(self._files)
             self._notify(changed)
         return changed
