@@ -340,10 +340,9 @@ class CodeLlamaServer(LanguageServer):
         started = time.perf_counter()
         gc.unfreeze()  # let the previous model's objects be collected
         try:
-            if reload:
-                await self.engine.reload(self.settings, on_progress)
-            else:
-                await self.engine.load(on_progress)
+            # always with the current settings: initializationOptions may have changed what is loaded
+            # (runtime, device, dtype) before the first load, and the engine still holds the command line's
+            await self.engine.reload(self.settings, on_progress)
         except Exception as exc:
             message = str(exc) or type(exc).__name__
             log.error("model load failed: %s", message)
