@@ -96,6 +96,8 @@ class KVState:
     ids: list[int] = field(default_factory=list)
     # draft tokens per verify pass on this machine (kept across requests and cache resets)
     budget: TreeBudget = field(default_factory=lambda: TreeBudget(most=TREE_NODES))
+    # n-gram index of the last prompt + generated tokens, for prompt lookup (engine/lookup_index.py)
+    lookup: Any = None
 
     @property
     def croppable(self) -> bool:
@@ -191,6 +193,11 @@ def forward(state: KVState, ids: Sequence[int], logits_to_keep: int = 1, **tree:
     """Run ``ids`` through the model on top of the cache; return fp32 logits of the last ``logits_to_keep``
     positions, shape [logits_to_keep, vocab]. Appends ``ids`` to the cache and to ``state.ids``. ``tree``:
     an ``attention_mask`` and ``position_ids`` for a draft tree (see :func:`forward_tree`)."""
+    run = getattr(state, "run", None)  # a state that runs the model itself (engine/static_cache.py)
+    if run is not None:
+        logits = run(ids, logits_to_keep, **tree)
+        state.ids.extend(ids)
+        return logits
     input_ids = torch.tensor([list(ids)], dtype=torch.long, device=model_device(state.model))
     out = state.model(input_ids=input_ids, past_key_values=state.cache, use_cache=True, logits_to_keep=logits_to_keep,
                       **tree)
@@ -250,6 +257,7 @@ def prompt_lookup_candidates(
     num_tokens: int = LOOKUP_NUM_TOKENS,
     fits: Callable[[list[int]], bool] | None = None,
     limit: int = LOOKUP_CANDIDATES,
+    index: Any = None,
 ) -> list[list[int]]:
     """Propose the tokens that followed the most recent earlier occurrences of the sequence's last n-gram
     (at most ``limit`` distinct continuations, best first).
@@ -259,15 +267,19 @@ def prompt_lookup_candidates(
     answer of the last few requests), searched before ``seq`` for each n: while the user types, the model's
     next answer mostly continues its previous one. ``fits`` skips occurrences whose continuation cannot be
     the answer (under token healing: text that does not start with the partial word at the cursor), so
-    that ``self.`` followed by ``ap`` drafts the earlier ``self.append(`` rather than the nearest ``self.x``."""
+    that ``self.`` followed by ``ap`` drafts the earlier ``self.append(`` rather than the nearest ``self.x``.
+    ``index``: a :class:`~codellama_lsp.engine.lookup_index.LookupIndex` covering ``seq``, answering for it
+    without a scan (same answers)."""
     n_seq = len(seq)
     found: list[list[int]] = []
     if num_tokens <= 0 or limit <= 0:
         return found
     for n in range(min(max_ngram, n_seq - 1), min_ngram - 1, -1):
         tail = list(seq[n_seq - n :])
+        indexed = index is not None and index.covers(n) and len(index.seq) == n_seq
         for run, last_start in [*((run, len(run) - n) for run in history), (seq, n_seq - n - 1)]:
-            for follow in _follows(run, tail, last_start, num_tokens):
+            scan = index.follows if indexed and run is seq else lambda *a, run=run: _follows(run, *a)
+            for follow in scan(tail, last_start, num_tokens):
                 if follow not in found and (fits is None or fits(follow)):
                     found.append(follow)
                     if len(found) >= limit:
@@ -356,7 +368,7 @@ class Healer:
     def __init__(self, heal_prefix: str, vocab_texts: Callable[[], list[str]]) -> None:
         self.remaining = heal_prefix
         self._vocab_texts = vocab_texts
-        self._allowed: dict[tuple[str, int], torch.Tensor] = {}  # a verify pass masks several rows alike
+        self._allowed: dict[tuple[str, int, Any], torch.Tensor] = {}  # a verify pass masks several rows alike
 
     @property
     def active(self) -> bool:
@@ -365,14 +377,14 @@ class Healer:
     def mask(self, logits: torch.Tensor) -> torch.Tensor | None:
         """``logits`` with every token inconsistent with the remaining prefix set to -inf (None: nothing fits)."""
         rem, size = self.remaining, logits.shape[-1]
-        index = self._allowed.get((rem, size))
+        index = self._allowed.get((rem, size, logits.device))  # kept on the logits' device: no copy per step
         if index is None:
             texts = self._vocab_texts()[:size]
             allowed = [i for i, t in enumerate(texts) if _consistent(t, rem)]
-            index = self._allowed[(rem, size)] = torch.tensor(allowed, dtype=torch.long)
+            index = torch.tensor(allowed, dtype=torch.long, device=logits.device)
+            self._allowed[(rem, size, logits.device)] = index
         if not len(index):
             return None
-        index = index.to(logits.device)
         masked = torch.full_like(logits, float("-inf"))
         masked[index] = logits[index]
         return masked
@@ -506,6 +518,7 @@ def generate(
     if params.temperature > 0:
         generator = torch.Generator().manual_seed(params.seed if params.seed is not None else random.getrandbits(63))
     generated: list[int] = []
+    carried: list[int] = []  # the next token when a verify pass already chose it (greedy, no healing)
     seq = list(prompt)  # prompt + generated, kept as one list: the proposer reads it at every step
 
     def check() -> None:
@@ -546,8 +559,10 @@ def generate(
         nodes = state.budget.nodes
         tree = DraftTree(budget=nodes if trees else min(nodes, LOOKUP_NUM_TOKENS))
         fits = healer.fits if healer.active else None
+        index = state.lookup
+        index.extend(seq[len(index.seq) :])  # within one generation seq only grows
         found = prompt_lookup_candidates(seq, history=history, num_tokens=min(LOOKUP_NUM_TOKENS, room, nodes),
-                                         fits=fits, limit=LOOKUP_CANDIDATES if trees else 1)
+                                         fits=fits, limit=LOOKUP_CANDIDATES if trees else 1, index=index)
         if found:
             tree.add_path(found[0])
         if healer.active and vocab_texts is not None:
@@ -572,13 +587,17 @@ def generate(
             rows = forward(state, [last, *tree.tokens], len(tree) + 1)
         else:
             rows = forward_tree(state, last, tree)
-        settle(state)
+        # Greedy outside a partial word: every row's choice in one device-to-host transfer (one sync per pass,
+        # not one per row), which also waits for the pass; under the healing mask, row by row as before.
+        picks = rows.argmax(-1).tolist() if params.temperature <= 0 and not healer.active else None
+        if picks is None:
+            settle(state)
         seconds = monotonic() - began
         stats.draft_tokens += len(tree)
         children = tree.rows_children()
         row, path, reason = 0, [], ""
         while not reason:
-            nxt = children[row].get(choose(rows[row]))  # type: ignore[arg-type]
+            nxt = children[row].get(picks[row] if picks is not None else choose(rows[row]))  # type: ignore[arg-type]
             if nxt is None:
                 break
             stats.accepted_draft_tokens += 1
@@ -588,6 +607,8 @@ def generate(
         state.keep_rows(base, path)  # the rejected rows leave the cache
         if timed and proposer_sized:
             state.budget.verified(len(path) + 1, seconds)
+        if picks is not None:
+            carried.append(picks[row])  # the model's own next token, already on the host
         return reason, rows[row]
 
     stop_reason = ""
@@ -606,6 +627,11 @@ def generate(
                 proposer = lambda seq, room: draft.propose(seq, room, check)  # noqa: E731
             else:
                 proposer = lookup_tree
+                if state.lookup is None:
+                    from .lookup_index import LookupIndex
+
+                    state.lookup = LookupIndex(LOOKUP_MIN_NGRAM, LOOKUP_MAX_NGRAM)
+                state.lookup.sync(prompt)  # a keystroke changes a few entries; a new document rebuilds it
         proposer_sized = proposer is lookup_tree  # the budget sizes lookup trees only
         rest = prompt[keep:]
         opening = DraftTree(budget=0)
@@ -621,7 +647,7 @@ def generate(
             logits = prefill(state, rest, check)
         stats.forward_passes = 1
         while not stop_reason:
-            token = choose(logits)
+            token = carried.pop() if carried else choose(logits)
             if token is None:
                 stop_reason = "heal_failed"
                 break

@@ -19,6 +19,19 @@ RECENT_RUNS = 4
 RECENT_CONTEXT_TOKENS = 24  # prompt tokens kept before each answer, so an n-gram spanning the cursor matches
 
 
+def new_state(model: Any, kv_cache: str, settings: Any = None) -> KVState:
+    """The KV state for ``kv_cache``: "static" is the preallocated in-place cache (engine/static_cache.py) where
+    the model has the Llama layout, else the dynamic cache; "quantized" the fp8 cache."""
+    if kv_cache == "static":
+        from .static_cache import CAPACITY_STEP, StaticKVState, supports
+
+        if supports(model):
+            context = int(getattr(settings, "context_tokens", 0) or 4096)
+            return StaticKVState(model, kv_cache="static", capacity=context + CAPACITY_STEP)
+        kv_cache = "dynamic"
+    return KVState(model, kv_cache=kv_cache)
+
+
 class LocalBackend(TokenizerText):
     """Implements :class:`~codellama_lsp.engine.backend.Backend` over a loaded transformers model."""
 
@@ -39,7 +52,7 @@ class LocalBackend(TokenizerText):
         self.info = info
         self.notice = notice  # e.g. "the default model is not in the cache; using the bundled demo model"
         kv_cache = getattr(settings, "kv_cache", "dynamic") if settings is not None else "dynamic"
-        self.kv = KVState(model, kv_cache=kv_cache)
+        self.kv = new_state(model, kv_cache, settings)
         self.draft = DraftModel(draft_model) if draft_model is not None else None
         self._vocab_texts: list[str] | None = None
         self.last_result: GenerationResult | None = None
