@@ -128,7 +128,7 @@ def chain_prompt(perm: list[int], length: int, seed: int) -> list[int]:
 
 def section_steps(model, perm, device: str, contexts, repeat: int) -> dict[str, Any]:
     from codellama_lsp.engine import decode as D
-    from codellama_lsp.engine.static_cache import StaticKVState
+    from codellama_lsp.engine.static_cache import StaticStep
 
     out: dict[str, Any] = {"step_ms": {}, "verify_ms": {}}
     for ctx in contexts:
@@ -152,7 +152,7 @@ def section_steps(model, perm, device: str, contexts, repeat: int) -> dict[str, 
             verify[f"dynamic_w{width}"] = timed(dyn_verify, device, repeat)
         del dyn
         for graphs in ((False, True) if device.startswith("cuda") else (False,)):
-            st = StaticKVState(model, kv_cache="static", capacity=ctx + 64, graphs=graphs)
+            st = StaticStep(model, capacity=ctx + 64, graphs=graphs)
             st.reset()
             D.prefill(st, prompt)
 
@@ -249,7 +249,7 @@ def section_divergence(model, perm, device: str, dtypes, prompts: int, length: i
     from codellama_lsp.engine import divergence as V
     from codellama_lsp.engine.backend import GenerationParams
     from codellama_lsp.engine.draft_tree import TreeBudget
-    from codellama_lsp.engine.static_cache import StaticKVState
+    from codellama_lsp.engine.static_cache import StaticStep
 
     out: dict[str, Any] = {}
     for dtype_name in dtypes:
@@ -261,7 +261,7 @@ def section_divergence(model, perm, device: str, dtypes, prompts: int, length: i
                 prompt = chain_prompt(perm, length, seed=100 + seed)
                 expected, gaps = V.plain_greedy(model, prompt, new_tokens)
                 if kind == "static":
-                    state = StaticKVState(model, kv_cache="static", capacity=length + new_tokens + 64)
+                    state = StaticStep(model, capacity=length + new_tokens + 64)
                 else:
                     state = D.KVState(model)
                 state.budget = TreeBudget(most=D.TREE_NODES, window=10**9)

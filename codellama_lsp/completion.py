@@ -21,7 +21,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from .config import Settings
 from .engine.backend import CancelToken, EngineError, GenerationParams, GenerationResult, GenerationStats
@@ -127,6 +127,8 @@ class CompletionService:
         self.retriever = retriever
         self.trees = trees
         self.report: Callable[[CompletionOutcome], None] | None = None
+        # Set by the server: waits (bounded) while the model loads, so a keystroke made meanwhile is answered.
+        self.wait_ready: Callable[[], Awaitable[bool]] | None = None
         self._shown: dict[str, _Shown] = {}
         # Prompt building (tree-sitter, retrieval, tokenizing) takes tens of milliseconds on a big file:
         # it runs on a thread of its own so the event loop stays free, and in parallel with the model.
@@ -207,6 +209,12 @@ class CompletionService:
                 outcome.source = "cache"
                 return
 
+        if not getattr(self.engine, "ready", False) and self.wait_ready is not None:
+            log.debug("request for %s waits for the model to load", uri or "a document")
+            await self.wait_ready()
+            if cancel.cancelled:  # superseded by a newer keystroke, or the document changed meanwhile
+                outcome.reason = cancel.reason or "cancelled"
+                return
         if not getattr(self.engine, "ready", False):
             outcome.reason = "not_ready"
             return
@@ -353,6 +361,7 @@ class CompletionService:
             model=getattr(info, "name", None),
             device=getattr(info, "device", None),
             quantization=getattr(info, "quantization", None),
+            runtime=getattr(info, "runtime", None),
             timings=outcome.stats(),
         )
         return data

@@ -27,6 +27,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "speculation": ("none", "prompt_lookup", "draft"),
     "kv_cache": ("dynamic", "quantized", "static"),
     "backend": ("local", "openai"),
+    "runtime": ("auto", "transformers", "llamacpp"),
     "log_level": ("error", "warning", "info", "debug"),
 }
 
@@ -36,6 +37,11 @@ class Settings:
     # model
     model: str = DEFAULT_MODEL  # local dir, HF id in the local cache, or "demo"
     model_explicit: bool = False  # True when the user named the model (never silently replaced then)
+    # what runs a local model: auto = llama.cpp for a GGUF file, transformers for a checkpoint directory
+    runtime: str = "auto"
+    gguf_file: str = ""  # which .gguf of a directory or cached Hub repo holding several
+    n_threads: int = 0  # llama.cpp threads; 0 = all cores but one
+    n_gpu_layers: int = 0  # llama.cpp layers offloaded to a GPU (a CUDA or Metal build of llama-cpp-python)
     chat_model: str = ""  # separate chat model; "" = the completion model serves chat too
     draft_model: str = ""  # small model sharing the tokenizer, for speculation = "draft"
     quantization: str = "auto"  # auto = 4bit on CUDA, none on CPU

@@ -38,8 +38,11 @@ PING = "codellama/ping"
 CONFIG_SECTION = "codellama"
 # Settings whose change needs the model loaded again.
 RELOAD_KEYS = ("model", "quantization", "device", "dtype", "template", "fim", "backend", "endpoint",
-               "draft_model", "kv_cache")
+               "draft_model", "kv_cache", "runtime", "gguf_file", "n_threads", "n_gpu_layers")
 MAX_RECENT_EDITS = 16
+# A request made while the model loads waits this long for it (the client shows the load's progress)
+# instead of being answered empty: the keystroke that asked is not lost.
+LOAD_WAIT_S = 120.0
 WARM_AFTER_S = 0.4  # a pause in typing this long prefills the KV cache for the cursor
 
 
@@ -54,6 +57,32 @@ class PromptRequest:
     params: lsp.TextDocumentPositionParams = attrs.field()
     method: str = PROMPT
     jsonrpc: str = attrs.field(default="2.0")
+
+
+class _ClientWriter:
+    """pygls' writer, quiet once the client has gone: an editor that quits (Neovim's ``:qa!``) closes the
+    pipe while answers and notifications are still on their way; each would log an ERROR and a
+    ``BrokenPipeError`` traceback. The first failure is logged once (debug) and the rest are dropped."""
+
+    def __init__(self, writer) -> None:
+        self._writer = writer
+        self.gone = False
+
+    def write(self, data: bytes):
+        if self.gone:
+            return None
+        try:
+            return self._writer.write(data)
+        except (BrokenPipeError, ConnectionResetError, ValueError) as exc:  # ValueError: write to a closed file
+            self.gone = True
+            log.debug("the client has gone (%s); nothing more is sent", type(exc).__name__)
+            return None
+
+    def close(self):
+        try:
+            return self._writer.close()
+        except (OSError, ValueError):
+            return None
 
 
 @attrs.define
@@ -74,6 +103,9 @@ class AnsweringProtocol(LanguageServerProtocol):
     def register_request_type(cls, method: str, request_cls: type) -> None:
         """Give a custom method attrs-typed params (see ``PromptRequest`` for the shape)."""
         cls.custom_types[method] = request_cls
+
+    def set_writer(self, writer, include_headers: bool = True):
+        return super().set_writer(_ClientWriter(writer), include_headers)
 
     def get_message_type(self, method: str):
         return self.custom_types.get(method) or super().get_message_type(method)
@@ -155,6 +187,11 @@ class CodeLlamaServer(LanguageServer):
         self.completion.report = self._report_outcome
         self.state = "starting"
         self.state_message = ""
+        self._settled = asyncio.Event()  # set while the state is "ready" or "error"
+        self.completion.wait_ready = self.wait_ready
+        # Latest latencies by kind: a chat answer must not read as the completion latency.
+        self.last_ms: dict[str, float] = {}
+        self.log_file: str | None = None  # set by ``serve``
         self._inflight: dict[str, CancelToken] = {}
         self._load_task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
@@ -172,15 +209,41 @@ class CodeLlamaServer(LanguageServer):
             "model": getattr(info, "name", None) or self.settings.model,
             "device": getattr(info, "device", None),
             "quantization": getattr(info, "quantization", None),
+            "runtime": getattr(info, "runtime", None),
             "state": self.state,
             "message": self.state_message,
+            "log_file": self.log_file,
+            "pid": os.getpid(),
         }
-        payload.update(stats or {})
+        stats = stats or {}
+        if isinstance(stats.get("total_ms"), (int, float)) and not stats.get("reason"):  # answered, not dropped
+            self.last_ms["chat" if stats.get("source") == "chat" else "completion"] = stats["total_ms"]
+        payload.update(stats)
+        # Kept across notifications so a status bar can show each kind; ``total_ms`` stays "the last request".
+        payload["last_completion_ms"] = self.last_ms.get("completion")
+        payload["last_chat_ms"] = self.last_ms.get("chat")
         self.protocol.notify(STATUS, payload)
 
     def _set_state(self, state: str, message: str = "") -> None:
         self.state, self.state_message = state, message
+        if state in ("ready", "error"):
+            self._settled.set()
+        else:
+            self._settled.clear()
         self.send_status()
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait (at most ``timeout``, default LOAD_WAIT_S) while the model is starting or loading;
+        True when it is ready. An error state, or a model that failed to load, answers False at once."""
+        if getattr(self.engine, "ready", False):
+            return True
+        if self.state not in ("starting", "loading"):
+            return bool(getattr(self.engine, "ready", False))
+        try:
+            await asyncio.wait_for(self._settled.wait(), LOAD_WAIT_S if timeout is None else timeout)
+        except asyncio.TimeoutError:
+            log.info("still loading after %.0f s; the request is answered empty", LOAD_WAIT_S)
+        return bool(getattr(self.engine, "ready", False))
 
     def _report_outcome(self, outcome: CompletionOutcome) -> None:
         stats = outcome.stats()
@@ -626,7 +689,7 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
     @server.feature(PROMPT)
     async def prompt(ls: CodeLlamaServer, params: lsp.TextDocumentPositionParams) -> dict[str, Any]:
         """What the model sees (and answers) at a position: the JSON of ``complete --show-prompt --json``."""
-        if not getattr(ls.engine, "ready", False):
+        if not await ls.wait_ready():
             raise _request_failed(f"model not ready ({ls.state})")
         uri = params.text_document.uri
         doc = ls.workspace.get_text_document(uri)

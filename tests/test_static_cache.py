@@ -37,12 +37,14 @@ def chain_static(tiny_model_dir, tmp_path_factory):
 
 
 def test_static_state_is_chosen_for_llama_only(static64, monkeypatch):
-    assert isinstance(static64.kv, S.StaticKVState) and S.supports(static64.model)
+    assert isinstance(static64.kv, S.StaticStep) and S.supports(static64.model)
     monkeypatch.setattr(static64.model.config, "model_type", "gpt2")
     assert not S.supports(static64.model)
     from codellama_lsp.engine.local import new_state
 
-    assert type(new_state(static64.model, "static")) is D.KVState  # another layout: the dynamic cache
+    from codellama_lsp.engine.step_transformers import TransformersStep
+
+    assert type(new_state(static64.model, "static")) is TransformersStep  # another layout: the dynamic cache
 
 
 @pytest.mark.parametrize("mode", ["spm", "psm"])
@@ -143,5 +145,5 @@ def test_the_fixed_shape_step_equals_the_live_rows_step(static64):
         step.token.fill_(ids[-1])
         step.position.fill_(len(ids) - 1)
         fixed = step._body()[-1]
-    live = b.kv.run([ids[-1]])[-1]
+    live = b.kv.forward([ids[-1]])[-1]
     assert torch.allclose(fixed.float(), live, rtol=0, atol=1e-6)

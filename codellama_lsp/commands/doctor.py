@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 
+from . import add_runtime_arguments, runtime_values
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", help="model directory, Hugging Face id in the local cache, or 'demo'")
+    parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
+    add_runtime_arguments(parser)
     parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"))
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"))
@@ -36,7 +40,7 @@ def _versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": sys.version.split()[0]}
-    for dist in ("codellama-lsp", "torch", "transformers", "tokenizers", "bitsandbytes", "pygls"):
+    for dist in ("codellama-lsp", "torch", "transformers", "tokenizers", "bitsandbytes", "llama-cpp-python", "pygls"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -88,6 +92,9 @@ def collect(settings, *, load: bool) -> tuple[dict[str, Any], Exception | None]:
     if error is not None:
         return report, error
     try:
+        if _gguf_report(settings, model, load=load):
+            return report, None
+        model["runtime"] = "transformers"
         resolved = resolve_model(settings.model, explicit=settings.model_explicit)
         model.update(found=True, path=str(resolved.path), is_demo=resolved.is_demo)
         if resolved.notice:
@@ -143,6 +150,44 @@ def collect(settings, *, load: bool) -> tuple[dict[str, Any], Exception | None]:
     return report, error
 
 
+def _gguf_report(settings, model: dict[str, Any], *, load: bool) -> bool:
+    """Fill ``model`` for a GGUF model (the llama.cpp runtime); False when the model is not one."""
+    from ..engine.gguf_file import architecture, config_from_metadata, read_metadata
+    from ..engine.llamacpp import _file_type, find_gguf
+
+    runtime = getattr(settings, "runtime", "auto")
+    path = find_gguf((settings.model or "").strip() or "demo", getattr(settings, "gguf_file", "") or "") \
+        if runtime != "transformers" else None
+    if path is None and not (runtime == "llamacpp" and load):
+        return False
+    model["runtime"] = "llamacpp"
+    if path is not None:
+        meta = read_metadata(path)
+        config = config_from_metadata(meta)
+        model.update(found=True, path=str(path), model_type=architecture(meta), quantization=_file_type(meta),
+                     dtype=_file_type(meta), context_length=config.get("max_position_embeddings"),
+                     file_gib=round(path.stat().st_size / 2**30, 3))
+    if load:
+        from ..engine.loading import load_backend
+
+        start = time.perf_counter()
+        backend = load_backend(settings)
+        model.update(found=True, path=backend.info.path, is_demo=backend.info.is_demo, loaded=True,
+                     load_s=round(time.perf_counter() - start, 2), device=backend.info.device,
+                     quantization=backend.info.quantization, dtype=backend.info.dtype,
+                     template_family=backend.info.family, fim=backend.info.fim,
+                     tokenizer=f"{backend.tokenizer.kind} from the GGUF (vocab {backend.tokenizer.vocab_size})")
+        backend.close()
+    else:
+        from ..engine.gguf_file import load_gguf_tokenizer
+        from ..engine.templates import template_for
+
+        template = template_for(load_gguf_tokenizer(path), model_name=str(path), config=config,
+                                override=settings.template, fim=settings.fim)
+        model.update(template_family=template.family, fim=template.fim)
+    return True
+
+
 def _print_text(report: dict[str, Any]) -> None:
     machine, model, versions = report["machine"], report["model"], report["versions"]
     line = f"device        {machine['device']}"
@@ -158,6 +203,7 @@ def _print_text(report: dict[str, Any]) -> None:
             print(f"notice        {model['notice']}")
     else:
         print(f"model         {model['requested']}: NOT FOUND")
+    print(f"runtime       {model.get('runtime', 'transformers')}")
     print(f"quantization  {model['quantization']} ({model['dtype']})")
     if "template_family" in model:
         print(f"tokenizer     {model['template_family']} family, {'infills (FIM)' if model.get('fim') else 'left-to-right only'}")
@@ -188,7 +234,7 @@ def run(args) -> int:
     from ..errors import report_cli_error
 
     cli = {"model": args.model, "quantization": args.quantization, "device": args.device, "dtype": args.dtype,
-           "context_tokens": args.context_tokens}
+           "context_tokens": args.context_tokens, **runtime_values(args)}
     settings, errors = load_settings(cli, Path(args.config) if args.config else None)
     for message in errors:
         print(f"codellama-lsp: warning: {message}", file=sys.stderr)

@@ -390,6 +390,9 @@ def load_backend(settings: Settings, progress: Progress | None = None):
         return load_remote_backend(settings, progress)
     report = progress or (lambda _pct, _msg: None)
     report(2, f"resolving model {settings.model}")
+    gguf = load_gguf_if_asked(settings, progress)
+    if gguf is not None:
+        return gguf
     resolved = resolve_model(settings.model, explicit=settings.model_explicit)
     device = choose_device(settings.device)
     quantization = choose_quantization(settings.quantization, device, settings.dtype)
@@ -429,6 +432,35 @@ def load_backend(settings: Settings, progress: Progress | None = None):
     backend = LocalBackend(model, tokenizer, template, info, settings=settings, draft_model=draft, notice=resolved.notice)
     report(100, "model ready" + (f" ({resolved.notice})" if resolved.notice else ""))
     return backend
+
+
+def load_gguf_if_asked(settings: Settings, progress: Progress | None = None):
+    """The llama.cpp backend when the model is a GGUF (``runtime = "auto"`` or ``"llamacpp"``), else None.
+
+    ``runtime = "llamacpp"`` with the bundled demo model (named, or standing in for the default) runs the demo
+    converted to GGUF. Loads nothing from torch or transformers (see ``engine/llamacpp.py``)."""
+    runtime = getattr(settings, "runtime", "auto") or "auto"
+    name = (settings.model or DEFAULT_MODEL).strip()
+    from .llamacpp import find_gguf, load_llamacpp_backend
+
+    path = find_gguf(name, getattr(settings, "gguf_file", "") or "")
+    if runtime == "transformers":
+        if path is not None:
+            raise ModelLoadError(f"'{name}' is a GGUF model, which the transformers runtime does not run; set "
+                                 "runtime = \"auto\" or \"llamacpp\" (or pass a transformers model directory)")
+        return None
+    if path is not None:
+        return load_llamacpp_backend(settings, path, name=name, progress=progress)
+    if runtime != "llamacpp":
+        return None
+    resolved = resolve_model(name, explicit=settings.model_explicit)
+    if not resolved.is_demo:
+        raise ModelLoadError(f"runtime = \"llamacpp\" needs a GGUF model and '{name}' is a transformers checkpoint; "
+                             "pass a .gguf file with --model (or set runtime = \"auto\")")
+    from .gguf_convert import demo_gguf
+
+    return load_llamacpp_backend(settings, demo_gguf(), name=resolved.name, is_demo=True, notice=resolved.notice,
+                                 progress=progress)
 
 
 def load_tokenizer_for(resolved: ResolvedModel):

@@ -16,10 +16,10 @@ hundreds of small kernels from Python. gpt-fast's answer, followed here:
 The model's own modules (projections, norms, MLP, rotary embedding, LM head) do the arithmetic, so 4-bit
 bitsandbytes layers work unchanged; only the attention and the cache are ours. That needs the Llama layout
 (``model.model.layers[i].self_attn.q_proj`` ...); :func:`supports` says whether a model has it, and
-:class:`StaticKVState` is used only then (``kv_cache = "static"``; anything else keeps the dynamic cache).
+:class:`StaticStep` is used only then (``kv_cache = "static"``; anything else keeps the dynamic cache).
 
-:class:`StaticKVState` is a drop-in :class:`~codellama_lsp.engine.decode.KVState`: same ids bookkeeping,
-``sync``/``crop_to``/``keep_rows``; ``decode.forward`` hands it the ids and, for a draft tree, the mask.
+:class:`StaticStep` is another transformers model step (``engine/step.py``): the ids bookkeeping, sync, crop
+and tree verification are the interface's; it supplies the forward pass, the crop (a length) and the gather.
 On the CPU in float64 it gives the plain loop's tokens exactly (tests/test_static_cache.py); the CUDA gain
 is measured by ``bench/gpu_check.py``.
 """
@@ -27,13 +27,12 @@ is measured by ``bench/gpu_check.py``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .decode import KVState
+from .step_transformers import TransformersStep
 
 log = logging.getLogger(__name__)
 
@@ -189,58 +188,61 @@ class GraphedStep:
         return self.logits
 
 
-@dataclass
-class StaticKVState(KVState):
-    """:class:`KVState` over a :class:`StaticCache`: the ids it covers are its length.
+class StaticStep(TransformersStep):
+    """The transformers model step (engine/step.py) over a :class:`StaticCache`: the ids it covers are its length.
 
     ``graphs``: replay the one-token step as a CUDA graph (CUDA only; default: on when the model is on CUDA)."""
 
-    capacity: int = 4096
-    graphs: bool | None = None
-    step: Any = None
+    runtime = "transformers"
 
-    def reset(self) -> None:
-        if not isinstance(self.cache, StaticCache):
-            self.cache = StaticCache(self.model, self.capacity)
-            use = self.graphs if self.graphs is not None else self.cache.device.type == "cuda"
-            self.step = GraphedStep(self.cache) if use and self.cache.device.type == "cuda" else None
-        self.ids = []  # the buffers stay: their rows are simply past the length now
+    def __init__(self, model: Any, capacity: int = 4096, graphs: bool | None = None) -> None:
+        super().__init__(model, kv_cache="static")
+        self.capacity = capacity
+        self.graphs = graphs
+        self.step: GraphedStep | None = None
+        self._buffers: StaticCache | None = None
 
-    def crop_to(self, keep: int) -> None:
-        if self.cache is None:
-            self.reset()
-            return
-        del self.ids[max(0, min(keep, len(self.ids))) :]
+    def _new_cache(self) -> StaticCache:
+        """The buffers, allocated on first use and then kept: an empty cache is a length of 0."""
+        if self._buffers is None:
+            self._buffers = StaticCache(self.model, self.capacity)
+            use = self.graphs if self.graphs is not None else self._buffers.device.type == "cuda"
+            self.step = GraphedStep(self._buffers) if use and self._buffers.device.type == "cuda" else None
+        return self._buffers
 
-    def keep_rows(self, base: int, rows: Sequence[int]) -> None:
-        rows = list(rows)
-        if rows != list(range(1, len(rows) + 1)):
-            src = torch.tensor([base + r for r in rows], dtype=torch.long, device=self.cache.device)
-            self.cache.move_rows(src, base + 1)
-            self.ids[base + 1 : base + 1 + len(rows)] = [self.ids[base + r] for r in rows]
-        self.crop_to(base + 1 + len(rows))
+    def reset_cache(self) -> None:
+        super().reset_cache()
+        self._buffers, self.step = None, None  # freed
+
+    def _crop(self, keep: int) -> None:
+        """Nothing to do: the rows past the length are never attended and get overwritten."""
+
+    def _gather(self, base: int, rows: list[int]) -> None:
+        src = torch.tensor([base + r for r in rows], dtype=torch.long, device=self.cache.device)
+        self.cache.move_rows(src, base + 1)
 
     @property
     def tree_ready(self) -> bool:
         return True
 
     def nbytes(self) -> int:
-        return self.cache.nbytes() if isinstance(self.cache, StaticCache) else 0
+        return self._buffers.nbytes() if self._buffers is not None else 0
 
-    def run(self, ids: Sequence[int], logits_to_keep: int = 1, attention_mask: torch.Tensor | None = None,
-            position_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """``decode.forward``'s work on this cache (``ids`` go at rows ``len(self.ids)`` and on; a draft tree
-        comes with ``decode.forward_tree``'s additive mask and positions). Returns fp32 logits."""
-        if not isinstance(self.cache, StaticCache):
+    def forward(self, ids: Sequence[int], logits_to_keep: int = 1, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed ``ids`` at rows ``len(self.ids)`` and on (a draft tree comes with ``forward_tree``'s additive
+        mask and positions); fp32 logits of the last ``logits_to_keep``, on the model's device."""
+        if self.cache is None:
             self.reset()
         cache = self.cache
         base, n = len(self.ids), len(ids)
-        if cache.ensure(base + n):
-            pass  # grown; a GraphedStep recaptures on its next call
+        cache.ensure(base + n)  # grown: a GraphedStep recaptures on its next call
         device = cache.device
         if n == 1 and attention_mask is None and self.step is not None:
             try:
-                return self.step(int(ids[0]), base).float().clone()  # the graph's output is overwritten next replay
+                logits = self.step(int(ids[0]), base).float().clone()  # the graph's output is overwritten next replay
+                self.ids.extend(ids)
+                return logits
             except Exception as exc:  # a module that cannot be captured (e.g. a quantized kernel): run eagerly
                 log.warning("CUDA graph capture of the decode step failed (%s: %s); running it eagerly",
                             type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
@@ -254,4 +256,6 @@ class StaticKVState(KVState):
         else:
             allowed = torch.ones(n, span, dtype=torch.bool, device=device).tril(base).view(1, 1, n, span)
             positions = rows.view(1, n)
-        return cache.run(input_ids, positions, rows, allowed, span, logits_to_keep).float()
+        logits = cache.run(input_ids, positions, rows, allowed, span, logits_to_keep).float()
+        self.ids.extend(ids)
+        return logits

@@ -162,6 +162,12 @@ class Tokenizer:
         vocabularies, "" for byte-level ones, where ``leading_space`` makes no difference)."""
         return self._implicit
 
+    @property
+    def newline_isolated(self) -> bool:
+        """Whether no token ever crosses a newline, so a text's encoding is the concatenation of its lines'
+        (the first with the implicit leading space, the others without): true for Llama-style vocabularies."""
+        return self._newline_id is not None
+
     def encode(self, text: str, *, leading_space: bool = True) -> list[int]:
         """Ids of ``text`` without BOS. ``leading_space=True`` matches ``sp.encode(text)``;
         ``False`` matches Meta's ``encode_infilling`` (no implicit leading "▁").
