@@ -61,6 +61,7 @@ class CompletionOutcome:
     started: float = field(default_factory=time.perf_counter)
     finished: float = 0.0
     uri: str = ""
+    error: str = ""  # the engine's one-line message when generation failed (e.g. the inference server is down)
 
     @property
     def stop_reason(self) -> str:
@@ -72,7 +73,10 @@ class CompletionOutcome:
         """The per-request numbers of ``codellama/status`` and ``complete --json``."""
         s = self.result.stats if self.result is not None else GenerationStats()
         total = (self.finished or time.perf_counter()) - self.started
-        return {**s.counts(), "total_ms": round(total * 1000, 1), "stop_reason": self.stop_reason, "source": self.source}
+        out = {**s.counts(), "total_ms": round(total * 1000, 1), "stop_reason": self.stop_reason, "source": self.source}
+        if self.error:
+            out["error"] = self.error
+        return out
 
 
 @dataclass
@@ -243,6 +247,7 @@ class CompletionService:
         except EngineError as exc:  # e.g. the model was being replaced: an empty answer, not an error
             log.warning("generation failed: %s", exc)
             outcome.reason = "engine_error"
+            outcome.error = str(exc)
             return
         outcome.result = result
         if result.cancelled or cancel.cancelled:
