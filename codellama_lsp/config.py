@@ -25,7 +25,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "fim_mode": ("auto", "spm", "psm"),
     "template": ("auto", "codellama", "starcoder2", "deepseek", "qwen", "codestral"),
     "speculation": ("none", "prompt_lookup", "draft"),
-    "kv_cache": ("dynamic", "quantized"),
+    "kv_cache": ("dynamic", "quantized", "static"),
     "backend": ("local", "openai", "llamacpp-server", "vllm"),
     "runtime": ("auto", "transformers", "llamacpp"),
     "log_level": ("error", "warning", "info", "debug"),
