@@ -1,7 +1,11 @@
 """The prepared device check: one run on a lent GPU answers what the CPU cannot (issue #21).
 
     python bench/gpu_check.py                          # on the GPU machine: 7B-shaped model, ~5-8 minutes
-    python bench/gpu_check.py --device cpu --size tiny # the same code end to end on a CPU in seconds (tested)
+    python bench/gpu_check.py --device cpu --size tiny # the same code end to end on a CPU in a minute (tested)
+
+Through the device tool (results come back from $OUT; leave a margin under its 10-minute limit):
+
+    python bench/gpu_check.py --out $OUT/gpu_check-cuda.json 2>&1 | tail -60
 
 Needs only torch and transformers (written against torch 2.11-2.13 and transformers 5.17-5.23; no
 bitsandbytes, no network, no checkpoint): it builds a random-weight Llama of Code Llama 7B's shape and
