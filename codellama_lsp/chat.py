@@ -161,9 +161,10 @@ class ChatEngines:
             self._chat_engine = None
 
 
-async def ready_backend(engine):
-    """The engine's backend once it can serve, or a ChatError saying why it cannot."""
-    wait = getattr(engine, "wait_ready", None)
+async def ready_backend(engine, wait=None):
+    """The engine's backend once it can serve, or a ChatError saying why it cannot. ``wait`` (the
+    server's ``wait_ready``) waits, bounded, while the model loads."""
+    wait = wait or getattr(engine, "wait_ready", None)
     if not getattr(engine, "ready", False) and wait is not None:
         await wait()
     if not getattr(engine, "ready", False) or getattr(engine, "backend", None) is None:
@@ -187,6 +188,7 @@ class ChatService:
         self.settings = settings
         self.retriever = retriever
         self.report = report
+        self.wait_ready = None  # the server's: waits (bounded) while the completion model loads
         self.conversations = Conversations()
 
     # -- prompt ------------------------------------------------------------------------------------
@@ -301,7 +303,7 @@ class ChatService:
         messages = _validate(messages)
         conversation_id = conversation_id or uuid.uuid4().hex
         engine = await self.engines.get()
-        backend = await ready_backend(engine)
+        backend = await ready_backend(engine, self.wait_ready if engine is self.engines.engine else None)
         history = self.conversations.get(conversation_id)
         history, new, prompt_ids = self.build_messages(history, messages, context, backend, max_new_tokens)
         template = backend.template
@@ -479,6 +481,7 @@ def service_for(server) -> ChatService:
         service.settings = service.engines.settings = server.settings
         service.retriever = getattr(server, "retriever", None)
         service.engines.engine = server.engine
+    service.wait_ready = getattr(server, "wait_ready", None)
     return service
 
 

@@ -21,7 +21,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from .config import Settings
 from .engine.backend import CancelToken, EngineError, GenerationParams, GenerationResult, GenerationStats
@@ -61,6 +61,7 @@ class CompletionOutcome:
     started: float = field(default_factory=time.perf_counter)
     finished: float = 0.0
     uri: str = ""
+    error: str = ""  # the engine's one-line message when generation failed (e.g. the inference server is down)
 
     @property
     def stop_reason(self) -> str:
@@ -72,7 +73,10 @@ class CompletionOutcome:
         """The per-request numbers of ``codellama/status`` and ``complete --json``."""
         s = self.result.stats if self.result is not None else GenerationStats()
         total = (self.finished or time.perf_counter()) - self.started
-        return {**s.counts(), "total_ms": round(total * 1000, 1), "stop_reason": self.stop_reason, "source": self.source}
+        out = {**s.counts(), "total_ms": round(total * 1000, 1), "stop_reason": self.stop_reason, "source": self.source}
+        if self.error:
+            out["error"] = self.error
+        return out
 
 
 @dataclass
@@ -127,6 +131,8 @@ class CompletionService:
         self.retriever = retriever
         self.trees = trees
         self.report: Callable[[CompletionOutcome], None] | None = None
+        # Set by the server: waits (bounded) while the model loads, so a keystroke made meanwhile is answered.
+        self.wait_ready: Callable[[], Awaitable[bool]] | None = None
         self._shown: dict[str, _Shown] = {}
         # Prompt building (tree-sitter, retrieval, tokenizing) takes tens of milliseconds on a big file:
         # it runs on a thread of its own so the event loop stays free, and in parallel with the model.
@@ -207,6 +213,12 @@ class CompletionService:
                 outcome.source = "cache"
                 return
 
+        if not getattr(self.engine, "ready", False) and self.wait_ready is not None:
+            log.debug("request for %s waits for the model to load", uri or "a document")
+            await self.wait_ready()
+            if cancel.cancelled:  # superseded by a newer keystroke, or the document changed meanwhile
+                outcome.reason = cancel.reason or "cancelled"
+                return
         if not getattr(self.engine, "ready", False):
             outcome.reason = "not_ready"
             return
@@ -225,10 +237,17 @@ class CompletionService:
             return
 
         try:
-            result = await self._generate(plan, cancel, outcome)
+            def smaller() -> list[int] | None:  # after an out-of-memory: the same layout, half the tokens
+                half = self.build_plan(virtual, voffset, uri=uri, path=path, language_id=language_id,
+                                       open_documents=open_documents, recent_edits=recent_edits,
+                                       invoked=trigger == INVOKED, context_tokens=max(64, len(plan.prompt_ids) // 2))
+                return list(half.prompt_ids) if half is not None else None
+
+            result = await self._generate(plan, cancel, outcome, smaller)
         except EngineError as exc:  # e.g. the model was being replaced: an empty answer, not an error
             log.warning("generation failed: %s", exc)
             outcome.reason = "engine_error"
+            outcome.error = str(exc)
             return
         outcome.result = result
         if result.cancelled or cancel.cancelled:
@@ -252,7 +271,7 @@ class CompletionService:
             except Exception:  # reporting must never break a completion
                 log.exception("status report failed")
 
-    async def _generate(self, plan, cancel: CancelToken, outcome: CompletionOutcome) -> GenerationResult:
+    async def _generate(self, plan, cancel: CancelToken, outcome: CompletionOutcome, smaller=None) -> GenerationResult:
         """Run the model on the worker. Shielded, so a cancelled request leaves the generation to
         finish its current token; that outcome is reported when it has (others by ``complete``)."""
         settings = self.settings
@@ -276,7 +295,7 @@ class CompletionService:
                 started[0] = True
                 log.debug("decoding started for %s", outcome.uri or "a document")
 
-        task = asyncio.ensure_future(self.engine.generate(plan.prompt_ids, params, cancel, on_text))
+        task = asyncio.ensure_future(self.engine.generate(plan.prompt_ids, params, cancel, on_text, smaller))
 
         def finished(t: asyncio.Future) -> None:
             if outcome.finished or t.cancelled():
@@ -297,10 +316,13 @@ class CompletionService:
     # -- the pieces other modules own ------------------------------------------------------------
 
     def build_plan(self, text: str, offset: int, *, uri: str = "", path=None, language_id="", open_documents=None,
-                   recent_edits=None, invoked: bool = True):
-        """The prompt for this position (None = do not complete here)."""
+                   recent_edits=None, invoked: bool = True, context_tokens: int | None = None):
+        """The prompt for this position (None = do not complete here); ``context_tokens`` overrides the
+        setting (a smaller budget for the retry after an out-of-memory)."""
         backend = self.engine.backend
         settings = self.settings
+        if context_tokens:
+            settings = dataclasses.replace(settings, context_tokens=int(context_tokens))
         window = int(getattr(backend.info, "context_length", 0) or 0)
         if window and settings.context_tokens > window:
             # never pack more than the model handles well: past its window it only gets slower and worse
@@ -344,6 +366,7 @@ class CompletionService:
             model=getattr(info, "name", None),
             device=getattr(info, "device", None),
             quantization=getattr(info, "quantization", None),
+            runtime=getattr(info, "runtime", None),
             timings=outcome.stats(),
         )
         return data

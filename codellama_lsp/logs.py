@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import re
 from pathlib import Path
 from typing import Callable
 
 LOGGER_NAME = "codellama_lsp"
 LOG_FILE_NAME = "server.log"
 _LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
+_ID_LIKE = re.compile(r"[\w./$:-]{1,64}")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -30,8 +32,19 @@ def default_log_dir() -> Path:
     return Path(platformdirs.user_log_dir("codellama-lsp"))
 
 
+def _safe_arg(value):
+    """A third-party log argument as it may appear in the log: numbers and short id-like strings (message
+    ids, method names) as they are; anything else (message bodies, params: document text) by its type only."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str) and _ID_LIKE.fullmatch(value):
+        return value
+    return f"<{type(value).__name__}>"
+
+
 class _RedactThirdParty(logging.Filter):
-    """Drops the arguments (message bodies, params) of third-party records: they carry document text."""
+    """Redacts the arguments (message bodies, params) of third-party records: they carry document text.
+    Ids and other short values stay, so a line still says which message it is about."""
 
     def __init__(self, allow: Callable[[], bool]) -> None:
         super().__init__()
@@ -39,8 +52,10 @@ class _RedactThirdParty(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(LOGGER_NAME) and record.args and not self._allow():
-            record.msg = f"{record.msg} [arguments redacted; enable log_document_text to see them]"
-            record.args = ()
+            if isinstance(record.args, dict):
+                record.args = {k: _safe_arg(v) for k, v in record.args.items()}
+            else:
+                record.args = tuple(_safe_arg(v) for v in record.args)
         return True
 
 

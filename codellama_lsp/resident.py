@@ -41,7 +41,8 @@ from . import __version__
 
 #: Settings that decide what is loaded: a different value needs a different resident process.
 LOAD_KEYS = ("model", "model_explicit", "draft_model", "quantization", "device", "dtype", "template", "fim",
-             "speculation", "reuse_cache", "kv_cache", "backend", "endpoint")
+             "speculation", "reuse_cache", "kv_cache", "backend", "endpoint", "runtime", "gguf_file", "n_threads",
+             "n_gpu_layers")
 #: How long the client waits for a newly started process to listen (it binds before importing torch).
 START_TIMEOUT_S = 60.0
 MAX_LINE = 64 * 1024 * 1024  # a request carries a whole document

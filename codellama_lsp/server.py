@@ -10,6 +10,7 @@ every request gets an answer — pygls 2 leaves requests whose params fail to pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -22,6 +23,7 @@ from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 
 from . import __version__
 from .completion import AUTOMATIC, INVOKED, CompletionOutcome, CompletionService, Selected
@@ -38,8 +40,13 @@ PING = "codellama/ping"
 CONFIG_SECTION = "codellama"
 # Settings whose change needs the model loaded again.
 RELOAD_KEYS = ("model", "quantization", "device", "dtype", "template", "fim", "backend", "endpoint",
-               "draft_model", "kv_cache")
+               "draft_model", "kv_cache", "runtime", "gguf_file", "n_threads", "n_gpu_layers",
+               "remote_model", "api_key_env", "api_key_file", "ca_bundle", "connect_timeout_s", "read_timeout_s",
+               "cache_salt")
 MAX_RECENT_EDITS = 16
+# A request made while the model loads waits this long for it (the client shows the load's progress)
+# instead of being answered empty: the keystroke that asked is not lost.
+LOAD_WAIT_S = 120.0
 WARM_AFTER_S = 0.4  # a pause in typing this long prefills the KV cache for the cursor
 
 
@@ -54,6 +61,32 @@ class PromptRequest:
     params: lsp.TextDocumentPositionParams = attrs.field()
     method: str = PROMPT
     jsonrpc: str = attrs.field(default="2.0")
+
+
+class _ClientWriter:
+    """pygls' writer, quiet once the client has gone: an editor that quits (Neovim's ``:qa!``) closes the
+    pipe while answers and notifications are still on their way; each would log an ERROR and a
+    ``BrokenPipeError`` traceback. The first failure is logged once (debug) and the rest are dropped."""
+
+    def __init__(self, writer) -> None:
+        self._writer = writer
+        self.gone = False
+
+    def write(self, data: bytes):
+        if self.gone:
+            return None
+        try:
+            return self._writer.write(data)
+        except (BrokenPipeError, ConnectionResetError, ValueError) as exc:  # ValueError: write to a closed file
+            self.gone = True
+            log.debug("the client has gone (%s); nothing more is sent", type(exc).__name__)
+            return None
+
+    def close(self):
+        try:
+            return self._writer.close()
+        except (OSError, ValueError):
+            return None
 
 
 @attrs.define
@@ -74,6 +107,30 @@ class AnsweringProtocol(LanguageServerProtocol):
     def register_request_type(cls, method: str, request_cls: type) -> None:
         """Give a custom method attrs-typed params (see ``PromptRequest`` for the shape)."""
         cls.custom_types[method] = request_cls
+
+    @lsp_method(lsp.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: lsp.DidChangeTextDocumentParams):
+        """A change to a document that was never opened (Emacs sends one for a file it could not send
+        in didOpen, e.g. binary content named ``.py``) is ignored quietly, not an "Error in server" popup."""
+        if not self._is_open(params.text_document.uri):
+            log.debug("change to a document that is not open ignored: %s", params.text_document.uri)
+            return
+        yield from super().lsp_text_document__did_change(params)
+
+    @lsp_method(lsp.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: lsp.DidCloseTextDocumentParams):
+        if not self._is_open(params.text_document.uri):
+            log.debug("close of a document that is not open ignored: %s", params.text_document.uri)
+            return
+        yield from super().lsp_text_document__did_close(params)
+
+    def _is_open(self, uri: str) -> bool:
+        from urllib.parse import unquote
+
+        return unquote(uri) in self.workspace.text_documents
+
+    def set_writer(self, writer, include_headers: bool = True):
+        return super().set_writer(_ClientWriter(writer), include_headers)
 
     def get_message_type(self, method: str):
         return self.custom_types.get(method) or super().get_message_type(method)
@@ -155,6 +212,11 @@ class CodeLlamaServer(LanguageServer):
         self.completion.report = self._report_outcome
         self.state = "starting"
         self.state_message = ""
+        self._settled = asyncio.Event()  # set while the state is "ready" or "error"
+        self.completion.wait_ready = self.wait_ready
+        # Latest latencies by kind: a chat answer must not read as the completion latency.
+        self.last_ms: dict[str, float] = {}
+        self.log_file: str | None = None  # set by ``serve``
         self._inflight: dict[str, CancelToken] = {}
         self._load_task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
@@ -162,6 +224,8 @@ class CodeLlamaServer(LanguageServer):
         self.recent_edits: list[tuple[str, int, int]] = []  # (path, start_line, end_line), most recent last
         self._warm_timer: asyncio.TimerHandle | None = None
         self._warm_token: CancelToken | None = None
+        self._index_notices: set[str] = set()  # told once per session
+        self._shown_error = ""  # the last generation error shown to the user
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -172,15 +236,43 @@ class CodeLlamaServer(LanguageServer):
             "model": getattr(info, "name", None) or self.settings.model,
             "device": getattr(info, "device", None),
             "quantization": getattr(info, "quantization", None),
+            "runtime": getattr(info, "runtime", None),
             "state": self.state,
             "message": self.state_message,
+            "log_file": self.log_file,
+            "pid": os.getpid(),
         }
-        payload.update(stats or {})
+        if self.index is not None:
+            payload["index"] = self.index.summary()
+        stats = stats or {}
+        if isinstance(stats.get("total_ms"), (int, float)) and not stats.get("reason"):  # answered, not dropped
+            self.last_ms["chat" if stats.get("source") == "chat" else "completion"] = stats["total_ms"]
+        payload.update(stats)
+        # Kept across notifications so a status bar can show each kind; ``total_ms`` stays "the last request".
+        payload["last_completion_ms"] = self.last_ms.get("completion")
+        payload["last_chat_ms"] = self.last_ms.get("chat")
         self.protocol.notify(STATUS, payload)
 
     def _set_state(self, state: str, message: str = "") -> None:
         self.state, self.state_message = state, message
+        if state in ("ready", "error"):
+            self._settled.set()
+        else:
+            self._settled.clear()
         self.send_status()
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait (at most ``timeout``, default LOAD_WAIT_S) while the model is starting or loading;
+        True when it is ready. An error state, or a model that failed to load, answers False at once."""
+        if getattr(self.engine, "ready", False):
+            return True
+        if self.state not in ("starting", "loading"):
+            return bool(getattr(self.engine, "ready", False))
+        try:
+            await asyncio.wait_for(self._settled.wait(), LOAD_WAIT_S if timeout is None else timeout)
+        except asyncio.TimeoutError:
+            log.info("still loading after %.0f s; the request is answered empty", LOAD_WAIT_S)
+        return bool(getattr(self.engine, "ready", False))
 
     def _report_outcome(self, outcome: CompletionOutcome) -> None:
         stats = outcome.stats()
@@ -191,6 +283,11 @@ class CodeLlamaServer(LanguageServer):
                  stats["prompt_tokens"], stats["generated_tokens"], stats["total_ms"])
         if outcome.text:
             log.debug("completion text: %s", document_text(outcome.text))
+        # a failing engine (an inference server that is down) is shown once per distinct message, not per keystroke
+        if outcome.error and outcome.error != self._shown_error:
+            self.show(outcome.error, lsp.MessageType.Error)
+        if outcome.error or outcome.source == "model":
+            self._shown_error = outcome.error
         self.send_status(stats)
 
     # -- messages to the user --------------------------------------------------------------------
@@ -235,6 +332,8 @@ class CodeLlamaServer(LanguageServer):
         set_level(new.log_level, log_document_text=new.log_document_text)
         changed = sorted(k for k, v in new.as_dict().items() if getattr(old, k) != v)
         log.info("settings applied from %s; changed: %s", source, ", ".join(changed) or "nothing")
+        if changed and self.index is not None and any(k.startswith("index_") for k in changed):
+            self.spawn(self.restart_index())
         if changed:
             self.completion.forget()
             if self.state != "starting" and any(getattr(old, k) != getattr(new, k) for k in RELOAD_KEYS):
@@ -280,6 +379,7 @@ class CodeLlamaServer(LanguageServer):
             if reload:
                 await self.engine.reload(self.settings, on_progress)
             else:
+                self.engine.settings = self.settings  # initializationOptions may have changed the model or backend
                 await self.engine.load(on_progress)
         except Exception as exc:
             message = str(exc) or type(exc).__name__
@@ -335,29 +435,46 @@ class CodeLlamaServer(LanguageServer):
         return roots
 
     async def restart_index(self) -> None:
-        """(Re)build the workspace index for the current folders, off the loop."""
+        """(Re)build the workspace index for the current folders. It fills on a background thread within the
+        ``index_*`` caps; completions use what is there meanwhile and never wait for it."""
         try:
             from .context.retrieval import Retriever
             from .context.workspace import WorkspaceIndex
         except ImportError:
             return
         old, roots = self.index, self.workspace_roots()
+        self.index = self.retriever = self.completion.retriever = None
         if old is not None:
             await asyncio.to_thread(old.stop)
         if not roots:
-            self.index = self.retriever = self.completion.retriever = None
             return
+        s, loop = self.settings, asyncio.get_running_loop()
         try:
-            index = WorkspaceIndex(roots)
-            await asyncio.to_thread(index.start)
-            retriever = Retriever(index)
-            await asyncio.to_thread(retriever.warm)
+            index = WorkspaceIndex(roots, max_files=s.index_max_files, memory_mb=s.index_memory_mb,
+                                   broad_roots=s.index_broad_roots, focus=list(self.open_documents()))
+            index.on_state = lambda: loop.call_soon_threadsafe(self._index_state_changed, index)
+            self.index = index
+            self.retriever = self.completion.retriever = Retriever(index)  # fed by the index as it fills
+            await asyncio.to_thread(index.start_background)
         except Exception:
             log.exception("workspace index failed for %s", roots)
+
+    def _index_state_changed(self, index) -> None:
+        """On the loop: tell the user each index notice once, log the result, refresh ``codellama/status``."""
+        if index is not self.index:
             return
-        self.index = index
-        self.retriever = self.completion.retriever = retriever
-        log.info("indexed %d files in %s", len(index.files()), ", ".join(roots))
+        for notice in index.notices:
+            if notice not in self._index_notices:
+                self._index_notices.add(notice)
+                log.info("index: %s", notice)
+                if notice not in index.quiet_notices:
+                    self.show(notice, lsp.MessageType.Info)
+        if index.state == "ready":
+            info = index.summary()
+            skipped = ", ".join(f"{n} {why}" for why, n in info["skipped"].items())
+            log.info("indexed %d files in %s (skipped: %s)", info["files"], ", ".join(info["scope"]) or "nothing",
+                     skipped or "none")
+        self.send_status()
 
     # -- completion ------------------------------------------------------------------------------
 
@@ -390,12 +507,14 @@ class CodeLlamaServer(LanguageServer):
             previous.cancel("superseded")
         self._inflight[key] = token
         version = doc.version
+        busy = self.index.busy() if self.index is not None else contextlib.nullcontext()
         try:
-            outcome = await self.completion.complete(
-                text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "", cancel=token,
-                trigger=trigger, selected=chosen,
-                open_documents=self.open_documents() if self.settings.repo_context else None,
-                recent_edits=list(self.recent_edits))
+            with busy:  # background indexing pauses meanwhile
+                outcome = await self.completion.complete(
+                    text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "", cancel=token,
+                    trigger=trigger, selected=chosen,
+                    open_documents=self.open_documents() if self.settings.repo_context else None,
+                    recent_edits=list(self.recent_edits))
         finally:
             if self._inflight.get(key) is token:
                 del self._inflight[key]
@@ -556,6 +675,11 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
     @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: CodeLlamaServer, params: lsp.DidOpenTextDocumentParams) -> None:
         _update_tree(ls, params.text_document.uri)
+        _tell_index(ls, "focus_on", params.text_document.uri)
+
+    @server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: CodeLlamaServer, params: lsp.DidSaveTextDocumentParams) -> None:
+        _tell_index(ls, "saved", params.text_document.uri)
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: CodeLlamaServer, params: lsp.DidChangeTextDocumentParams) -> None:
@@ -626,7 +750,7 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
     @server.feature(PROMPT)
     async def prompt(ls: CodeLlamaServer, params: lsp.TextDocumentPositionParams) -> dict[str, Any]:
         """What the model sees (and answers) at a position: the JSON of ``complete --show-prompt --json``."""
-        if not getattr(ls.engine, "ready", False):
+        if not await ls.wait_ready():
             raise _request_failed(f"model not ready ({ls.state})")
         uri = params.text_document.uri
         doc = ls.workspace.get_text_document(uri)
@@ -673,6 +797,13 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
         module = __import__(f"codellama_lsp.{feature}", fromlist=["register"])
         module.register(server)
     return server
+
+
+def _tell_index(ls: CodeLlamaServer, method: str, uri: str) -> None:
+    """An opened or saved document, for the index (off the loop: it may read and parse the file)."""
+    path = _fs_path(uri)
+    if ls.index is not None and path:
+        ls.spawn(asyncio.to_thread(getattr(ls.index, method), path))
 
 
 def _update_tree(ls: CodeLlamaServer, uri: str) -> None:

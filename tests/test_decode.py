@@ -4,7 +4,9 @@ The reference (``naive``) is the plainest greedy loop there is: a fresh cache, t
 one token per forward pass. The engine path keeps its cache across calls (longest common prefix, crop,
 prefill the rest) and speculates. Identity tests run the tiny model in float64 so that floating-point
 rounding differences between chunkings (which can flip a near-tie argmax in fp32 on some CPUs) cannot make
-an exactness test flaky; the loop itself is dtype-agnostic and other tests run it in fp32.
+an exactness test flaky; the loop itself is dtype-agnostic and other tests run it in fp32. They pin
+``device="cpu"`` so that they mean the same on a CUDA machine (where the defaults become 4-bit bf16); the
+CUDA claim, identical up to near-ties, is checked by the GPU-marked tests with ``engine/divergence.py``.
 
 A random-weight model never repeats itself, so prompt lookup would never get a draft accepted. The
 "chain" model below keeps the random transformer blocks (context still matters) but ties its output
@@ -34,6 +36,7 @@ def load(path: Path, **overrides):
     from codellama_lsp.engine.draft_tree import TreeBudget
     from codellama_lsp.engine.loading import load_backend
 
+    overrides.setdefault("device", "cpu")  # exactness and fixed dtypes: the CPU, also on a CUDA machine
     backend = load_backend(Settings(model=str(path), model_explicit=True, **overrides))
     # These tests count forward passes; the draft budget adapts to measured timings, which a loaded machine
     # makes noisy: pin it at its maximum (its own test checks the adapting).
@@ -45,16 +48,18 @@ def naive(model, prompt: list[int], max_new: int, stop_ids=()) -> list[int]:
     """Reference greedy decoding: fresh cache, full prefill, one token per forward."""
     from transformers.cache_utils import DynamicCache
 
+    device = D.model_device(model)
     with torch.inference_mode():
         cache = DynamicCache(config=model.config)
-        logits = model(input_ids=torch.tensor([prompt]), past_key_values=cache, use_cache=True).logits[0, -1]
+        logits = model(input_ids=torch.tensor([prompt], device=device), past_key_values=cache, use_cache=True).logits[0, -1]
         out: list[int] = []
         while True:
             token = int(logits.argmax())
             out.append(token)
             if token in stop_ids or len(out) >= max_new:
                 return out
-            logits = model(input_ids=torch.tensor([[token]]), past_key_values=cache, use_cache=True).logits[0, -1]
+            logits = model(input_ids=torch.tensor([[token]], device=device), past_key_values=cache,
+                           use_cache=True).logits[0, -1]
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +71,7 @@ def backend(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def backend64(tiny_model_dir):
-    b = load(tiny_model_dir)
-    b.model.to(torch.float64)
-    b.reset_cache()
+    b = load(tiny_model_dir, dtype="float64")
     yield b
     b.close()
 
@@ -94,9 +97,7 @@ def chain_checkpoint(src: Path, dest: Path, seed: int = 1) -> tuple[Path, list[i
 @pytest.fixture(scope="module")
 def chain(tiny_model_dir, tmp_path_factory):
     path, perm = chain_checkpoint(tiny_model_dir, tmp_path_factory.mktemp("chain") / "model")
-    b = load(path)
-    b.model.to(torch.float64)
-    b.reset_cache()
+    b = load(path, dtype="float64")
     yield b, perm
     b.close()
 
@@ -238,9 +239,10 @@ def naive_healed(model, prompt: list[int], max_new: int, heal: str, texts: list[
     what is left of the partial word until it is spent."""
     from transformers.cache_utils import DynamicCache
 
+    device = D.model_device(model)
     with torch.inference_mode():
         cache = DynamicCache(config=model.config)
-        logits = model(input_ids=torch.tensor([prompt]), past_key_values=cache, use_cache=True).logits[0, -1]
+        logits = model(input_ids=torch.tensor([prompt], device=device), past_key_values=cache, use_cache=True).logits[0, -1]
         out: list[int] = []
         while len(out) < max_new:
             if heal:
@@ -250,7 +252,8 @@ def naive_healed(model, prompt: list[int], max_new: int, heal: str, texts: list[
             else:
                 token = int(logits.argmax())
             out.append(token)
-            logits = model(input_ids=torch.tensor([[token]]), past_key_values=cache, use_cache=True).logits[0, -1]
+            logits = model(input_ids=torch.tensor([[token]], device=device), past_key_values=cache,
+                           use_cache=True).logits[0, -1]
         return out
 
 

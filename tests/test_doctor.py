@@ -26,7 +26,7 @@ def doctor_json(capsys, *argv) -> tuple[int, dict]:
 def test_doctor_loads_the_model_quantized(capsys, tiny_model_dir, quantization):
     pytest.importorskip("bitsandbytes")
     code, report = doctor_json(capsys, "--model", str(tiny_model_dir), "--quantization", quantization,
-                               "--context-tokens", "2048")
+                               "--context-tokens", "2048", "--device", "cpu")
     assert code == 0
     model = report["model"]
     assert model["found"] and model["loaded"] and model["path"] == str(tiny_model_dir.resolve())
@@ -36,6 +36,7 @@ def test_doctor_loads_the_model_quantized(capsys, tiny_model_dir, quantization):
     # tiny model: 2 layers x 4 kv heads x 16 dims x 2 (k, v) x 4 bytes (fp32) = 1 KiB per token
     assert est["context_tokens"] == 2048 and est["kv_cache_gib"] == round(2048 * 1024 / 2**30, 3)
     assert est["params"] == 4_180_288
+    assert est["margin"] == 0.1 and est["runtime_gib"] > 0 and est["fits"]
     assert report["machine"]["ram_total_gib"] > 0 and "transformers" in report["versions"]
     assert "python" in report["grammars"]
 

@@ -106,7 +106,7 @@ def test_cpu_defaults():
 
 
 def test_fp32_load_is_explicit_about_dtype_and_generates(tiny_model_dir):
-    backend = loading.load_backend(Settings(model=str(tiny_model_dir), model_explicit=True))
+    backend = loading.load_backend(Settings(model=str(tiny_model_dir), model_explicit=True, device="cpu"))
     try:
         assert backend.info.dtype == "float32" and backend.info.quantization == "none"
         assert backend.info.family == "codellama" and backend.info.fim
@@ -124,7 +124,7 @@ def test_bitsandbytes_quantized_load_generates_on_cpu(tiny_model_dir, quantizati
 
     progress: list[tuple[int, str]] = []
     backend = loading.load_backend(
-        Settings(model=str(tiny_model_dir), model_explicit=True, quantization=quantization),
+        Settings(model=str(tiny_model_dir), model_explicit=True, quantization=quantization, device="cpu"),
         progress=lambda pct, msg: progress.append((pct, msg)),
     )
     try:
@@ -197,8 +197,72 @@ def test_remote_backend_streams_from_an_openai_compatible_server(tiny_model_dir)
         assert result.text == "    return a + b\n" == "".join(pieces)
         assert result.stats.generated_tokens == 5 and result.stats.stop_reason == "eot"
         assert received[0]["prompt"] == ids and received[0]["max_tokens"] == 16 and received[0]["stop"] == ["\n\n"]
-        assert backend.info.quantization == "remote"
+        assert backend.info.quantization == "remote (degraded)" and backend.server.dialect == "openai"
+        assert "not detokenized locally" in backend.notice  # ids in, text out: labelled degraded
     finally:
         server.shutdown()
     with pytest.raises(ModelLoadError, match="endpoint"):
         loading.load_backend(Settings(model=str(tiny_model_dir), model_explicit=True, backend="openai"))
+
+
+def test_bf16_only_where_the_gpu_computes_it(monkeypatch):
+    """T4/V100 (compute capability < 8.0) get fp16 even though is_bf16_supported() says yes (emulation);
+    Ampere and later get bf16; 8-bit weights compute in fp16 (LLM.int8 casts anything else every call)."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    for capability, expected in (((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16),
+                                 ((9, 0), torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, c=capability: c)
+        assert loading.choose_dtype("auto", "cuda") == expected, capability
+        assert loading.choose_dtype("auto", "cuda:0", "8bit") == torch.float16
+    assert loading.choose_dtype("bfloat16", "cuda") == torch.bfloat16  # an explicit choice stands
+
+
+def test_float64_never_meets_bitsandbytes(monkeypatch, tiny_model_dir):
+    """auto quantization picks none for float64 (and where bitsandbytes is absent); an explicit 4bit/8bit with
+    float64 is a one-line error before anything loads, not a failure at the first forward pass."""
+    monkeypatch.setattr(loading, "bitsandbytes_installed", lambda: True)
+    assert loading.choose_quantization("auto", "cuda", "float64") == "none"
+    assert loading.choose_quantization("auto", "cuda", "auto") == "4bit"
+    monkeypatch.setattr(loading, "bitsandbytes_installed", lambda: False)
+    assert loading.choose_quantization("auto", "cuda", "auto") == "none"
+    for quantization in ("4bit", "8bit"):
+        with pytest.raises(ModelLoadError, match="float64") as err:
+            loading.load_backend(Settings(model=str(tiny_model_dir), model_explicit=True, device="cpu",
+                                          dtype="float64", quantization=quantization))
+        assert "\n" not in str(err.value) and "--quantization none" in str(err.value)
+
+
+def test_int8_cast_warning_is_logged_once(tiny_model_dir, caplog):
+    """8-bit weights with a bf16 compute dtype: bitsandbytes warns on every linear call; one line reaches the log."""
+    import logging
+
+    pytest.importorskip("bitsandbytes")
+    loading.quiet_int8_cast_warning()
+    loading.quiet_int8_cast_warning()  # idempotent: one filter
+    logger = logging.getLogger("bitsandbytes.autograd._functions")
+    once = [f for f in logger.filters if isinstance(f, loading._OnceFilter)]
+    assert len(once) == 1
+    once[0].seen.clear()  # an 8-bit load earlier in this process may have let its one line through already
+    with caplog.at_level(logging.WARNING, logger="bitsandbytes"):
+        for _ in range(224):  # what one token of a 7B model would log
+            logger.warning("MatMul8bitLt: inputs will be cast from %s to float16 during quantization", "torch.bfloat16")
+    assert sum("will be cast" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_memory_estimate_counts_the_runtime_and_doctor_wants_a_margin():
+    from codellama_lsp.engine import memory
+
+    config = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+              "num_key_value_heads": 32, "vocab_size": 32016, "model_type": "llama"}
+    gib = memory.GIB
+    cpu = memory.estimate(config, quantization="4bit", dtype="bfloat16", context_tokens=4096)
+    cuda = memory.estimate(config, quantization="4bit", dtype="bfloat16", context_tokens=4096, device="cuda")
+    assert cuda.runtime_bytes - cpu.runtime_bytes == memory.CUDA_CONTEXT_BYTES
+    # one 512-token prefill chunk at 4k: ~0.25 GiB of attention scores, MLP activations, a dequantized weight
+    assert 0.2 * gib < cpu.runtime_bytes < 0.6 * gib
+    long = memory.estimate(config, quantization="4bit", dtype="bfloat16", context_tokens=16384, device="cuda")
+    assert long.runtime_bytes > cuda.runtime_bytes  # the scores grow with the context
+    assert cuda.total_bytes == cuda.weights_bytes + cuda.kv_bytes + cuda.runtime_bytes
+    assert cuda.as_dict()["runtime_gib"] > 0.75
+    assert cuda.fits(cuda.total_bytes * 1.2) and not cuda.fits(cuda.total_bytes * 1.05)

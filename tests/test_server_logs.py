@@ -41,7 +41,19 @@ def test_message_bodies_logged_by_pygls_are_redacted(log_path):
     flush()
     content = log_path.read_text()
     assert SECRET not in content
-    assert "arguments redacted" in content and f"<{len(SECRET)} characters>" in content
+    assert "Failed to handle request {'text': '<str>'}" in content and f"<{len(SECRET)} characters>" in content
+    logging.getLogger("pygls.protocol").warning("params %s", SECRET)
+    flush()
+    assert SECRET not in log_path.read_text()
+
+
+def test_third_party_lines_keep_ids_instead_of_placeholders(log_path):
+    logging.getLogger("pygls.protocol").warning('Cancel notification for unknown message id "%s"', 17)
+    logging.getLogger("pygls.protocol").error('Exception occurred for message "%s"', "a1b2-c3")
+    flush()
+    content = log_path.read_text()
+    assert 'unknown message id "17"' in content and 'for message "a1b2-c3"' in content
+    assert '"%s"' not in content
 
 
 def test_document_text_is_logged_when_the_user_turns_it_on(log_path):

@@ -16,7 +16,7 @@ from codellama_lsp.engine.worker import Engine  # noqa: E402
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    eng = Engine(Settings(model=str(tiny_model_dir), model_explicit=True))
+    eng = Engine(Settings(model=str(tiny_model_dir), model_explicit=True, device="cpu"))
     eng.load_sync()
     yield eng
     eng.close()
@@ -27,7 +27,7 @@ def prompt(engine) -> list[int]:
 
 
 async def test_load_reports_progress_on_the_event_loop(tiny_model_dir):
-    eng = Engine(Settings(model=str(tiny_model_dir), model_explicit=True))
+    eng = Engine(Settings(model=str(tiny_model_dir), model_explicit=True, device="cpu"))
     seen: list[tuple[int, str, bool]] = []
     main = threading.current_thread()
     try:
@@ -92,7 +92,10 @@ async def test_worker_death_is_reported_and_a_new_thread_takes_over(engine):
     engine.error = None
 
 
-async def test_out_of_memory_retries_once_with_the_prompt_end(engine, monkeypatch):
+async def test_out_of_memory_retries_once_with_a_rebuilt_prompt(engine, monkeypatch):
+    """The retry after an out-of-memory gets the prompt the caller rebuilds under a smaller budget, with the
+    FIM layout intact (slicing the ids in half used to cut <PRE>/<SUF>); without a rebuilder, the same prompt
+    once more after the memory was freed; a second failure is one clear line."""
     backend = engine.backend
     real = backend.generate
     calls: list[list[int]] = []
@@ -104,16 +107,23 @@ async def test_out_of_memory_retries_once_with_the_prompt_end(engine, monkeypatc
         return real(ids, params, cancel, on_text)
 
     monkeypatch.setattr(backend, "generate", oom_for_long_prompts)
-    ids = prompt(engine)
-    limit = len(ids) - 1
-    result = await engine.generate(ids, GenerationParams(max_new_tokens=2))
+    template = backend.template
+    suffix = "\n\nprint(add(1, 2))\n"
+    ids = template.fim_ids("x = 1\n" * 40 + "def add(a, b):\n    return a", suffix, mode="spm")
+    rebuilt = template.fim_ids("def add(a, b):\n    return a", suffix, mode="spm")
+    limit = len(rebuilt)
+    result = await engine.generate(ids, GenerationParams(max_new_tokens=2), smaller=lambda: rebuilt)
     assert result.stats.generated_tokens == 2
-    retried = calls[-1]
-    assert retried[0] == ids[0] == engine.backend.tokenizer.bos_id and retried[1:] == ids[-(len(retried) - 1):]
-    assert len(retried) < len(ids)
+    assert calls[-2:] == [ids, rebuilt]
+    layout = [t for t in ids if t >= 32000 or t == 1]  # BOS and the FIM control tokens, in order
+    assert len(layout) >= 3 and [t for t in calls[-1] if t >= 32000 or t == 1] == layout
+    calls.clear()
+    with pytest.raises(EngineError, match="out of memory") as err:
+        await engine.generate(ids, GenerationParams(max_new_tokens=2))
+    assert calls == [ids, ids] and "\n" not in str(err.value)
     limit = 0
     with pytest.raises(EngineError, match="out of memory"):
-        await engine.generate(ids, GenerationParams(max_new_tokens=2))
+        await engine.generate(ids, GenerationParams(max_new_tokens=2), smaller=lambda: rebuilt)
     engine.error = None
 
 

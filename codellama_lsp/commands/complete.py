@@ -12,9 +12,13 @@ import sys
 from pathlib import Path
 
 
+from . import add_runtime_arguments, runtime_values
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("target", metavar="FILE:LINE:COL", help="position to complete at (1-based line and column)")
-    parser.add_argument("--model", help="model directory, Hugging Face id in the local cache, or 'demo'")
+    parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
+    add_runtime_arguments(parser)
     parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"))
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--fim-mode", choices=("psm", "spm"), help="infilling prompt order (default spm)")
@@ -96,7 +100,8 @@ def run(args) -> int:
     from ..config import load_settings
 
     cli = {"model": args.model, "quantization": args.quantization, "device": args.device,
-           "fim_mode": args.fim_mode, "max_tokens": args.max_tokens, "context_tokens": args.context_tokens}
+           "fim_mode": args.fim_mode, "max_tokens": args.max_tokens, "context_tokens": args.context_tokens,
+           **runtime_values(args)}
     if args.no_repo_context:
         cli["repo_context"] = False
     settings, errors = load_settings(cli, Path(args.config) if args.config else None)
@@ -144,7 +149,7 @@ def _absolute_model_path(settings):
     import dataclasses
 
     model = Path(settings.model).expanduser()
-    if settings.model and not model.is_absolute() and model.is_dir():
+    if settings.model and not model.is_absolute() and model.exists():
         return dataclasses.replace(settings, model=str(model.resolve()))
     return settings
 

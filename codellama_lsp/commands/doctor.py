@@ -9,14 +9,19 @@ A model that cannot be loaded ends the report with ``codellama-lsp: error: <what
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 
+from . import add_runtime_arguments, runtime_values
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", help="model directory, Hugging Face id in the local cache, or 'demo'")
+    parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
+    add_runtime_arguments(parser)
     parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"))
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"))
@@ -24,6 +29,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-load", action="store_true", help="only inspect; do not load the model")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--config", help="TOML settings file (default: config.toml in the platform config directory)")
+    parser.add_argument("--workspace", metavar="DIR",
+                        help="also index DIR as the server would (same caps; the persisted index is reused) "
+                             "and say how many files are indexed, how many were skipped and why")
 
 
 def _grammars() -> list[str]:
@@ -36,7 +44,7 @@ def _versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": sys.version.split()[0]}
-    for dist in ("codellama-lsp", "torch", "transformers", "tokenizers", "bitsandbytes", "pygls"):
+    for dist in ("codellama-lsp", "torch", "transformers", "tokenizers", "bitsandbytes", "llama-cpp-python", "pygls"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -77,14 +85,20 @@ def collect(settings, *, load: bool) -> tuple[dict[str, Any], Exception | None]:
     except EngineError as exc:
         device, error = "cpu", exc
     report["machine"] = _machine(device)
-    quantization = choose_quantization(settings.quantization, device)
-    dtype = str(choose_dtype(settings.dtype, device)).replace("torch.", "")
+    try:
+        quantization = choose_quantization(settings.quantization, device, settings.dtype)
+    except EngineError as exc:
+        quantization, error = settings.quantization, exc
+    dtype = str(choose_dtype(settings.dtype, device, quantization)).replace("torch.", "")
     report["grammars"] = _grammars()
     model: dict[str, Any] = {"requested": settings.model, "quantization": quantization, "dtype": dtype, "found": False}
     report["model"] = model
     if error is not None:
         return report, error
     try:
+        if _gguf_report(settings, model, load=load):
+            return report, None
+        model["runtime"] = "transformers"
         resolved = resolve_model(settings.model, explicit=settings.model_explicit)
         model.update(found=True, path=str(resolved.path), is_demo=resolved.is_demo)
         if resolved.notice:
@@ -99,11 +113,13 @@ def collect(settings, *, load: bool) -> tuple[dict[str, Any], Exception | None]:
                 dtype=dtype,
                 context_tokens=settings.context_tokens,
                 kv_cache=settings.kv_cache,
+                device=device,
             )
             report["memory_estimate"] = {**est.as_dict(), "kv_cache": settings.kv_cache}
             machine = report["machine"]
             available = machine.get("vram_free_gib") if device.startswith("cuda") else machine["ram_available_gib"]
-            report["memory_estimate"]["fits"] = est.total_bytes / memory.GIB <= available
+            report["memory_estimate"]["margin"] = memory.FIT_MARGIN
+            report["memory_estimate"]["fits"] = est.fits((available or 0) * memory.GIB)
         except ValueError as exc:
             report["memory_estimate"] = {"error": str(exc)}
         if load:
@@ -138,6 +154,44 @@ def collect(settings, *, load: bool) -> tuple[dict[str, Any], Exception | None]:
     return report, error
 
 
+def _gguf_report(settings, model: dict[str, Any], *, load: bool) -> bool:
+    """Fill ``model`` for a GGUF model (the llama.cpp runtime); False when the model is not one."""
+    from ..engine.gguf_file import architecture, config_from_metadata, read_metadata
+    from ..engine.llamacpp import _file_type, find_gguf
+
+    runtime = getattr(settings, "runtime", "auto")
+    path = find_gguf((settings.model or "").strip() or "demo", getattr(settings, "gguf_file", "") or "") \
+        if runtime != "transformers" else None
+    if path is None and not (runtime == "llamacpp" and load):
+        return False
+    model["runtime"] = "llamacpp"
+    if path is not None:
+        meta = read_metadata(path)
+        config = config_from_metadata(meta)
+        model.update(found=True, path=str(path), model_type=architecture(meta), quantization=_file_type(meta),
+                     dtype=_file_type(meta), context_length=config.get("max_position_embeddings"),
+                     file_gib=round(path.stat().st_size / 2**30, 3))
+    if load:
+        from ..engine.loading import load_backend
+
+        start = time.perf_counter()
+        backend = load_backend(settings)
+        model.update(found=True, path=backend.info.path, is_demo=backend.info.is_demo, loaded=True,
+                     load_s=round(time.perf_counter() - start, 2), device=backend.info.device,
+                     quantization=backend.info.quantization, dtype=backend.info.dtype,
+                     template_family=backend.info.family, fim=backend.info.fim,
+                     tokenizer=f"{backend.tokenizer.kind} from the GGUF (vocab {backend.tokenizer.vocab_size})")
+        backend.close()
+    else:
+        from ..engine.gguf_file import load_gguf_tokenizer
+        from ..engine.templates import template_for
+
+        template = template_for(load_gguf_tokenizer(path), model_name=str(path), config=config,
+                                override=settings.template, fim=settings.fim)
+        model.update(template_family=template.family, fim=template.fim)
+    return True
+
+
 def _print_text(report: dict[str, Any]) -> None:
     machine, model, versions = report["machine"], report["model"], report["versions"]
     line = f"device        {machine['device']}"
@@ -153,6 +207,7 @@ def _print_text(report: dict[str, Any]) -> None:
             print(f"notice        {model['notice']}")
     else:
         print(f"model         {model['requested']}: NOT FOUND")
+    print(f"runtime       {model.get('runtime', 'transformers')}")
     print(f"quantization  {model['quantization']} ({model['dtype']})")
     if "template_family" in model:
         print(f"tokenizer     {model['template_family']} family, {'infills (FIM)' if model.get('fim') else 'left-to-right only'}")
@@ -160,17 +215,45 @@ def _print_text(report: dict[str, Any]) -> None:
     if est and "error" not in est:
         print(
             f"memory        weights {est['weights_gib']} GiB + KV cache {est['kv_cache_gib']} GiB "
-            f"at {est['context_tokens']} tokens ({est['kv_cache']}) = {est['total_gib']} GiB "
+            f"at {est['context_tokens']} tokens ({est['kv_cache']}) + runtime {est.get('runtime_gib', 0)} GiB "
+            f"= {est['total_gib']} GiB "
             f"({_params(est['params'])} params)"
         )
         if not est.get("fits", True):
-            print("              more than this machine has free: try --quantization 4bit, a smaller model, "
+            print(f"              more than this machine has free with a {round(est.get('margin', 0) * 100)}% margin: try --quantization 4bit, a smaller model, "
                   "or a lower context_tokens")
     if model.get("loaded"):
         extra = f", footprint {model['footprint_gib']} GiB" if "footprint_gib" in model else ""
         print(f"loaded        yes, in {model['load_s']} s on {model['device']}{extra}")
     grammars = report["grammars"]
     print(f"grammars      {', '.join(grammars) if grammars else 'none (pip install tree-sitter-python ...)'}")
+
+
+def workspace_report(root: str, settings) -> dict[str, Any]:
+    """Index ``root`` as the server would with no document open, and summarise it."""
+    from ..context.workspace import WorkspaceIndex
+
+    root = os.path.realpath(root)
+    index = WorkspaceIndex([root], max_files=settings.index_max_files, memory_mb=settings.index_memory_mb,
+                           broad_roots=settings.index_broad_roots, watch=False)
+    try:
+        index.start()
+        info = index.summary()
+        info.update(root=root, parsed=index.stats["parsed"], from_cache=index.stats["from_cache"],
+                    seconds=round(index.stats["seconds"], 2))
+    finally:
+        index.stop()
+    return info
+
+
+def _print_workspace(info: dict[str, Any]) -> None:
+    skipped = ", ".join(f"{why} {n}" for why, n in info["skipped"].items()) or "none"
+    stopped = f"; stopped at the {info['stopped_early'].replace('_', ' ')}" if info["stopped_early"] else ""
+    print(f"workspace     {info['root']}: {info['files']} files indexed (cap {info['max_files']}, "
+          f"~{info['estimated_mb']} of {info['memory_mb']} MB; {info['from_cache']} from the persisted index) "
+          f"in {info['seconds']} s; skipped: {skipped}{stopped}")
+    for notice in info["notices"]:
+        print(f"              {notice}")
 
 
 def _params(n: int) -> str:
@@ -182,15 +265,19 @@ def run(args) -> int:
     from ..errors import report_cli_error
 
     cli = {"model": args.model, "quantization": args.quantization, "device": args.device, "dtype": args.dtype,
-           "context_tokens": args.context_tokens}
+           "context_tokens": args.context_tokens, **runtime_values(args)}
     settings, errors = load_settings(cli, Path(args.config) if args.config else None)
     for message in errors:
         print(f"codellama-lsp: warning: {message}", file=sys.stderr)
     report, error = collect(settings, load=not args.no_load)
+    if args.workspace:
+        report["workspace"] = workspace_report(args.workspace, settings)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
         _print_text(report)
+        if "workspace" in report:
+            _print_workspace(report["workspace"])
     sys.stdout.flush()
     if error is not None:
         return report_cli_error(error)

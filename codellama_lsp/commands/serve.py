@@ -5,11 +5,15 @@ from __future__ import annotations
 import sys
 
 
+from . import add_runtime_arguments, runtime_values
+
+
 def add_arguments(parser) -> None:
     transport = parser.add_mutually_exclusive_group()
     transport.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")
     transport.add_argument("--tcp", metavar="HOST:PORT", help="listen on a TCP port instead (one client; for debugging)")
-    parser.add_argument("--model", help="model directory, Hugging Face id in the local cache, or 'demo'")
+    parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
+    add_runtime_arguments(parser)
     parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"))
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--log-level", choices=("error", "warning", "info", "debug"))
@@ -35,7 +39,7 @@ def run(args) -> int:
         print(f"codellama-lsp: error: {exc}", file=sys.stderr)
         return 2
     cli = {"model": args.model, "quantization": args.quantization, "device": args.device,
-           "log_level": args.log_level}
+           "log_level": args.log_level, **runtime_values(args)}
     settings, errors = load_settings(cli, Path(args.config) if args.config else None)
 
     from ..logs import setup_logging
@@ -44,6 +48,7 @@ def run(args) -> int:
     log_path = setup_logging(settings.log_level, log_document_text=settings.log_document_text,
                              log_file=Path(args.log_file) if args.log_file else None)
     server = create_server(settings)
+    server.log_file = str(log_path) if log_path else None  # in codellama/status: the editors' health checks show it
     import logging
 
     log = logging.getLogger("codellama_lsp.serve")

@@ -226,7 +226,78 @@ def _clip_prefix(
 # budget at ~10 tokens a line, so a slide re-prefills the prefix once per ~that many tokens typed.
 PREFIX_GRID_DIVISOR = 100
 
-_HEAL = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}$")
+_PARTIAL_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}$")
+_TRAILING_BLANKS = re.compile(r"[ \t]+$")
+HEAL_EXTRA_TOKENS = 8  # how far past the text to cover healing may go back looking for a boundary
+HEAL_WINDOW_CHARS = 4000  # byte-level vocabularies: how far back to look for a line that starts a pre-token
+
+
+def heal_cover(prefix_doc: str, rest_of_line: str, mode: str) -> int:
+    """How many characters at the end of the text before the cursor the model must re-write itself.
+
+    * the partial word at the cursor (``already be|``, ``os.pa|``) and blanks typed after a word
+      (``return |``), in the layouts where the model continues the prefix's own tokenization (SPM and
+      left to right): there a prompt ending in ``▁`` or in half of ``▁be`` is one the model never saw;
+    * the indentation of an empty line, in every layout (a prompt that ends in a run of spaces is rare in
+      training, one that ends at a line start is the commonest there is).
+
+    In PSM the prefix is a segment of its own, tokenized alone in training after a split at a random
+    character, so ending it in the middle of a word is what the model saw: only the indentation is healed.
+    """
+    line_start = prefix_doc[prefix_doc.rfind("\n") + 1:]
+    if line_start and not line_start.strip(" \t") and not rest_of_line.strip():
+        return len(line_start)
+    if mode not in ("spm", "none"):
+        return 0
+    word = _PARTIAL_WORD.search(prefix_doc[-32:])
+    if word and not re.match(r"[A-Za-z0-9_]", rest_of_line[:1]):
+        return len(word.group(0))
+    blanks = _TRAILING_BLANKS.search(line_start)
+    if blanks and line_start.strip():
+        return len(blanks.group(0))
+    return 0
+
+
+def heal_length(tokenizer: Any, segment: str, cover: int) -> int:
+    """How many characters to cut from the end of ``segment`` (the text a prompt encodes as its prefix, with
+    the implicit leading space) so that the cut covers at least ``cover`` characters and the prompt's ids are
+    exactly a prefix of the model's own encoding of the whole segment: the cut is whole tokens of that
+    encoding (``already be|`` drops ``▁be``, not just ``be``, which would leave a lone ``▁``). The model then
+    re-writes the cut text, constrained to it, and picks its own tokenization of the word (token healing).
+
+    Only the segment's tail is encoded: its last line when no token crosses a newline (Llama-style
+    vocabularies), else from the start of a line that begins with a non-blank character (a pre-token
+    boundary of byte-level vocabularies). 0 when no boundary fits (the prompt is then the plain encoding)."""
+    if cover <= 0 or not segment:
+        return 0
+    cover = min(cover, len(segment))
+    limit = len(segment) - cover
+    if getattr(tokenizer, "newline_isolated", False):
+        start = segment.rfind("\n", 0, limit) + 1
+    else:
+        start, floor = limit, max(0, limit - HEAL_WINDOW_CHARS)
+        while True:
+            start = segment.rfind("\n", floor, start)
+            if start < 0:
+                start = 0
+                break
+            if segment[start + 1 : start + 2].strip():
+                start += 1
+                break
+        if start <= floor and floor > 0:
+            start = 0
+    window = segment[start:]
+    lead = start == 0
+    ids = tokenizer.encode(window, leading_space=lead)
+    for k in range(1, min(len(ids), cover + HEAL_EXTRA_TOKENS) + 1):
+        if k == len(ids):
+            return len(window) if len(window) >= cover else 0
+        rest = tokenizer.decode(ids[-k:])
+        if len(rest) < cover or not window.endswith(rest):
+            continue
+        if tokenizer.encode(window[: len(window) - len(rest)], leading_space=lead) == ids[:-k]:
+            return len(rest)
+    return 0
 
 
 def build_prompt(
@@ -274,22 +345,10 @@ def build_prompt(
     available = total - SPECIAL_TOKENS_RESERVE
 
     prefix_doc, suffix_doc = text[:offset], text[offset:]
-    heal = ""
-    if mode in ("spm", "none"):
-        m = _HEAL.search(prefix_doc[-32:])
-        if m and not (offset < len(text) and re.match(r"[A-Za-z0-9_]", text[offset])):
-            heal = m.group(0)
-            prefix_doc = prefix_doc[: len(prefix_doc) - len(heal)]
-    line_start = prefix_doc[prefix_doc.rfind("\n") + 1 :]
     eol = text.find("\n", offset)
     rest_of_line = text[offset : eol if eol >= 0 else len(text)]
-    if not heal and line_start and not line_start.strip(" \t") and not rest_of_line.strip():
-        # The cursor sits after the indentation of an empty line (the editor auto-indented): end the prompt at
-        # the line start and let the model write the indentation, constrained to what is there. A prompt
-        # ending in a run of spaces is a tokenization the model rarely saw (indentation merges with the next
-        # word, "▁▁▁" + "▁return"); one ending at a line start is what it saw most.
-        heal = line_start
-        prefix_doc = prefix_doc[: len(prefix_doc) - len(heal)]
+    # what the model must re-write itself (token healing); cut at a token boundary once the prefix is final
+    cover = heal_cover(prefix_doc, rest_of_line, mode)
 
     # A token covers at most ~16 characters, so this character window holds every line the budget can take;
     # it keeps the per-keystroke work independent of the file's size.
@@ -325,7 +384,7 @@ def build_prompt(
     if ctx_budget > 0:
         rel_path = _display(path, retriever)
         header_cost = counter.line(comment_lines(f"{rel_path}", language) + "\n") + 1 if rel_path else 0
-        visible = (offset - len(heal) - len(prefix), offset + len(suffix))
+        visible = (offset - len(prefix), offset + len(suffix))
         snippets = retriever.snippets(
             path, text, offset,
             open_documents=open_documents, recent_edits=recent_edits,
@@ -353,6 +412,11 @@ def build_prompt(
         if rel_path:
             context_text += comment_lines(rel_path, language) + "\n"
 
+    heal = ""
+    if cover:
+        cut = heal_length(tokenizer, context_text + prefix, cover)
+        heal = prefix[len(prefix) - cut:] if 0 < cut <= len(prefix) else ""
+        prefix = prefix[: len(prefix) - len(heal)]
     ids = _assemble(template, mode, context_text + prefix, suffix, repo_files, path, retriever)
     # per-line counts are exact for Code Llama; for other vocabularies trim until the exact length fits
     while len(ids) > total and prefix:

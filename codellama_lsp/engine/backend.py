@@ -37,6 +37,7 @@ class ModelInfo:
     quantization: str  # "none", "4bit", "8bit"
     context_length: int  # tokens the model handles well (max_position_embeddings)
     is_demo: bool = False
+    runtime: str = "transformers"  # what runs the model: "transformers", "llamacpp" (GGUF), "remote"
 
 
 class CancelToken:

@@ -4,11 +4,11 @@ Written as a handful of plain functions in the style of gpt-fast rather than on 
 ``model.generate``, because the three things inline completion needs do not compose there
 (research §4a-4c): ``generate`` re-feeds the whole prompt on top of a pre-filled cache when prompt lookup or
 an assistant model is on (wrong output), it cannot crop a rejected draft out of a cache we own, and its
-streamer drops indentation. Here one :class:`KVState` holds the cache *and the exact token ids it covers*:
+streamer drops indentation. Here one model step (:class:`~codellama_lsp.engine.step.ModelStep`) holds the
+cache *and the exact token ids it covers*:
 
-* a new prompt shares a longest common prefix with those ids; the cache is cropped to it
-  (``crop(keep - cache.get_seq_length())``: transformers 5 takes a negative count) and only the rest is
-  prefilled. The cache never covers the whole prompt (at most ``len(prompt) - 1``): the last prompt token
+* a new prompt shares a longest common prefix with those ids; the cache is cropped to it and only the rest
+  is prefilled. The cache never covers the whole prompt (at most ``len(prompt) - 1``): the last prompt token
   must be fed to get the logits of the first new token, and a cache covering it gives silently wrong output.
 * speculation proposes draft tokens (n-grams copied from the prompt itself, or a small draft model sharing
   the tokenizer), verifies them in one forward pass, keeps the longest prefix greedy decoding would have
@@ -20,207 +20,54 @@ streamer drops indentation. Here one :class:`KVState` holds the cache *and the e
   would choose it, healing mask included, so speculation also runs while the partial word is re-typed.
 
 Invariant of the loop: the cache covers every token of ``prompt + generated`` except the last generated one,
-which is fed by the next forward pass.
+which is fed by the next forward pass. The quantized transformers cache trades reuse and speculation for
+memory (``step_transformers.py``).
 
-Quantized KV cache (``kv_cache="quantized"``): transformers' ``QuantizedCache`` (fp8 backend: no extra
-package) stores keys/values in 1 byte instead of 2 (fp16) or 4 (fp32) once they leave its 128-token
-full-precision residual window. Measured on the fp32 test model (2 layers, 4 heads x 16 dims) with
-``LocalBackend.kv.nbytes()``: 600 tokens dynamic 0.616 MiB vs fp8 0.154 MiB; 2,000 tokens 1.983 vs 0.496 MiB
-(4x, i.e. 2x against an fp16 cache). It is lossy: at 2,000 tokens the 5th greedy token differed from the
-dynamic cache's. The research notes measured fp8 2.2x slower per token on CPU. Its ``crop()`` raises, so reuse and
-quantization are traded: with a quantized cache the cache is reused only when the new prompt *extends*
-everything it holds (a warmed document, the next chat turn), otherwise it is rebuilt from scratch; and
-speculation, which must crop rejected drafts, is off. Use it for long chat contexts, the dynamic cache for
-keystroke completions.
+The model itself is behind a runtime-neutral *model step* (``step.py``): transformers
+(``step_transformers.py``) or llama.cpp (``step_llamacpp.py``). Everything here is written once above it and
+never imports torch: logits rows come back in the step's own array type and are only argmax-ed, masked or
+sampled through helpers that accept a torch tensor (left on its device) or a numpy array.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import torch
-
 from .backend import CancelToken, GenerationParams, GenerationResult, GenerationStats, OnText, monotonic
-from .draft_tree import DraftTree, TreeBudget, chain
+from .draft_tree import DraftTree, chain
+from .step import PREFILL_CHUNK, TREE_NODES, Cancelled, ModelStep, common_prefix_len  # noqa: F401 - re-exported
 
-PREFILL_CHUNK = 512  # tokens per prefill forward: bounds activation memory and lets cancel act between chunks
 LOOKUP_MAX_NGRAM = 3
 LOOKUP_MIN_NGRAM = 2  # a single repeated token ("(" or "\n") predicts too little to be worth a wide verify
 LOOKUP_NUM_TOKENS = 10
 LOOKUP_CANDIDATES = 3  # distinct continuations of the last n-gram put in one draft tree
-TREE_NODES = 16  # tokens fed per verify pass at most: a straight 10-token draft plus alternatives
 DRAFT_NUM_TOKENS = 5
 
 
 # (prompt + generated so far, max tokens) -> draft tokens, or a tree of them
 Proposer = Callable[[list[int], int], "list[int] | DraftTree"]
 
-
-class Cancelled(Exception):
-    """Raised inside the loop when the cancel token or the time budget stops a forward pass."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+_TRANSFORMERS_NAMES = ("KVState", "TransformersStep", "forward", "forward_tree", "new_cache", "model_device")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# the cache and the ids it covers
+def __getattr__(name: str) -> Any:
+    """The transformers step's names, imported on first use (so that the GGUF path never loads torch)."""
+    if name in _TRANSFORMERS_NAMES:
+        from . import step_transformers
+
+        return getattr(step_transformers, name)
+    raise AttributeError(name)
 
 
-def new_cache(model: Any, kv_cache: str = "dynamic") -> Any:
-    from transformers.cache_utils import DynamicCache, QuantizedCache
-
-    if kv_cache == "quantized":
-        return QuantizedCache(backend="fp8", config=model.config)
-    return DynamicCache(config=model.config)
+def prefill(state: ModelStep, ids: Sequence[int], check: Callable[[], None] = lambda: None) -> Any:
+    """Feed ``ids`` through the step in chunks; the logits after the last one (None when ``ids`` is empty)."""
+    return state.prefill(ids, check)
 
 
-def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-@dataclass
-class KVState:
-    """A model's KV cache and the token ids it covers, kept between requests."""
-
-    model: Any
-    kv_cache: str = "dynamic"  # "dynamic" | "quantized"
-    cache: Any = None
-    ids: list[int] = field(default_factory=list)
-    # draft tokens per verify pass on this machine (kept across requests and cache resets)
-    budget: TreeBudget = field(default_factory=lambda: TreeBudget(most=TREE_NODES))
-
-    @property
-    def croppable(self) -> bool:
-        return self.kv_cache != "quantized"
-
-    def reset(self) -> None:
-        self.cache = new_cache(self.model, self.kv_cache)
-        self.ids = []
-
-    def crop_to(self, keep: int) -> None:
-        """Keep the first ``keep`` cached tokens."""
-        if self.cache is None:
-            self.reset()
-            return
-        keep = max(0, min(keep, len(self.ids)))
-        if keep == len(self.ids):
-            return
-        if keep == 0 or not self.croppable:
-            self.reset()
-            return
-        self.cache.crop(keep - self.cache.get_seq_length())  # negative count: transformers 5
-        del self.ids[keep:]
-
-    def keep_rows(self, base: int, rows: Sequence[int]) -> None:
-        """After a verify pass fed at cache position ``base`` (row 0) and on: keep row 0 and ``rows`` (the
-        accepted path, in order), drop every other row. A path that is a straight prefix is a crop; a path
-        through a tree's side branch gathers its rows, which then sit where plain decoding puts them."""
-        rows = list(rows)
-        if rows == list(range(1, len(rows) + 1)):
-            self.crop_to(base + 1 + len(rows))
-            return
-        index = torch.tensor([base + r for r in rows], dtype=torch.long)
-        for layer in self.cache.layers:
-            picked_k = layer.keys.index_select(-2, index.to(layer.keys.device))
-            picked_v = layer.values.index_select(-2, index.to(layer.values.device))
-            layer.keys = torch.cat([layer.keys[..., : base + 1, :], picked_k], dim=-2)
-            layer.values = torch.cat([layer.values[..., : base + 1, :], picked_v], dim=-2)
-        self.ids[base + 1 :] = [self.ids[base + r] for r in rows]
-
-    @property
-    def tree_ready(self) -> bool:
-        """Whether draft trees can be verified: the attention takes an arbitrary mask (eager and SDPA do;
-        flash attention would silently let branches see each other) and the cache's rows can be gathered
-        (plain dynamic layers). Otherwise drafts stay straight lines."""
-        from transformers.cache_utils import DynamicLayer
-
-        attention = getattr(getattr(self.model, "config", None), "_attn_implementation", None)
-        layers = getattr(self.cache, "layers", None)
-        return (self.croppable and attention in ("eager", "sdpa") and bool(layers)
-                and all(isinstance(layer, DynamicLayer) and not layer.is_sliding for layer in layers))
-
-    def sync(self, prompt: Sequence[int], *, reuse: bool = True, cover_all: bool = False) -> int:
-        """Make the cache a prefix of ``prompt`` and return how many prompt tokens it already covers.
-
-        At most ``len(prompt) - 1`` unless ``cover_all`` (warming, where no logits are needed)."""
-        if self.cache is None or not reuse:
-            self.reset()
-            return 0
-        limit = len(prompt) if cover_all else len(prompt) - 1
-        keep = min(common_prefix_len(self.ids, prompt), max(limit, 0))
-        if not self.croppable and keep < len(self.ids):
-            keep = 0  # a quantized cache cannot be cropped: rebuild unless the prompt extends it
-        self.crop_to(keep)
-        return keep
-
-    def nbytes(self) -> int:
-        from .memory import cache_nbytes
-
-        return cache_nbytes(self.cache) if self.cache is not None else 0
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# forward passes
-
-
-def model_device(model: Any) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:  # pragma: no cover
-        return torch.device("cpu")
-
-
-@torch.inference_mode()
-def forward(state: KVState, ids: Sequence[int], logits_to_keep: int = 1, **tree: torch.Tensor) -> torch.Tensor:
-    """Run ``ids`` through the model on top of the cache; return fp32 logits of the last ``logits_to_keep``
-    positions, shape [logits_to_keep, vocab]. Appends ``ids`` to the cache and to ``state.ids``. ``tree``:
-    an ``attention_mask`` and ``position_ids`` for a draft tree (see :func:`forward_tree`)."""
-    input_ids = torch.tensor([list(ids)], dtype=torch.long, device=model_device(state.model))
-    out = state.model(input_ids=input_ids, past_key_values=state.cache, use_cache=True, logits_to_keep=logits_to_keep,
-                      **tree)
-    state.ids.extend(ids)
-    return out.logits[0, -logits_to_keep:].float()
-
-
-@torch.inference_mode()
-def forward_tree(state: KVState, last: int, tree: DraftTree) -> torch.Tensor:
-    """Feed ``last`` and the tree's nodes in one pass; each node sees the cache, ``last`` and its own
-    ancestors, at the position its depth gives. Returns fp32 logits after every row, [len(tree) + 1, vocab].
-    Every row enters the cache; :meth:`KVState.keep_rows` then keeps the accepted path only."""
-    base = len(state.ids)
-    device = model_device(state.model)
-    dtype = state.model.get_input_embeddings().weight.dtype  # the compute dtype, also under 4-bit weights
-    n = len(tree) + 1
-    allowed = torch.ones(n, base + n, dtype=torch.bool, device=device)
-    allowed[:, base:] = torch.tensor(tree.ancestor_mask(), dtype=torch.bool, device=device)
-    mask = torch.zeros(1, 1, n, base + n, dtype=dtype, device=device)
-    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    positions = torch.tensor([[base + d for d in tree.depths()]], dtype=torch.long, device=device)
-    return forward(state, [last, *tree.tokens], n, attention_mask=mask, position_ids=positions)
-
-
-def prefill(state: KVState, ids: Sequence[int], check: Callable[[], None] = lambda: None) -> torch.Tensor | None:
-    """Feed ``ids`` in chunks; return the logits after the last one (None when ``ids`` is empty).
-
-    ``check`` runs before every chunk and raises :class:`Cancelled` to stop."""
-    logits = None
-    for start in range(0, len(ids), PREFILL_CHUNK):
-        check()
-        logits = forward(state, ids[start : start + PREFILL_CHUNK], 1)[-1]
-    return logits
-
-
-def decode_one(state: KVState, token: int) -> torch.Tensor:
+def decode_one(state: ModelStep, token: int) -> Any:
     """Feed the last generated token; return the logits of the next one."""
-    return forward(state, [token], 1)[-1]
+    return state.decode_one(token)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -282,7 +129,9 @@ class DraftModel:
     """A small model sharing the tokenizer, with its own reusable cache, proposing greedy drafts."""
 
     def __init__(self, model: Any, num_tokens: int = DRAFT_NUM_TOKENS) -> None:
-        self.state = KVState(model)
+        from .step_transformers import TransformersStep
+
+        self.state = TransformersStep(model)
         self.num_tokens = num_tokens
         self.forward_passes = 0
 
@@ -308,10 +157,19 @@ class DraftModel:
 # choosing a token
 
 
-def sample(logits: torch.Tensor, params: GenerationParams, generator: torch.Generator | None) -> int:
-    """Greedy when temperature is 0, else temperature + nucleus (top-p) sampling from ``generator``."""
+def _is_numpy(array: Any) -> bool:
+    return type(array).__module__ == "numpy"
+
+
+def sample(logits: Any, params: GenerationParams, generator: Any) -> int:
+    """Greedy when temperature is 0, else temperature + nucleus (top-p) sampling from ``generator`` (the
+    step's ``new_generator``: torch for a torch tensor, numpy for a numpy array)."""
     if params.temperature <= 0:
         return int(logits.argmax())
+    if _is_numpy(logits):
+        return _sample_numpy(logits, params, generator)
+    import torch
+
     probs = torch.softmax(logits / params.temperature, dim=-1)
     if params.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
@@ -321,6 +179,47 @@ def sample(logits: torch.Tensor, params: GenerationParams, generator: torch.Gene
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     choice = torch.multinomial(probs.cpu(), 1, generator=generator)
     return int(choice)
+
+
+def _sample_numpy(logits: Any, params: GenerationParams, generator: Any) -> int:
+    """:func:`sample` for a numpy row: the same temperature and top-p rule."""
+    import numpy as np
+
+    scaled = logits.astype(np.float64) / params.temperature
+    probs = np.exp(scaled - scaled.max())
+    probs /= probs.sum()
+    if params.top_p < 1.0:
+        order = np.argsort(-probs, kind="stable")
+        sorted_probs = probs[order]
+        drop = np.cumsum(sorted_probs) - sorted_probs > params.top_p  # keep the smallest set reaching top_p
+        sorted_probs[drop] = 0.0
+        probs = np.zeros_like(probs)
+        probs[order] = sorted_probs
+        probs /= probs.sum()
+    return int(generator.choice(len(probs), p=probs))
+
+
+def _masked_copy(logits: Any, allowed: list[int], cache: dict[Any, Any], key: Any) -> Any:
+    """``logits`` with every index outside ``allowed`` set to -inf, in the row's own array type (a torch
+    tensor stays on its device). The index array is cached under ``key`` plus the row's kind and device."""
+    if _is_numpy(logits):
+        import numpy as np
+
+        full_key = (*key, "numpy")
+        index = cache.get(full_key)
+        if index is None:
+            index = cache[full_key] = np.asarray(allowed, dtype=np.int64)
+        masked = np.full_like(logits, -np.inf)
+    else:
+        import torch
+
+        full_key = (*key, str(logits.device))
+        index = cache.get(full_key)
+        if index is None:
+            index = cache[full_key] = torch.tensor(allowed, dtype=torch.long, device=logits.device)
+        masked = torch.full_like(logits, float("-inf"))
+    masked[index] = logits[index]
+    return masked
 
 
 _SPELLINGS: dict[int, tuple[list[str], dict[str, list[int]]]] = {}
@@ -348,26 +247,23 @@ class Healer:
     def __init__(self, heal_prefix: str, vocab_texts: Callable[[], list[str]]) -> None:
         self.remaining = heal_prefix
         self._vocab_texts = vocab_texts
-        self._allowed: dict[tuple[str, int], torch.Tensor] = {}  # a verify pass masks several rows alike
+        self._allowed: dict[tuple[str, int], list[int]] = {}  # a verify pass masks several rows alike
+        self._index: dict[Any, Any] = {}  # the same, as index arrays of the logits' kind
 
     @property
     def active(self) -> bool:
         return bool(self.remaining)
 
-    def mask(self, logits: torch.Tensor) -> torch.Tensor | None:
+    def mask(self, logits: Any) -> Any:
         """``logits`` with every token inconsistent with the remaining prefix set to -inf (None: nothing fits)."""
         rem, size = self.remaining, logits.shape[-1]
         index = self._allowed.get((rem, size))
         if index is None:
             texts = self._vocab_texts()[:size]
-            allowed = [i for i, t in enumerate(texts) if _consistent(t, rem)]
-            index = self._allowed[(rem, size)] = torch.tensor(allowed, dtype=torch.long)
+            index = self._allowed[(rem, size)] = [i for i, t in enumerate(texts) if _consistent(t, rem)]
         if not len(index):
             return None
-        index = index.to(logits.device)
-        masked = torch.full_like(logits, float("-inf"))
-        masked[index] = logits[index]
-        return masked
+        return _masked_copy(logits, index, self._index, (rem, size))
 
     def advance(self, token: int) -> None:
         self.remaining = _after(self._vocab_texts()[token], self.remaining)
@@ -465,8 +361,184 @@ def as_tree(proposal: "list[int] | DraftTree", room: int) -> DraftTree:
     return proposal if isinstance(proposal, DraftTree) else chain(list(proposal)[:room])
 
 
+class Generation:
+    """One call of :func:`generate`: what it has produced so far and the rules it stops by.
+
+    ``check`` (before a forward pass) raises :class:`Cancelled`; ``choose`` picks a token from a logits row
+    the way plain decoding would (healing mask, then greedy or sampling); ``accept`` records a token and says
+    whether it ends the answer."""
+
+    def __init__(self, step: ModelStep, prompt: list[int], params: GenerationParams, *, eos_id: int | None,
+                 detokenizer: Any, cancel: CancelToken | None, on_text: OnText | None,
+                 vocab_texts: Callable[[], list[str]] | None) -> None:
+        self.start = monotonic()
+        self.step = step
+        self.params = params
+        self.prompt = prompt
+        self.cancel = cancel
+        self.eos_id = eos_id
+        self.vocab_texts = vocab_texts
+        self.stats = GenerationStats(prompt_tokens=len(prompt))
+        self.deadline = self.start + params.time_budget_s if params.time_budget_s is not None else None
+        self.healer = Healer(params.heal_prefix, vocab_texts or (lambda: []))
+        self.text = TextTracker(detokenizer, params.stop_strings, params.heal_prefix, on_text)
+        self.stop_ids = set(params.stop_token_ids)
+        self.generator = None
+        if params.temperature > 0:
+            self.generator = step.new_generator(params.seed if params.seed is not None else random.getrandbits(63))
+        self.generated: list[int] = []
+        self.seq = list(prompt)  # prompt + generated, kept as one list: the proposer reads it at every step
+        self.speculate = False  # set by start(): greedy, speculation on, a croppable cache
+        self.trees = False  # and the step can verify trees (set once the cache exists; fixed for the call)
+        self.sized = False  # the draft budget learns from this call's verify passes (lookup trees only)
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel.cancelled:
+            raise Cancelled("cancelled")
+        if self.deadline is not None and monotonic() >= self.deadline:
+            raise Cancelled("time_budget")
+
+    def choose(self, logits: Any) -> int | None:
+        if self.healer.active:
+            logits = self.healer.mask(logits)
+            if logits is None:
+                return None
+        return sample(logits, self.params, self.generator)
+
+    def accept(self, token: int) -> str:
+        """Record one new token; return the stop reason it causes ('' to go on)."""
+        if not self.generated:
+            self.stats.time_to_first_token_s = monotonic() - self.start
+        self.generated.append(token)
+        self.seq.append(token)
+        if token in self.stop_ids:
+            return "eos" if token == self.eos_id else "eot"
+        if self.healer.active:
+            self.healer.advance(token)
+        if self.text.push(token):
+            return "stop_string"
+        if len(self.generated) >= self.params.max_new_tokens:
+            return "max_tokens"
+        if self.cancel is not None and self.cancel.cancelled:
+            return "cancelled"
+        return ""
+
+
+def lookup_tree(g: Generation, seq: list[int], room: int, *, history: Sequence[Sequence[int]] = (),
+                spell: Callable[[str], list[int]] | None = None) -> DraftTree:
+    """Prompt lookup: the nearest earlier continuation of the last n-gram first, then (tree permitting)
+    other continuations; inside a partial word, also its spellings (the tokenizer's own first: a model
+    mostly writes a word as the tokenizer does), since which one the model picks is unknown."""
+    nodes = g.step.budget.nodes
+    healer, trees = g.healer, g.trees
+    tree = DraftTree(budget=nodes if trees else min(nodes, LOOKUP_NUM_TOKENS))
+    fits = healer.fits if healer.active else None
+    found = prompt_lookup_candidates(seq, history=history, num_tokens=min(LOOKUP_NUM_TOKENS, room, nodes),
+                                     fits=fits, limit=LOOKUP_CANDIDATES if trees else 1)
+    if found:
+        tree.add_path(found[0])
+    if healer.active and g.vocab_texts is not None:
+        texts = g.vocab_texts()
+        if spell is not None:
+            tree.add_path([t for t in spell(healer.remaining) if t < len(texts)][:room])
+        if trees:
+            tree.add_spellings(healer.remaining, ids_by_text(texts))
+    for other in found[1:]:
+        tree.add_path(other)
+    return tree
+
+
+def verify(g: Generation, last: int, tree: DraftTree, timed: bool = True) -> tuple[str, Any]:
+    """One forward pass over ``last`` + the draft tree: accept the drafts greedy decoding agrees with.
+    Returns (stop reason, logits the model's own next token is chosen from at the top of the loop).
+
+    Each row's greedy token is chosen exactly as the plain loop would choose it, healing mask included
+    (the healer advances as drafts are accepted), so speculation works inside a partial word too."""
+    step = g.step
+    base = len(step.ids)
+    began = monotonic()
+    rows = step.forward([last, *tree.tokens], len(tree) + 1) if tree.is_chain else step.forward_tree(last, tree)
+    step.settle()
+    seconds = monotonic() - began
+    g.stats.draft_tokens += len(tree)
+    children = tree.rows_children()
+    row, path, reason = 0, [], ""
+    while not reason:
+        nxt = children[row].get(g.choose(rows[row]))  # type: ignore[arg-type]
+        if nxt is None:
+            break
+        g.stats.accepted_draft_tokens += 1
+        path.append(nxt)
+        row = nxt
+        reason = g.accept(tree.tokens[nxt - 1])
+    step.keep_rows(base, path)  # the rejected rows leave the cache
+    if timed and g.sized:
+        step.budget.verified(len(path) + 1, seconds)
+    return reason, rows[row]
+
+
+def start(g: Generation, proposer: Proposer | None) -> tuple[str, Any]:
+    """Reuse the cache's common prefix with the prompt and prefill the rest. With speculation, the prefill's
+    last pass verifies a draft too: with a reused cache it feeds a token or two, so the first forward pass
+    can already yield several tokens instead of one. Returns (stop reason, logits of the next token)."""
+    step, prompt, params = g.step, g.prompt, g.params
+    keep = step.sync(prompt, reuse=params.reuse_cache)
+    g.stats.reused_tokens = keep
+    g.stats.prefill_tokens = len(prompt) - keep
+    g.trees = g.speculate and step.tree_ready  # the cache object exists now and stays for the call
+    rest = prompt[keep:]
+    opening = DraftTree(budget=0)
+    if g.speculate and proposer is not None and params.max_new_tokens > 1:
+        opening = as_tree(proposer(prompt, params.max_new_tokens - 1), params.max_new_tokens - 1)
+    if not len(opening):
+        logits = step.prefill(rest, g.check)
+        g.stats.forward_passes = 1
+        return "", logits
+    step.prefill(rest[:-1], g.check)
+    g.check()
+    g.stats.forward_passes = 1
+    return verify(g, rest[-1], opening, timed=False)  # a prefill, not a decode step
+
+
+def decode(g: Generation, logits: Any, proposer: Proposer | None) -> str:
+    """Choose a token, then feed it (with a draft to verify when the proposer has one), until a stop rule."""
+    step, params = g.step, g.params
+    while True:
+        token = g.choose(logits)
+        if token is None:
+            return "heal_failed"
+        reason = g.accept(token)
+        if reason:
+            return reason
+        room = params.max_new_tokens - len(g.generated) - 1  # the verify pass adds one token of its own
+        proposal = DraftTree(budget=0)
+        if g.speculate and proposer is not None and room > 0:
+            proposal = as_tree(proposer(g.seq, room), room)
+        g.check()
+        g.stats.forward_passes += 1
+        if len(proposal):
+            reason, logits = verify(g, token, proposal)
+            if reason:
+                return reason
+            continue
+        began = monotonic()
+        logits = step.decode_one(token)
+        step.settle()
+        step.budget.plain(monotonic() - began)
+
+
+def finish(g: Generation, stop_reason: str) -> GenerationResult:
+    if stop_reason == "cancelled":
+        g.text.on_text = None  # nothing more reaches the editor after a cancel
+    completion = "" if stop_reason == "heal_failed" else g.text.finish()
+    g.stats.stop_reason = stop_reason
+    g.stats.generated_tokens = len(g.generated)
+    g.stats.total_s = monotonic() - g.start
+    return GenerationResult(text=completion, token_ids=g.generated, stats=g.stats)
+
+
 def generate(
-    state: KVState,
+    state: ModelStep,
     prompt_ids: Sequence[int],
     params: GenerationParams,
     *,
@@ -480,166 +552,31 @@ def generate(
     history: Sequence[Sequence[int]] = (),
     spell: Callable[[str], list[int]] | None = None,
 ) -> GenerationResult:
-    """Generate a continuation of ``prompt_ids`` on top of ``state``'s cache. Never raises on cancel or
+    """Generate a continuation of ``prompt_ids`` on top of the step's cache. Never raises on cancel or
     time budget: returns what was generated so far with the stop reason.
 
     Speculation (greedy only, croppable cache only): ``proposer(seq, room)`` proposes up to ``room`` tokens
     continuing ``seq``; by default prompt lookup (also over ``history``, earlier requests' token runs), or
     ``draft`` when ``params.speculation == "draft"``. ``spell(text)`` tokenizes text (no leading space):
     the draft for a healed partial word that does not occur earlier."""
-    start = monotonic()
-    prompt = list(prompt_ids)
-    stats = GenerationStats(prompt_tokens=len(prompt))
-    deadline = start + params.time_budget_s if params.time_budget_s is not None else None
-    healer = Healer(params.heal_prefix, vocab_texts or (lambda: []))
-    text = TextTracker(detokenizer, params.stop_strings, params.heal_prefix, on_text)
-    stop_ids = set(params.stop_token_ids)
-    generator = None
-    if params.temperature > 0:
-        generator = torch.Generator().manual_seed(params.seed if params.seed is not None else random.getrandbits(63))
-    generated: list[int] = []
-    seq = list(prompt)  # prompt + generated, kept as one list: the proposer reads it at every step
-
-    def check() -> None:
-        if cancel is not None and cancel.cancelled:
-            raise Cancelled("cancelled")
-        if deadline is not None and monotonic() >= deadline:
-            raise Cancelled("time_budget")
-
-    def choose(logits: torch.Tensor) -> int | None:
-        if healer.active:
-            logits = healer.mask(logits)
-            if logits is None:
-                return None
-        return sample(logits, params, generator)
-
-    def accept(token: int) -> str:
-        """Record one new token; return the stop reason it causes ('' to go on)."""
-        if not generated:
-            stats.time_to_first_token_s = monotonic() - start
-        generated.append(token)
-        seq.append(token)
-        if token in stop_ids:
-            return "eos" if token == eos_id else "eot"
-        if healer.active:
-            healer.advance(token)
-        if text.push(token):
-            return "stop_string"
-        if len(generated) >= params.max_new_tokens:
-            return "max_tokens"
-        if cancel is not None and cancel.cancelled:
-            return "cancelled"
-        return ""
-
-    def lookup_tree(seq: list[int], room: int) -> DraftTree:
-        """Prompt lookup: the nearest earlier continuation of the last n-gram first, then (tree permitting)
-        other continuations; inside a partial word, also its spellings (the tokenizer's own first: a model
-        mostly writes a word as the tokenizer does), since which one the model picks is unknown."""
-        nodes = state.budget.nodes
-        tree = DraftTree(budget=nodes if trees else min(nodes, LOOKUP_NUM_TOKENS))
-        fits = healer.fits if healer.active else None
-        found = prompt_lookup_candidates(seq, history=history, num_tokens=min(LOOKUP_NUM_TOKENS, room, nodes),
-                                         fits=fits, limit=LOOKUP_CANDIDATES if trees else 1)
-        if found:
-            tree.add_path(found[0])
-        if healer.active and vocab_texts is not None:
-            texts = vocab_texts()
-            if spell is not None:
-                tree.add_path([t for t in spell(healer.remaining) if t < len(texts)][:room])
-            if trees:
-                tree.add_spellings(healer.remaining, ids_by_text(texts))
-        for other in found[1:]:
-            tree.add_path(other)
-        return tree
-
-    def verify(last: int, tree: DraftTree, timed: bool = True) -> tuple[str, torch.Tensor]:
-        """One forward pass over ``last`` + the draft tree: accept the drafts greedy decoding agrees with.
-        Returns (stop reason, logits the model's own next token is chosen from at the top of the loop).
-
-        Each row's greedy token is chosen exactly as the plain loop would choose it, healing mask included
-        (the healer advances as drafts are accepted), so speculation works inside a partial word too."""
-        base = len(state.ids)
-        began = monotonic()
-        if tree.is_chain:
-            rows = forward(state, [last, *tree.tokens], len(tree) + 1)
+    g = Generation(state, list(prompt_ids), params, eos_id=eos_id, detokenizer=detokenizer, cancel=cancel,
+                   on_text=on_text, vocab_texts=vocab_texts)
+    if params.max_new_tokens <= 0 or not g.prompt:
+        return finish(g, "max_tokens")
+    g.speculate = params.temperature <= 0 and params.speculation != "none" and state.croppable
+    if g.speculate and proposer is None:
+        if params.speculation == "draft" and draft is not None:
+            proposer = lambda seq, room: draft.propose(seq, room, g.check)  # noqa: E731
         else:
-            rows = forward_tree(state, last, tree)
-        seconds = monotonic() - began
-        stats.draft_tokens += len(tree)
-        children = tree.rows_children()
-        row, path, reason = 0, [], ""
-        while not reason:
-            nxt = children[row].get(choose(rows[row]))  # type: ignore[arg-type]
-            if nxt is None:
-                break
-            stats.accepted_draft_tokens += 1
-            path.append(nxt)
-            row = nxt
-            reason = accept(tree.tokens[nxt - 1])
-        state.keep_rows(base, path)  # the rejected rows leave the cache
-        if timed and proposer_sized:
-            state.budget.verified(len(path) + 1, seconds)
-        return reason, rows[row]
-
-    stop_reason = ""
-    if params.max_new_tokens <= 0 or not prompt:
-        stats.stop_reason = "max_tokens"
-        stats.total_s = monotonic() - start
-        return GenerationResult(text="", token_ids=[], stats=stats)
+            proposer = lambda seq, room: lookup_tree(g, seq, room, history=history, spell=spell)  # noqa: E731
+            g.sized = True  # the budget sizes lookup trees only
     try:
-        keep = state.sync(prompt, reuse=params.reuse_cache)
-        stats.reused_tokens = keep
-        stats.prefill_tokens = len(prompt) - keep
-        speculate = params.temperature <= 0 and params.speculation != "none" and state.croppable
-        trees = speculate and state.tree_ready  # fixed for this generation: the cache object stays the same
-        if speculate and proposer is None:
-            if params.speculation == "draft" and draft is not None:
-                proposer = lambda seq, room: draft.propose(seq, room, check)  # noqa: E731
-            else:
-                proposer = lookup_tree
-        proposer_sized = proposer is lookup_tree  # the budget sizes lookup trees only
-        rest = prompt[keep:]
-        opening = DraftTree(budget=0)
-        if speculate and params.max_new_tokens > 1:
-            opening = as_tree(proposer(prompt, params.max_new_tokens - 1), params.max_new_tokens - 1)
-        if len(opening):
-            # The prefill pass verifies a draft too: with a reused cache it feeds a token or two, so the
-            # first forward pass can already yield several tokens instead of one.
-            prefill(state, rest[:-1], check)
-            check()
-            stop_reason, logits = verify(rest[-1], opening, timed=False)  # a prefill, not a decode step
-        else:
-            logits = prefill(state, rest, check)
-        stats.forward_passes = 1
-        while not stop_reason:
-            token = choose(logits)
-            if token is None:
-                stop_reason = "heal_failed"
-                break
-            stop_reason = accept(token)
-            if stop_reason:
-                break
-            room = params.max_new_tokens - len(generated) - 1  # the verify pass adds one token of its own
-            proposal = DraftTree(budget=0)
-            if speculate and room > 0:
-                proposal = as_tree(proposer(seq, room), room)
-            check()
-            stats.forward_passes += 1
-            if not len(proposal):
-                began = monotonic()
-                logits = decode_one(state, token)
-                state.budget.plain(monotonic() - began)
-                continue
-            stop_reason, logits = verify(token, proposal)
+        reason, logits = start(g, proposer)
+        if not reason:
+            reason = decode(g, logits, proposer)
     except Cancelled as stop:
-        stop_reason = stop.reason
+        reason = stop.reason
     except BaseException:
         state.reset()  # a forward pass failed half-way (OOM, interrupt): the cache no longer matches its ids
         raise
-    if stop_reason == "cancelled":
-        text.on_text = None  # nothing more reaches the editor after a cancel
-    completion = "" if stop_reason == "heal_failed" else text.finish()
-    stats.stop_reason = stop_reason
-    stats.generated_tokens = len(generated)
-    stats.total_s = monotonic() - start
-    return GenerationResult(text=completion, token_ids=generated, stats=stats)
+    return finish(g, reason)

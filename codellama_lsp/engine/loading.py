@@ -136,24 +136,53 @@ def choose_device(setting: str = "auto") -> str:
     return setting
 
 
-def choose_dtype(setting: str, device: str):
-    """fp32 on CPU (bf16 is several times slower there without AVX-512-BF16; research §4e), bf16 on a GPU
-    that supports it, else fp16. Always explicit: transformers 5 otherwise keeps the checkpoint's dtype."""
+def choose_dtype(setting: str, device: str, quantization: str = "none"):
+    """fp32 on CPU (bf16 is several times slower there without AVX-512-BF16; research §4e); on CUDA bf16 only
+    on compute capability 8.0+ (Ampere on), else fp16: ``torch.cuda.is_bf16_supported()`` also says yes where
+    bf16 is emulated (T4, V100), and bitsandbytes' fast kernels there are fp16-only. 8-bit weights compute in
+    fp16 (LLM.int8 casts anything else to fp16 on every call, with a warning). Always explicit: transformers 5
+    otherwise keeps the checkpoint's dtype."""
     import torch
 
     if setting not in ("", "auto"):
         return getattr(torch, setting)
     if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if quantization == "8bit":
+            return torch.float16
+        return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
     if device == "mps":
         return torch.float16
     return torch.float32
 
 
-def choose_quantization(setting: str, device: str) -> str:
-    """auto = 4bit (nf4) on CUDA, where it is fast; none elsewhere (nf4 on CPU runs ~30x slower than fp32)."""
+def cuda_has_native_bf16(device: str = "cuda") -> bool:
+    """Whether the GPU computes bf16 in hardware (compute capability 8.0 or later)."""
+    import torch
+
+    try:
+        index = torch.device(device).index
+        major, _minor = torch.cuda.get_device_capability(index if index is not None else 0)
+    except Exception:  # noqa: BLE001 - no CUDA, or a driver that cannot answer: fp16 is the safe choice
+        return False
+    return major >= 8 and bool(torch.cuda.is_bf16_supported())
+
+
+def bitsandbytes_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def choose_quantization(setting: str, device: str, dtype_setting: str = "auto") -> str:
+    """auto = 4bit (nf4) on CUDA, where it is fast, when bitsandbytes is installed; none elsewhere (nf4 on CPU
+    runs ~30x slower than fp32) and with float64, which bitsandbytes cannot compute in. An explicit 4bit/8bit
+    with float64 is refused with a one-line error instead of failing at the first forward pass."""
+    wide = str(dtype_setting).replace("torch.", "") == "float64"
     if setting in ("", "auto"):
-        return "4bit" if device.startswith("cuda") else "none"
+        return "4bit" if device.startswith("cuda") and not wide and bitsandbytes_installed() else "none"
+    if wide and setting in ("4bit", "8bit"):
+        raise ModelLoadError(f"--quantization {setting} cannot compute in float64; use --quantization none "
+                             "(or auto) with --dtype float64, or another dtype")
     return setting
 
 
@@ -281,6 +310,30 @@ def oom_message(name: str, quantization: str, device: str) -> str:
     return f"out of memory loading '{name}' on {device} with quantization {quantization}; {hint}"
 
 
+class _OnceFilter:
+    """Lets the first record with a given message template through, drops the repeats."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def filter(self, record) -> bool:
+        key = str(record.msg)
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+def quiet_int8_cast_warning() -> None:
+    """LLM.int8 with a non-fp16 compute dtype logs "inputs will be cast ... to float16" on every linear call
+    (224 lines per token for a 7B): keep the first, drop the rest."""
+    import logging
+
+    logger = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _OnceFilter) for f in logger.filters):
+        logger.addFilter(_OnceFilter())
+
+
 def load_model(resolved: ResolvedModel, *, device: str, dtype, quantization: str):
     """``from_pretrained`` with every failure mapped to a one-line ModelLoadError."""
     import torch
@@ -291,6 +344,8 @@ def load_model(resolved: ResolvedModel, *, device: str, dtype, quantization: str
     check_architecture(config, resolved.path)
     check_weights(resolved.path, resolved.name)
     qconfig = quantization_config(quantization, dtype)
+    if quantization == "8bit":
+        quiet_int8_cast_warning()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "sdpa", "local_files_only": True}
@@ -329,16 +384,19 @@ def load_backend(settings: Settings, progress: Progress | None = None):
     """Resolve, load tokenizer + template + weights, and return a ready :class:`LocalBackend`.
 
     ``progress(percent, message)`` is called at each stage (the server turns it into ``$/progress``)."""
-    if getattr(settings, "backend", "local") == "openai":  # opt-in remote server: the only network use
+    if getattr(settings, "backend", "local") != "local":  # opt-in remote server: the only network use
         from .remote import load_remote_backend
 
         return load_remote_backend(settings, progress)
     report = progress or (lambda _pct, _msg: None)
     report(2, f"resolving model {settings.model}")
+    gguf = load_gguf_if_asked(settings, progress)
+    if gguf is not None:
+        return gguf
     resolved = resolve_model(settings.model, explicit=settings.model_explicit)
     device = choose_device(settings.device)
-    dtype = choose_dtype(settings.dtype, device)
-    quantization = choose_quantization(settings.quantization, device)
+    quantization = choose_quantization(settings.quantization, device, settings.dtype)
+    dtype = choose_dtype(settings.dtype, device, quantization)
     config = read_config(resolved.path, resolved.name)
     check_architecture(config, resolved.path)
     check_weights(resolved.path, resolved.name)
@@ -374,6 +432,35 @@ def load_backend(settings: Settings, progress: Progress | None = None):
     backend = LocalBackend(model, tokenizer, template, info, settings=settings, draft_model=draft, notice=resolved.notice)
     report(100, "model ready" + (f" ({resolved.notice})" if resolved.notice else ""))
     return backend
+
+
+def load_gguf_if_asked(settings: Settings, progress: Progress | None = None):
+    """The llama.cpp backend when the model is a GGUF (``runtime = "auto"`` or ``"llamacpp"``), else None.
+
+    ``runtime = "llamacpp"`` with the bundled demo model (named, or standing in for the default) runs the demo
+    converted to GGUF. Loads nothing from torch or transformers (see ``engine/llamacpp.py``)."""
+    runtime = getattr(settings, "runtime", "auto") or "auto"
+    name = (settings.model or DEFAULT_MODEL).strip()
+    from .llamacpp import find_gguf, load_llamacpp_backend
+
+    path = find_gguf(name, getattr(settings, "gguf_file", "") or "")
+    if runtime == "transformers":
+        if path is not None:
+            raise ModelLoadError(f"'{name}' is a GGUF model, which the transformers runtime does not run; set "
+                                 "runtime = \"auto\" or \"llamacpp\" (or pass a transformers model directory)")
+        return None
+    if path is not None:
+        return load_llamacpp_backend(settings, path, name=name, progress=progress)
+    if runtime != "llamacpp":
+        return None
+    resolved = resolve_model(name, explicit=settings.model_explicit)
+    if not resolved.is_demo:
+        raise ModelLoadError(f"runtime = \"llamacpp\" needs a GGUF model and '{name}' is a transformers checkpoint; "
+                             "pass a .gguf file with --model (or set runtime = \"auto\")")
+    from .gguf_convert import demo_gguf
+
+    return load_llamacpp_backend(settings, demo_gguf(), name=resolved.name, is_demo=True, notice=resolved.notice,
+                                 progress=progress)
 
 
 def load_tokenizer_for(resolved: ResolvedModel):

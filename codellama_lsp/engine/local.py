@@ -1,9 +1,10 @@
-"""The in-process backend: a transformers model resident in memory, with one KV cache kept between requests.
+"""The in-process backend: a model resident in memory, with one KV cache kept between requests.
 
 Keystroke after keystroke the prompt changes by a token or two (with the suffix-first FIM layout), so the
-one cache and the ids it covers (:class:`~codellama_lsp.engine.decode.KVState`) turn a full prefill into a
-prefill of the few new tokens. Not thread-safe by design: only the engine's worker thread calls it
-(``engine/worker.py``).
+one cache and the ids it covers (a model step, :class:`~codellama_lsp.engine.step.ModelStep`) turn a full
+prefill into a prefill of the few new tokens. The step is the runtime: transformers
+(``step_transformers.py``) or llama.cpp (``step_llamacpp.py``); this class and the decode loop are the same
+for both. Not thread-safe by design: only the engine's worker thread calls it (``engine/worker.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections import deque
 from typing import Any, Sequence
 
 from .backend import CancelToken, GenerationParams, GenerationResult, ModelInfo, OnText, TokenizerText, monotonic
-from .decode import Cancelled, DraftModel, KVState, generate, prefill
+from .decode import Cancelled, DraftModel, generate
+from .step import ModelStep
 
 
 RECENT_RUNS = 4
@@ -20,7 +22,8 @@ RECENT_CONTEXT_TOKENS = 24  # prompt tokens kept before each answer, so an n-gra
 
 
 class LocalBackend(TokenizerText):
-    """Implements :class:`~codellama_lsp.engine.backend.Backend` over a loaded transformers model."""
+    """Implements :class:`~codellama_lsp.engine.backend.Backend` over a loaded model: a transformers
+    ``model`` (its step is made here), or any ready ``step`` (llama.cpp)."""
 
     def __init__(
         self,
@@ -32,14 +35,19 @@ class LocalBackend(TokenizerText):
         settings: Any = None,
         draft_model: Any = None,
         notice: str = "",
+        step: ModelStep | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.template = template
         self.info = info
         self.notice = notice  # e.g. "the default model is not in the cache; using the bundled demo model"
-        kv_cache = getattr(settings, "kv_cache", "dynamic") if settings is not None else "dynamic"
-        self.kv = KVState(model, kv_cache=kv_cache)
+        if step is None:
+            from .step_transformers import TransformersStep
+
+            kv_cache = getattr(settings, "kv_cache", "dynamic") if settings is not None else "dynamic"
+            step = TransformersStep(model, kv_cache=kv_cache)
+        self.kv: ModelStep = step
         self.draft = DraftModel(draft_model) if draft_model is not None else None
         self._vocab_texts: list[str] | None = None
         self.last_result: GenerationResult | None = None
@@ -105,7 +113,7 @@ class LocalBackend(TokenizerText):
 
         cancelled = False
         try:
-            prefill(self.kv, ids[keep:], check)
+            self.kv.prefill(ids[keep:], check)
         except Cancelled:
             cancelled = True
         except BaseException:
@@ -124,15 +132,14 @@ class LocalBackend(TokenizerText):
         return list(self.kv.ids)
 
     def reset_cache(self) -> None:
-        self.kv.cache = None
-        self.kv.ids = []
+        self.kv.reset_cache()
         self._recent.clear()
         if self.draft is not None:
-            self.draft.state.cache = None
-            self.draft.state.ids = []
+            self.draft.state.reset_cache()
 
     def close(self) -> None:
-        self.reset_cache()
+        self._recent.clear()
+        self.kv.close()
         self.model = None
         if self.draft is not None:
-            self.draft.state.model = None
+            self.draft.state.close()

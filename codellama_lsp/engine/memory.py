@@ -8,6 +8,12 @@ which is why a 7B model in nf4 is 3.6 GiB rather than 3.4 GiB.
 KV cache: 2 (keys and values) x layers x kv_heads x head_dim x bytes, per token of context. 7B in fp16 is
 0.5 MiB per token, 8 GiB at 16K tokens; that, not the weights, is what limits long contexts. The fp8 quantized
 cache halves fp16 (quarters fp32).
+
+Runtime: what a running model needs besides those two. On CUDA, the context and library workspaces
+(cuBLAS, cuDNN; 0.5-1 GiB, counted as 0.75); everywhere, the transients of one prefill chunk (its hidden
+states and MLP activations, the attention scores a masked SDPA call materializes over the whole context, the
+fp32 logits, and under bitsandbytes the dequantized copy of the largest weight). ``doctor`` then wants a
+further 10% free for fragmentation (``FIT_MARGIN``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ MIB = 1024**2
 # bytes per parameter of a quantized linear layer, measured with bitsandbytes 0.50 (research §4e):
 # nf4 with double quantization stores 4.13 bits per weight; LLM.int8 one byte (+ per-row scales, negligible)
 _QUANT_BYTES = {"4bit": 0.516, "8bit": 1.0}
+CUDA_CONTEXT_BYTES = 0.75 * GIB
+PREFILL_CHUNK_TOKENS = 512  # engine/decode.py PREFILL_CHUNK
+FIT_MARGIN = 0.10  # free memory doctor wants beyond the estimate: allocator fragmentation
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
 
@@ -112,22 +121,41 @@ def kv_cache_bytes(shape: ModelShape, tokens: int, dtype: str, kv_cache: str = "
     return shape.kv_bytes_per_token(per) * tokens
 
 
+def runtime_bytes(shape: ModelShape, tokens: int, dtype: str, quantization: str = "none", device: str = "cpu",
+                  chunk: int = PREFILL_CHUNK_TOKENS) -> float:
+    """CUDA context (on CUDA) plus the transients of one prefill chunk at ``tokens`` of context (see above)."""
+    per = dtype_bytes(dtype)
+    chunk = max(1, min(chunk, tokens or 1))
+    activations = chunk * (4 * shape.hidden + 3 * shape.intermediate) * per
+    scores = 2 * shape.heads * chunk * max(tokens, chunk) * per  # scores and probabilities (math/masked path)
+    logits = 2 * shape.vocab * 4
+    dequant = shape.hidden * shape.intermediate * per if quantization in _QUANT_BYTES else 0
+    context = CUDA_CONTEXT_BYTES if str(device).startswith("cuda") else 0.0
+    return context + activations + scores + logits + dequant
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     params: int
     weights_bytes: float
     kv_bytes: float
     context_tokens: int
+    runtime_bytes: float = 0.0  # CUDA context + prefill transients
 
     @property
     def total_bytes(self) -> float:
-        return self.weights_bytes + self.kv_bytes
+        return self.weights_bytes + self.kv_bytes + self.runtime_bytes
+
+    def fits(self, available_bytes: float, margin: float = FIT_MARGIN) -> bool:
+        """Whether ``available_bytes`` holds the estimate with ``margin`` (a fraction of it) to spare."""
+        return self.total_bytes * (1 + margin) <= available_bytes
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "params": self.params,
             "weights_gib": round(self.weights_bytes / GIB, 3),
             "kv_cache_gib": round(self.kv_bytes / GIB, 3),
+            "runtime_gib": round(self.runtime_bytes / GIB, 3),
             "total_gib": round(self.total_bytes / GIB, 3),
             "context_tokens": self.context_tokens,
         }
@@ -140,14 +168,16 @@ def estimate(
     dtype: str,
     context_tokens: int,
     kv_cache: str = "dynamic",
+    device: str = "cpu",
 ) -> MemoryEstimate:
-    """Weights + KV cache at ``context_tokens`` (no activations or CUDA context: add ~0.5-1.5 GiB)."""
+    """Weights + KV cache at ``context_tokens`` + runtime (CUDA context on ``device`` "cuda", transients)."""
     shape = model_shape(config)
     return MemoryEstimate(
         params=shape.params,
         weights_bytes=weights_bytes(shape, quantization, dtype),
         kv_bytes=kv_cache_bytes(shape, context_tokens, dtype, kv_cache),
         context_tokens=context_tokens,
+        runtime_bytes=runtime_bytes(shape, context_tokens, dtype, quantization, device),
     )
 
 

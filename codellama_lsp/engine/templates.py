@@ -182,19 +182,40 @@ class Template:
 
     def _chat_from_template(self, messages: list[dict[str, str]]) -> list[int]:
         template = self.tokenizer.chat_template
-        hf = self.tokenizer.hf if template else None
-        if hf is None or not template:
+        if not template:
             raise TemplateError(f"this {self.family} model has no chat format (no chat_template in its "
                                 f"tokenizer_config.json); use an Instruct/chat model for chat")
+        hf = self.tokenizer.hf
         try:
-            text = hf.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                          add_generation_prompt=True)
+            if hf is None:  # a GGUF model (no transformers on that path), or transformers could not load it
+                text = render_chat_template(template, messages, bos_token=self.tokenizer.bos_token or "",
+                                            eos_token=self.tokenizer.eos_token or "")
+            else:
+                text = hf.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                              add_generation_prompt=True)
         except Exception as exc:  # noqa: BLE001 - Jinja errors (e.g. "roles must alternate")
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise TemplateError(f"the model's chat template rejected the conversation: {detail}") from None
         if not isinstance(text, str):
             raise TemplateError("the model's chat template did not render text")
         return self.tokenizer.encode_markup(text)
+
+
+def render_chat_template(template: str, messages: list[dict[str, str]], *, bos_token: str, eos_token: str) -> str:
+    """A model's Jinja chat template rendered the way transformers renders it (sandboxed, trimmed blocks,
+    ``raise_exception`` and ``tojson`` available, generation prompt on), without importing transformers."""
+    import json
+
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    env.filters["tojson"] = lambda value, indent=None: json.dumps(value, indent=indent, ensure_ascii=False)
+    return env.from_string(template).render(messages=messages, add_generation_prompt=True, bos_token=bos_token,
+                                            eos_token=eos_token)
 
 
 def _validated(messages: Sequence[Message]) -> list[dict[str, str]]:

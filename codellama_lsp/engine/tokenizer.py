@@ -162,6 +162,12 @@ class Tokenizer:
         vocabularies, "" for byte-level ones, where ``leading_space`` makes no difference)."""
         return self._implicit
 
+    @property
+    def newline_isolated(self) -> bool:
+        """Whether no token ever crosses a newline, so a text's encoding is the concatenation of its lines'
+        (the first with the implicit leading space, the others without): true for Llama-style vocabularies."""
+        return self._newline_id is not None
+
     def encode(self, text: str, *, leading_space: bool = True) -> list[int]:
         """Ids of ``text`` without BOS. ``leading_space=True`` matches ``sp.encode(text)``;
         ``False`` matches Meta's ``encode_infilling`` (no implicit leading "▁").
@@ -412,13 +418,14 @@ def _chat_template(path: Path, config: dict[str, Any]) -> str | None:
     return template
 
 
-def load_tokenizer(model_dir: str | Path) -> Tokenizer:
+def load_tokenizer(model_dir: str | Path, *, transformers: bool = True) -> Tokenizer:
     """Load the tokenizer of a local model directory.
 
     Encoding uses the directory's ``tokenizer.json`` directly (the publisher's exact model), so
     loading takes a fraction of a second and never imports transformers; ``Tokenizer.hf`` loads
     transformers' ``AutoTokenizer`` on first use (chat templates). Raises ``ModelLoadError`` with
-    one actionable line when the directory holds no usable tokenizer.
+    one actionable line when the directory holds no usable tokenizer. ``transformers=False`` (the GGUF
+    runtime, which must not import torch): ``Tokenizer.hf`` stays None and chat templates render with jinja2.
     """
     path = Path(model_dir).expanduser()
     if not path.is_dir():
@@ -455,7 +462,7 @@ def load_tokenizer(model_dir: str | Path) -> Tokenizer:
         return value if isinstance(value, str) else None
 
     try:
-        return Tokenizer(tokenizer_json, hf=hf, bos_token=pick("bos_token"), eos_token=pick("eos_token"),
+        return Tokenizer(tokenizer_json, hf=hf if transformers else False, bos_token=pick("bos_token"), eos_token=pick("eos_token"),
                          chat_template=_chat_template(path, config), source=str(path))
     except ModelLoadError:
         raise

@@ -8,7 +8,9 @@ loop reads before every forward pass.
 
 If the worker thread dies (an exception that is not an ``Exception``, e.g. ``SystemExit`` raised by a
 library), a new one takes over the queue and ``Engine.error`` says what happened. A CUDA out-of-memory during
-generation is retried once with the prompt's last half (plus BOS), then reported.
+generation is retried once, then reported: with a prompt the caller rebuilds under a smaller budget
+(``smaller``; slicing ids would cut the FIM layout's ``<PRE>``/``<SUF>``/``<MID>``), or, without one, with
+the same prompt after the failed pass's KV cache and the allocator's cached blocks are freed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .backend import CancelToken, EngineError, GenerationParams, GenerationResul
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, str], None]
+SmallerPrompt = Callable[[], "Sequence[int] | None"]  # the prompt rebuilt under a smaller budget
 _STOP = object()
 
 
@@ -179,7 +182,12 @@ class Engine:
         return self.backend
 
     def _generate_on_worker(
-        self, prompt_ids: Sequence[int], params: GenerationParams, cancel: CancelToken | None, on_text: OnText | None
+        self,
+        prompt_ids: Sequence[int],
+        params: GenerationParams,
+        cancel: CancelToken | None,
+        on_text: OnText | None,
+        smaller: SmallerPrompt | None = None,
     ) -> GenerationResult:
         from .loading import is_out_of_memory
 
@@ -191,17 +199,22 @@ class Engine:
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise EngineError(f"generation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-            shorter = _shorter_prompt(prompt_ids, getattr(backend.tokenizer, "bos_id", None))
         _free_accelerator_memory()
-        log.warning("out of memory generating from %d prompt tokens; retrying with %d", len(prompt_ids), len(shorter))
+        retry = list(prompt_ids)
+        if smaller is not None:
+            try:
+                retry = list(smaller() or []) or retry
+            except Exception as exc:  # noqa: BLE001 - a failed rebuild must not hide the out-of-memory
+                log.warning("could not rebuild a smaller prompt (%s: %s)", type(exc).__name__, exc)
+        log.warning("out of memory generating from %d prompt tokens; retrying with %d", len(prompt_ids), len(retry))
         try:
-            return backend.generate(shorter, params, cancel, on_text)
+            return backend.generate(retry, params, cancel, on_text)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise EngineError(f"generation failed: {type(exc).__name__}: {exc}") from exc
             _free_accelerator_memory()
             self.error = (
-                f"out of memory generating from {len(prompt_ids)} prompt tokens (retried with {len(shorter)}); "
+                f"out of memory generating from {len(prompt_ids)} prompt tokens (retried with {len(retry)}); "
                 "lower the `context_tokens` setting or use --quantization 4bit"
             )
             raise EngineError(self.error) from None
@@ -212,10 +225,12 @@ class Engine:
         params: GenerationParams,
         cancel: CancelToken | None = None,
         on_text: OnText | None = None,
+        smaller: SmallerPrompt | None = None,
     ) -> GenerationResult:
         """Generate on the worker thread. ``on_text`` runs on the worker thread: hop to the loop with
-        ``loop.call_soon_threadsafe`` if it touches asyncio objects."""
-        return await self.run(self._generate_on_worker, list(prompt_ids), params, cancel, on_text)
+        ``loop.call_soon_threadsafe`` if it touches asyncio objects. ``smaller()`` (also on the worker thread)
+        rebuilds the prompt under a smaller budget for the one retry after an out-of-memory."""
+        return await self.run(self._generate_on_worker, list(prompt_ids), params, cancel, on_text, smaller)
 
     def generate_sync(
         self,
@@ -223,8 +238,9 @@ class Engine:
         params: GenerationParams,
         cancel: CancelToken | None = None,
         on_text: OnText | None = None,
+        smaller: SmallerPrompt | None = None,
     ) -> GenerationResult:
-        return self.run_sync(self._generate_on_worker, list(prompt_ids), params, cancel, on_text)
+        return self.run_sync(self._generate_on_worker, list(prompt_ids), params, cancel, on_text, smaller)
 
     async def warm(self, prompt_ids: Sequence[int], cancel: CancelToken | None = None) -> dict[str, Any]:
         """Prefill the KV cache with ``prompt_ids`` (the user paused); the next generate for the same document
@@ -262,14 +278,6 @@ def _on_loop(progress: ProgressFn | None) -> ProgressFn | None:
         loop.call_soon_threadsafe(progress, percent, message)
 
     return hop
-
-
-def _shorter_prompt(prompt_ids: Sequence[int], bos_id: int | None) -> list[int]:
-    """The last half of the prompt (the part nearest the cursor), keeping BOS in front."""
-    ids = list(prompt_ids)
-    head = [ids[0]] if ids and bos_id is not None and ids[0] == bos_id else []
-    body = ids[len(head) :]
-    return head + body[len(body) // 2 :]
 
 
 def _free_accelerator_memory() -> None:

@@ -106,10 +106,31 @@ per buffer: these modes then get Code Llama instead of another server."
    &key conversationId seq text &allow-other-keys)
   (codellama--chunk conversationId seq text))
 
+(defvar codellama--messages nil "Informational messages from the server, newest first (`codellama-doctor').")
+
+(cl-defmethod eglot-handle-notification
+  ((_server codellama-eglot-server) (_method (eql window/showMessage)) &key type message &allow-other-keys)
+  "Errors and warnings as eglot shows them; an informational MESSAGE on one line (whole in the doctor)."
+  (if (and (numberp type) (<= type 2))
+      (cl-call-next-method)
+    (push message codellama--messages)
+    (let ((line (replace-regexp-in-string "[ \t\n]+" " " (or message ""))))
+      (message "%s" (truncate-string-to-width line (max 20 (- (frame-width) 2)) nil nil
+                                              "… (M-x codellama-doctor)")))))
+
+(defun codellama--completion-ms ()
+  "The latest completion latency in ms (chat answers are counted apart), or nil."
+  (let ((ms (plist-get codellama-status :last_completion_ms)))
+    (cond ((numberp ms) ms)
+          ;; a server from before last_completion_ms
+          ((and (not (plist-member codellama-status :last_completion_ms))
+                (not (equal (plist-get codellama-status :source) "chat")))
+           (let ((total (plist-get codellama-status :total_ms))) (and (numberp total) total))))))
+
 (defun codellama-mode-line ()
-  "Short server state for the mode line."
+  "Short server state for the mode line: the state, or the last completion's latency."
   (let ((state (plist-get codellama-status :state))
-        (ms (plist-get codellama-status :total_ms)))
+        (ms (codellama--completion-ms)))
     (cond ((and (equal state "ready") (numberp ms)) (format " CL:%dms" ms))
           (state (format " CL:%s" state))
           (t " CL"))))
@@ -312,9 +333,16 @@ called with the list of suggestions once they are shown."
 
 ;;;; Explain and chat
 
+;; Each answer owns a section of *codellama*: a start and an end marker.  A stream only ever replaces the
+;; text between its own markers, so an Explain and a chat streaming at the same time never write into
+;; each other's place.  Killing the buffer cancels what still streams into it.
+
+(cl-defstruct (codellama--sec (:constructor codellama--sec-create))
+  start end chunks server request done on-kill)
+
 (defvar codellama--conversations (make-hash-table :test #'equal)
-  "conversationId -> (MARKER . CHUNKS), CHUNKS an alist (SEQ . TEXT).")
-(defvar codellama--pending nil "Marker of an Explain waiting for its conversation id.")
+  "conversationId -> `codellama--sec' of the answer streaming (or shown) for it.")
+(defvar codellama--pending nil "Sections of Explains waiting for their conversation id, oldest first.")
 (defvar codellama--chat-history nil "Messages of the chat conversation, oldest first.")
 (defvar codellama--chat-id nil)
 (defvar codellama-last-answer nil "Plist (:conversationId :text :streamed) of the last finished answer.")
@@ -323,44 +351,74 @@ called with the list of suggestions once they are shown."
   (let ((buf (get-buffer-create "*codellama*")))
     (with-current-buffer buf
       (unless (derived-mode-p 'markdown-mode 'text-mode)
-        (if (fboundp 'markdown-mode) (markdown-mode) (text-mode))))
+        (if (fboundp 'markdown-mode) (markdown-mode) (text-mode)))
+      (add-hook 'kill-buffer-hook #'codellama--output-killed nil t))
     (display-buffer buf)
     buf))
 
 (defun codellama--begin (heading)
-  "Append HEADING to *codellama*; return a marker where the answer goes."
+  "Append HEADING to *codellama*; return a new section for the answer under it."
   (with-current-buffer (codellama--output-buffer)
     (let ((inhibit-read-only t))
       (goto-char (point-max))
       (unless (bobp) (insert "\n"))
       (insert heading "\n\n")
-      (copy-marker (point) nil))))
+      (codellama--sec-create :start (copy-marker (point) nil) :end (copy-marker (point) nil)))))
+
+(defun codellama--live-p (section)
+  (let ((m (codellama--sec-start section)))
+    (and m (marker-buffer m) (buffer-live-p (marker-buffer m)))))
+
+(defun codellama--output-killed ()
+  "*codellama* is being killed: cancel the answers still streaming into it."
+  (maphash (lambda (_id section)
+             (when (and (not (codellama--sec-done section))
+                        (eq (marker-buffer (codellama--sec-start section)) (current-buffer)))
+               (codellama--abandon section)))
+           codellama--conversations)
+  (dolist (section codellama--pending) (codellama--abandon section))
+  (setq codellama--pending nil))
+
+(defun codellama--abandon (section)
+  "Stop streaming into SECTION: cancel its request and let its owner keep the conversation consistent."
+  (unless (codellama--sec-done section)
+    (setf (codellama--sec-done section) 'cancelled)
+    (let ((server (codellama--sec-server section)) (id (codellama--sec-request section)))
+      (when (and server id (jsonrpc-running-p server))
+        (ignore-errors (jsonrpc-notify server :$/cancelRequest (list :id id)))))
+    (when (codellama--sec-on-kill section)
+      (funcall (codellama--sec-on-kill section) (codellama--streamed section)))))
 
 (defun codellama--section (id)
   (or (gethash id codellama--conversations)
-      (let ((m (or (prog1 codellama--pending (setq codellama--pending nil))
-                   (codellama--begin "# Code Llama"))))
-        (puthash id (cons m nil) codellama--conversations))))
+      (puthash id (or (pop codellama--pending) (codellama--begin "# Code Llama")) codellama--conversations)))
 
 (defun codellama--show (section text)
-  (let ((m (car section)))
-    (with-current-buffer (marker-buffer m)
-      (let ((inhibit-read-only t))
-        (delete-region m (point-max))
-        (save-excursion (goto-char m) (insert text))))))
+  "Replace SECTION's text with TEXT (nothing when its buffer is gone)."
+  (when (codellama--live-p section)
+    (let ((start (codellama--sec-start section)) (end (codellama--sec-end section)))
+      (with-current-buffer (marker-buffer start)
+        (let ((inhibit-read-only t))
+          (save-excursion
+            (delete-region start end)
+            (goto-char start)
+            (insert text)
+            (set-marker end (point))))))))
 
 (defun codellama--streamed (section)
-  (mapconcat #'cdr (sort (copy-sequence (cdr section)) (lambda (a b) (< (car a) (car b)))) ""))
+  (mapconcat #'cdr (sort (copy-sequence (codellama--sec-chunks section)) (lambda (a b) (< (car a) (car b)))) ""))
 
 (defun codellama--chunk (id seq text)
   (let ((section (codellama--section id)))
-    (unless (assq seq (cdr section))
-      (setcdr section (cons (cons seq (or text "")) (cdr section))))
-    (codellama--show section (codellama--streamed section))))
+    (unless (or (codellama--sec-done section) (assq seq (codellama--sec-chunks section)))
+      (push (cons seq (or text "")) (codellama--sec-chunks section))
+      (codellama--show section (codellama--streamed section)))))
 
 (defun codellama--finish (id text)
   (let ((section (codellama--section id)))
-    (codellama--show section text)
+    (unless (codellama--sec-done section)
+      (setf (codellama--sec-done section) t)
+      (codellama--show section text))
     (setq codellama-last-answer (list :conversationId id :text text :streamed (codellama--streamed section)))
     text))
 
@@ -369,26 +427,48 @@ called with the list of suggestions once they are shown."
 CALLBACK, if given, is called with the answer text."
   (interactive (if (use-region-p) (list (region-beginning) (region-end))
                  (list (line-beginning-position) (line-end-position))))
-  (let ((server (codellama--server))
-        (name (buffer-name))
-        (lines (format "%d-%d" (line-number-at-pos beg) (line-number-at-pos end)))
-        (args (vector (eglot--path-to-uri buffer-file-name)
-                      (list :start (eglot--pos-to-lsp-position beg) :end (eglot--pos-to-lsp-position end))
-                      (eglot--VersionedTextDocumentIdentifier))))
+  (let* ((server (codellama--server))
+         (name (buffer-name))
+         (lines (format "%d-%d" (line-number-at-pos beg) (line-number-at-pos end)))
+         (args (vector (eglot--path-to-uri buffer-file-name)
+                       (list :start (eglot--pos-to-lsp-position beg) :end (eglot--pos-to-lsp-position end))
+                       (eglot--VersionedTextDocumentIdentifier))))
     (eglot--signal-textDocument/didChange)
     (aset args 2 (plist-get (aref args 2) :version))
-    (setq codellama--pending (codellama--begin (format "# Explain %s:%s" name lines)))
-    (setq codellama-last-answer nil)
-    (jsonrpc-async-request
-     server :workspace/executeCommand (list :command "codellama.explain" :arguments args)
-     :success-fn (lambda (result)
-                   (let ((text (codellama--finish (or (plist-get result :conversationId) "explain")
-                                                  (or (plist-get result :text) ""))))
-                     (when callback (funcall callback text))))
-     :error-fn (lambda (err)
-                 (setq codellama-last-answer (list :error (plist-get err :message)))
-                 (message "codellama: %s" (plist-get err :message)))
-     :timeout nil)))  ; long answers: no jsonrpc timeout
+    (let ((section (codellama--begin (format "# Explain %s:%s" name lines))))
+      (setq codellama--pending (append codellama--pending (list section)))
+      (setq codellama-last-answer nil)
+      (setf (codellama--sec-server section) server
+            (codellama--sec-request section)
+            (car (jsonrpc-async-request
+                  server :workspace/executeCommand (list :command "codellama.explain" :arguments args)
+                  :success-fn (lambda (result)
+                                (setq codellama--pending (delq section codellama--pending))
+                                (let* ((id (or (plist-get result :conversationId) "explain"))
+                                       (_ (unless (gethash id codellama--conversations)
+                                            (puthash id section codellama--conversations)))
+                                       (text (codellama--finish id (or (plist-get result :text) ""))))
+                                  (when callback (funcall callback text))))
+                  :error-fn (lambda (err)
+                              (setq codellama--pending (delq section codellama--pending))
+                              (setq codellama-last-answer (list :error (plist-get err :message)))
+                              (unless (codellama--sec-done section)
+                                (message "codellama: %s" (plist-get err :message))))
+                  :timeout nil)))  ; long answers: no jsonrpc timeout
+      section)))
+
+(defun codellama--chat-answered (id text)
+  "Record the assistant's TEXT for the question last asked in conversation ID (once)."
+  (when (and (equal id codellama--chat-id)
+             (equal (plist-get (car (last codellama--chat-history)) :role) "user"))
+    (setq codellama--chat-history
+          (append codellama--chat-history (list (list :role "assistant" :content text))))))
+
+(defun codellama--chat-dropped (id)
+  "The question last asked in ID got no answer: take it out, so the history still alternates."
+  (when (and (equal id codellama--chat-id)
+             (equal (plist-get (car (last codellama--chat-history)) :role) "user"))
+    (setq codellama--chat-history (butlast codellama--chat-history))))
 
 (defun codellama-chat (question)
   "Ask QUESTION; the conversation keeps its history.
@@ -397,22 +477,75 @@ With a prefix argument, start a new conversation."
   (when (or current-prefix-arg (null codellama--chat-id))
     (setq codellama--chat-id (format "emacs-%d-%s" (emacs-pid) (format-time-string "%s%N"))
           codellama--chat-history nil))
-  (let ((server (codellama--server))
-        (id codellama--chat-id))
+  (let* ((server (codellama--server))
+         (id codellama--chat-id)
+         (previous (gethash id codellama--conversations)))
+    (when (and previous (not (codellama--sec-done previous)))
+      (codellama--abandon previous))  ; a new question replaces one still being answered
     (setq codellama--chat-history (append codellama--chat-history (list (list :role "user" :content question))))
-    (remhash id codellama--conversations)
-    (puthash id (cons (codellama--begin (concat "## You\n" question "\n\n## Code Llama")) nil)
-             codellama--conversations)
-    (jsonrpc-async-request
-     server :codellama/chat
-     (list :conversationId id :messages (vconcat codellama--chat-history)
-           :textDocument (eglot--TextDocumentIdentifier))
-     :success-fn (lambda (result)
-                   (let ((text (codellama--finish id (or (plist-get result :text) ""))))
-                     (setq codellama--chat-history
-                           (append codellama--chat-history (list (list :role "assistant" :content text))))))
-     :error-fn (lambda (err) (message "codellama: %s" (plist-get err :message)))
-     :timeout nil)))  ; long answers: no jsonrpc timeout
+    (let ((section (codellama--begin (concat "## You\n" question "\n\n## Code Llama"))))
+      (puthash id section codellama--conversations)
+      (setf (codellama--sec-server section) server
+            (codellama--sec-on-kill section)
+            (lambda (partial)
+              ;; The user saw PARTIAL: keep it as the answer, or drop the question if nothing came.
+              (if (string-empty-p partial) (codellama--chat-dropped id) (codellama--chat-answered id partial)))
+            (codellama--sec-request section)
+            (car (jsonrpc-async-request
+                  server :codellama/chat
+                  (list :conversationId id :messages (vconcat codellama--chat-history)
+                        :textDocument (eglot--TextDocumentIdentifier))
+                  :success-fn (lambda (result)
+                                (let ((text (or (plist-get result :text) "")))
+                                  (unless (codellama--sec-done section)
+                                    (puthash id section codellama--conversations)
+                                    (codellama--finish id text)
+                                    (codellama--chat-answered id text))))
+                  :error-fn (lambda (err)
+                              (unless (codellama--sec-done section)
+                                (setf (codellama--sec-done section) 'failed)
+                                (codellama--chat-dropped id)
+                                (message "codellama: %s" (plist-get err :message))))
+                  :timeout nil)))  ; long answers: no jsonrpc timeout
+      section)))
+
+;;;; Health
+
+(defun codellama-doctor ()
+  "Show what `:checkhealth codellama' shows in Neovim: the server, the model, latencies, the log."
+  (interactive)
+  (let* ((server (ignore-errors (codellama--server)))
+         (s codellama-status)
+         (program (car codellama-server-command))
+         (found (and program (executable-find program))))
+    (with-current-buffer (get-buffer-create "*codellama-doctor*")
+      (let ((inhibit-read-only t))
+        (erase-buffer)
+        (insert "codellama doctor\n\n")
+        (insert (format "- Emacs %s, eglot %s\n" emacs-version
+                        (or (and (fboundp 'eglot--version) (ignore-errors (eglot--version)))
+                            (bound-and-true-p eglot-version)
+                            (let ((lib (locate-library "eglot"))) (if lib (file-name-nondirectory (directory-file-name (file-name-directory lib))) "?")))))
+        (insert (if found (format "- OK: server command found: %s\n" found)
+                  (format "- ERROR: server command not found: %s (install the server from its source tree: python -m pip install /path/to/codellama-lsp, or set `codellama-server-command' to (\"/path/to/venv/bin/python\" \"-m\" \"codellama_lsp.cli\" \"serve\"))\n" program)))
+        (insert (if server (format "- OK: server running (%s)\n" (jsonrpc-name server))
+                  "- WARNING: no codellama-lsp server for this buffer (M-x eglot in a source buffer)\n"))
+        (pcase (plist-get s :state)
+          ("ready" (insert (format "- OK: model ready: %s on %s (%s)\n" (plist-get s :model) (plist-get s :device)
+                                   (plist-get s :quantization))))
+          ("error" (insert (format "- ERROR: model failed to load: %s\n" (plist-get s :message))))
+          (state (insert (format "- model state: %s %s\n" (or state "?") (or (plist-get s :message) "")))))
+        (let ((ms (codellama--completion-ms)))
+          (when ms (insert (format "- last completion: %d ms\n" ms))))
+        (when (numberp (plist-get s :last_chat_ms))
+          (insert (format "- last chat answer: %d ms\n" (plist-get s :last_chat_ms))))
+        (dolist (m (reverse codellama--messages)) (insert (format "- server: %s\n" m)))
+        (insert (format "- server log: %s\n" (or (plist-get s :log_file)
+                                                  "~/.local/state/codellama-lsp/log/server.log")))
+        (goto-char (point-min)))
+      (special-mode)
+      (display-buffer (current-buffer))
+      (buffer-string))))
 
 (provide 'codellama)
 ;;; codellama.el ends here

@@ -38,3 +38,33 @@ def tail(path: Path, n: int = 4000) -> str:
         return path.read_text(errors="replace")[-n:]
     except OSError:
         return f"({path} missing)"
+
+
+# Loaded by the server process (PYTHONPATH) when a test holds the model load back: loading waits until the
+# gate file exists, so "a keystroke while the model loads" happens for sure, whatever the machine's speed.
+# Test-only; no hook in the product code.
+_GATE_SITE = '''
+import os, time
+from codellama_lsp.engine import loading
+
+_real = loading.load_backend
+_gate = os.environ["CODELLAMA_TEST_LOAD_GATE"]
+
+def load_backend(*args, **kwargs):
+    while not os.path.exists(_gate):
+        time.sleep(0.05)  # polls a condition the test sets; the test does not wait on time
+    return _real(*args, **kwargs)
+
+loading.load_backend = load_backend
+'''
+
+
+def gated_load_env(where: Path, env: dict[str, str]) -> Path:
+    """Make the server started with ``env`` hold its model load until the returned path exists."""
+    site = where / "gate-site"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "sitecustomize.py").write_text(_GATE_SITE)
+    gate = where / "load-gate"
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+    env["CODELLAMA_TEST_LOAD_GATE"] = str(gate)
+    return gate

@@ -20,7 +20,8 @@ function M.check()
     h.ok('server command found: ' .. vim.fn.exepath(cmd[1]))
   else
     h.error('server command not found: ' .. cmd[1],
-      { 'pip install codellama-lsp, or set cmd/python in setup()' })
+      { 'install the server from its source tree: python -m pip install /path/to/codellama-lsp, '
+        .. 'or set python = "/path/to/venv/bin/python" (or cmd) in setup()' })
   end
   local c = cl.client()
   if not c then
@@ -36,7 +37,11 @@ function M.check()
   else
     h.info('model state: ' .. (s.state or '?') .. ' ' .. (s.message or ''))
   end
-  if s.total_ms then h.info(string.format('last completion: %d ms', s.total_ms)) end
+  local ms = cl.completion_ms()
+  if ms then h.info(string.format('last completion: %d ms', ms)) end
+  if type(s.last_chat_ms) == 'number' then h.info(string.format('last chat answer: %d ms', s.last_chat_ms)) end
+  for _, m in ipairs(cl.messages or {}) do h.info('server: ' .. m) end
+  h.info('server log: ' .. (s.log_file or '~/.local/state/codellama-lsp/log/server.log (platformdirs user_log_dir)'))
 end
 
 return M

@@ -36,6 +36,7 @@ M.defaults = {
 M.config = vim.deepcopy(M.defaults)
 M.status = { state = 'starting' } -- last `codellama/status` notification
 M.client_id = nil
+M.messages = {} -- informational messages from the server, in full (:checkhealth codellama lists them)
 
 local function server_cmd(cfg)
   if cfg.cmd then return cfg.cmd end
@@ -56,7 +57,30 @@ local handlers = {
   ['codellama/chatChunk'] = function(_, params)
     chat.on_chunk(params)
   end,
+  -- Errors and warnings go through vim.notify as usual. An informational message (the demo-model notice)
+  -- must never stop typing with "Press ENTER": one line that fits the command line, in full in :checkhealth.
+  ['window/showMessage'] = function(_, params)
+    if type(params) ~= 'table' or type(params.message) ~= 'string' then return end
+    local kind = params.type or 3
+    if kind <= 2 then
+      vim.notify(params.message, kind == 1 and vim.log.levels.ERROR or vim.log.levels.WARN)
+      return
+    end
+    table.insert(M.messages, params.message)
+    local line = M.short_message(params.message, vim.v.echospace)
+    vim.schedule(function() vim.api.nvim_echo({ { line } }, false, {}) end)
+  end,
 }
+
+--- `message` on one line of at most `width` display cells; a cut message says where the rest is.
+function M.short_message(message, width)
+  local line = message:gsub('%s+', ' ')
+  width = math.max(20, (width or 60) - 1)
+  if vim.fn.strdisplaywidth(line) <= width then return line end
+  local more = '… (:checkhealth codellama)'
+  local keep = width - vim.fn.strdisplaywidth(more)
+  return vim.fn.strcharpart(line, 0, math.max(1, keep)) .. more
+end
 
 local function client_config()
   local caps = vim.lsp.protocol.make_client_capabilities()
@@ -134,10 +158,21 @@ function M.chat(question)
   end)
 end
 
---- For statuslines: "codellama: loading 40%", "codellama: ready 85 ms", "codellama: error".
+--- The latest completion latency in ms (chat answers are counted apart), or nil.
+function M.completion_ms()
+  local s = M.status
+  if type(s.last_completion_ms) == 'number' then return s.last_completion_ms end
+  if s.last_completion_ms == nil and s.source ~= 'chat' and type(s.total_ms) == 'number' then
+    return s.total_ms -- a server from before last_completion_ms
+  end
+  return nil
+end
+
+--- For statuslines: "codellama: loading", "codellama: 85 ms" (last completion), "codellama: error".
 function M.statusline()
   local s = M.status
-  if s.state == 'ready' and s.total_ms then return string.format('codellama: %d ms', s.total_ms) end
+  local ms = M.completion_ms()
+  if s.state == 'ready' and ms then return string.format('codellama: %d ms', ms) end
   return 'codellama: ' .. (s.state or '?')
 end
 
@@ -171,10 +206,20 @@ local function map_or_feed(lhs, action)
   end, { desc = 'codellama: ' .. lhs, silent = true })
 end
 
+--- CodellamaGhost: grey italic in every terminal. A link to Comment is not enough: Neovim 0.10+'s default
+--- scheme gives Comment a GUI colour only, so without 'termguicolors' ghost text looked like real text.
+--- `default = true`: a colour scheme or the user's own definition wins.
+function M.define_highlights()
+  vim.api.nvim_set_hl(0, 'CodellamaGhost', { fg = '#808080', ctermfg = 244, italic = true, cterm = { italic = true },
+    default = true })
+end
+
 function M.setup(opts)
   M.config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
   chat.opts.layout = M.config.chat_layout
-  vim.api.nvim_set_hl(0, 'CodellamaGhost', { link = 'Comment', default = true })
+  M.define_highlights()
+  vim.api.nvim_create_autocmd('ColorScheme', { group = vim.api.nvim_create_augroup('codellama_hl', { clear = true }),
+    callback = function() M.define_highlights() end })
 
   local group = vim.api.nvim_create_augroup('codellama', { clear = true })
   vim.api.nvim_create_autocmd({ 'BufReadPost', 'BufNewFile', 'FileType' }, {

@@ -1,0 +1,264 @@
+"""The llama.cpp model step: one llama.cpp context, driven through llama-cpp-python's low-level API.
+
+Why the low-level API and not ``Llama.generate``: our decode loop (cache reuse by common prefix, cancel at the
+next token, the token-healing mask, prompt-lookup drafts verified in one pass) needs to feed token ids at
+chosen positions, read the logits of several positions of one batch, and crop the cache; ``Llama`` offers
+none of that without re-tokenizing or re-evaluating. What is used (llama-cpp-python 0.3.36):
+
+* a ``llama_batch`` filled with ids, positions, sequence 0 and a logits flag per position; ``llama_decode``;
+  ``llama_get_logits_ith`` for each flagged position (copied into a numpy array: the loop's rows);
+* ``llama_memory_seq_rm(mem, 0, keep, -1)`` to crop to the common prefix or drop rejected drafts;
+* ``llama_set_abort_callback`` around long prefills only (a Python callback costs 12-40 % of decode speed
+  when left on): a cancel stops the prefill within milliseconds; the ubatches already done stay in the cache,
+  ``llama_memory_seq_pos_max`` says how far, and the next request reuses them like any other prefix.
+
+Drafts are verified as straight lines (``tree_ready`` is False): draft trees on llama.cpp need one sequence
+id per branch and a unified KV buffer (``kv_unified``); straight drafts already carry most of the gain here.
+The context is owned by the engine's single worker thread; nothing here is thread-safe.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .backend import EngineError, ModelLoadError
+from .step import Cancelled, ModelStep
+
+ABORTABLE_PREFILL = 64  # prefills at least this long run with the abort callback installed
+_log_lines: list[str] = []  # llama.cpp's recent warnings/errors, for one-line load errors
+_log_callback: Any = None
+
+
+def import_llama_cpp() -> Any:
+    """``llama_cpp``, or a ModelLoadError saying how to install it."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise ModelLoadError(
+            "GGUF models need llama-cpp-python: run `pip install \"codellama-lsp[gguf]\"` (it compiles llama.cpp, "
+            "about 15 minutes on 2 cores; see README, \"GGUF models\"), or use a transformers model directory"
+        ) from None
+    except Exception as exc:  # a broken native library raises OSError/RuntimeError on import
+        raise ModelLoadError(f"llama-cpp-python is installed but does not load ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}); reinstall it") from None
+    return llama_cpp
+
+
+def _quiet_logs(llama_cpp: Any) -> None:
+    """Keep llama.cpp's log off stderr (it writes hundreds of lines per load); remember errors and warnings."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+
+    def on_log(level: int, text: bytes, _data: Any) -> None:
+        if level in (3, 4):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
+            line = (text or b"").decode("utf-8", "replace").strip()
+            if line:
+                _log_lines.append(line)
+                del _log_lines[:-20]
+
+    _log_callback = llama_cpp.llama_log_callback(on_log)
+    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
+def last_log_error() -> str:
+    """What llama.cpp said went wrong: its "error loading model: ..." reason when there is one."""
+    for line in reversed(_log_lines):
+        if "error loading model:" in line:
+            return line.split("error loading model:", 1)[1].strip()
+    return _log_lines[-1] if _log_lines else ""
+
+
+def default_threads() -> int:
+    """All cores but one (the editor, the server's event loop and the OS need one), at least one."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+class LlamaCppModel:
+    """A loaded GGUF model (weights), shared by the contexts made from it."""
+
+    def __init__(self, path: str | Path, *, n_gpu_layers: int = 0) -> None:
+        self.lib = import_llama_cpp()
+        lib = self.lib
+        _quiet_logs(lib)
+        lib.llama_backend_init()
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = int(n_gpu_layers)
+        _log_lines.clear()
+        self.path = Path(path)
+        model = lib.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise ModelLoadError(load_failure_message(self.path))
+        self.model = model
+        self.vocab = lib.llama_model_get_vocab(model)
+        self.n_vocab = int(lib.llama_vocab_n_tokens(self.vocab))
+        self.n_ctx_train = int(lib.llama_model_n_ctx_train(model))
+
+    def describe(self) -> str:
+        buf = ctypes.create_string_buffer(256)
+        self.lib.llama_model_desc(self.model, buf, len(buf))
+        return buf.value.decode("utf-8", "replace")
+
+    def size_bytes(self) -> int:
+        return int(self.lib.llama_model_size(self.model))
+
+    def close(self) -> None:
+        if self.model:
+            self.lib.llama_model_free(self.model)
+            self.model = None
+
+
+def load_failure_message(path: Path) -> str:
+    """One line for a GGUF file llama.cpp refused: what it said, and what to do."""
+    from .gguf_file import architecture, read_metadata
+
+    meta = read_metadata(path)  # raises its own one-line error for truncated/corrupt metadata
+    said = last_log_error()
+    arch = architecture(meta)
+    if "unknown model architecture" in said or "unsupported" in said.lower():
+        return f"{path}: llama.cpp does not support the model architecture '{arch}'; use a Llama-family GGUF"
+    if "out of memory" in said.lower() or "failed to allocate" in said.lower():
+        return f"out of memory loading {path}; use a smaller quantization (e.g. Q4_K_M) or a smaller model"
+    if any(k in said.lower() for k in ("file bounds", "truncated", "failed to read", "corrupted", "incomplete")):
+        return f"{path} is truncated or corrupt (llama.cpp: {said}); re-download the GGUF file"
+    detail = f" (llama.cpp: {said})" if said else ""
+    return f"llama.cpp could not load {path}{detail}; check that it is a complete GGUF of a supported architecture"
+
+
+class LlamaCppStep(ModelStep):
+    """:class:`~codellama_lsp.engine.step.ModelStep` over one llama.cpp context (sequence 0). It owns the
+    model it is given: ``close`` frees both."""
+
+    runtime = "llamacpp"
+
+    def __init__(self, model: LlamaCppModel, *, n_ctx: int = 4096, n_threads: int = 0, n_batch: int = 512) -> None:
+        super().__init__()
+        lib = model.lib
+        self.lib, self.model = lib, model
+        params = lib.llama_context_default_params()
+        params.n_ctx = int(n_ctx)
+        params.n_batch = params.n_ubatch = int(n_batch)
+        params.n_seq_max = 1
+        threads = int(n_threads) or default_threads()
+        params.n_threads = params.n_threads_batch = threads
+        params.no_perf = True
+        _log_lines.clear()
+        ctx = lib.llama_init_from_model(model.model, params)
+        if not ctx:
+            said = last_log_error()
+            raise ModelLoadError(f"llama.cpp could not create a context of {n_ctx} tokens for {model.path}"
+                                 f"{f' (llama.cpp: {said})' if said else ''}; lower the `context_tokens` setting")
+        self.ctx = ctx
+        self.mem = lib.llama_get_memory(ctx)
+        self.n_ctx = int(lib.llama_n_ctx(ctx))
+        self.n_batch = int(n_batch)
+        self.n_threads = threads
+        self.n_vocab = model.n_vocab
+        self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
+        self._check: Callable[[], None] | None = None
+        self._stopped: Cancelled | None = None
+        self._abort = lib.ggml_abort_callback(self._should_abort)
+        self._no_abort = lib.ggml_abort_callback()  # NULL: no callback while decoding token by token
+
+    # -- ModelStep ------------------------------------------------------------------------------------------
+
+    def _new_cache(self) -> Any:
+        self.lib.llama_memory_clear(self.mem, True)
+        return self.ctx
+
+    def reset_cache(self) -> None:
+        if self.ctx:
+            self.lib.llama_memory_clear(self.mem, True)
+        super().reset_cache()
+
+    def _crop(self, keep: int) -> None:
+        self.lib.llama_memory_seq_rm(self.mem, 0, keep, -1)
+
+    def forward(self, ids: Sequence[int], logits_to_keep: int = 1) -> np.ndarray:
+        ids = list(ids)
+        if len(self.ids) + len(ids) > self.n_ctx:
+            raise EngineError(f"the prompt ({len(self.ids) + len(ids)} tokens) does not fit the llama.cpp context "
+                                 f"of {self.n_ctx}; lower the `context_tokens` setting")
+        rows: list[np.ndarray] = []
+        first_kept = len(ids) - logits_to_keep
+        for start in range(0, len(ids), self.n_batch):
+            chunk = ids[start : start + self.n_batch]
+            flags = [start + i >= first_kept for i in range(len(chunk))]
+            self._decode(chunk, flags)
+            get = self.lib.llama_get_logits_ith
+            for i, flag in enumerate(flags):
+                if flag:
+                    rows.append(np.ctypeslib.as_array(get(self.ctx, i), shape=(self.n_vocab,)).copy())
+        return np.stack(rows)
+
+    def prefill(self, ids: Sequence[int], check: Callable[[], None] = lambda: None) -> Any:
+        """Short runs as one forward; long ones with the abort callback installed, so that ``check`` stops them
+        inside a batch. After a stop, the cache covers whatever llama.cpp finished (``ids`` says how much)."""
+        ids = list(ids)
+        if not ids:
+            return None
+        check()
+        if len(ids) < ABORTABLE_PREFILL:
+            return self.forward(ids, 1)[-1]
+        self._check, self._stopped = check, None
+        self.lib.llama_set_abort_callback(self.ctx, self._abort, ctypes.c_void_p(0))
+        try:
+            return self.forward(ids, 1)[-1]
+        finally:
+            self.lib.llama_set_abort_callback(self.ctx, self._no_abort, ctypes.c_void_p(0))
+            self._check = None
+
+    def nbytes(self) -> int:
+        return int(self.lib.llama_state_seq_get_size(self.ctx, 0)) if self.ctx and self.ids else 0
+
+    def close(self) -> None:
+        if getattr(self, "ctx", None):
+            self.lib.llama_batch_free(self._batch)
+            self.lib.llama_free(self.ctx)
+            self.ctx = None
+        self.model.close()
+        self.cache = None
+        self.ids = []
+
+    # -- llama.cpp ------------------------------------------------------------------------------------------
+
+    def _should_abort(self, _data: Any) -> bool:
+        check = self._check
+        if check is None:
+            return False
+        try:
+            check()
+        except Cancelled as stop:
+            self._stopped = stop
+            return True
+        return False
+
+    def _decode(self, chunk: list[int], flags: list[bool]) -> None:
+        batch, base, n = self._batch, len(self.ids), len(chunk)
+        token, pos, n_seq, seq, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
+        for i, t in enumerate(chunk):
+            token[i] = t
+            pos[i] = base + i
+            n_seq[i] = 1
+            seq[i][0] = 0
+            logits[i] = flags[i]
+        batch.n_tokens = n
+        rc = self.lib.llama_decode(self.ctx, batch)
+        if rc == 0:
+            self.ids.extend(chunk)
+            return
+        if rc == 2 or rc < -1:  # aborted (or failed) part-way: the finished ubatches stay in the cache
+            done = int(self.lib.llama_memory_seq_pos_max(self.mem, 0)) + 1
+            done = max(base, min(done, base + n))
+            self.ids.extend(chunk[: done - base])
+            self.lib.llama_memory_seq_rm(self.mem, 0, len(self.ids), -1)
+            if rc == 2:
+                stop, self._stopped = self._stopped, None
+                raise stop or Cancelled("cancelled")
+        said = last_log_error()
+        raise RuntimeError(f"llama_decode failed with status {rc}" + (f" ({said})" if said else ""))

@@ -1,0 +1,117 @@
+"""The CUDA path: the engine's defaults there, and token identity up to near-ties (engine/divergence.py).
+
+Every test here is marked ``gpu`` and skipped with a reason without CUDA; on a CUDA machine they run with the
+defaults users get there (bf16 or fp16 by compute capability, 4-bit when bitsandbytes is installed). The CPU
+suite checks exact identity in float64 (tests/test_decode.py); here a fast path may differ from the plain
+loop only where the plain loop's top-2 logit gap was below ε.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from codellama_lsp.config import Settings  # noqa: E402
+from codellama_lsp.engine import decode as D  # noqa: E402
+from codellama_lsp.engine import divergence as V  # noqa: E402
+from codellama_lsp.engine.backend import GenerationParams  # noqa: E402
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"),
+]
+
+
+def load(path, **overrides):
+    from codellama_lsp.engine.draft_tree import TreeBudget
+    from codellama_lsp.engine.loading import load_backend
+
+    backend = load_backend(Settings(model=str(path), model_explicit=True, device="cuda", **overrides))
+    backend.kv.budget = TreeBudget(most=D.TREE_NODES, window=10**9)
+    return backend
+
+
+@pytest.fixture(scope="module")
+def chain_dir(tiny_model_dir, tmp_path_factory):
+    from test_decode import chain_checkpoint
+
+    path, perm = chain_checkpoint(tiny_model_dir, tmp_path_factory.mktemp("chain-gpu") / "model")
+    return path, perm
+
+
+def test_default_dtype_follows_the_compute_capability():
+    from codellama_lsp.engine.loading import choose_dtype
+
+    major, _ = torch.cuda.get_device_capability(0)
+    assert choose_dtype("auto", "cuda") == (torch.bfloat16 if major >= 8 else torch.float16)
+
+
+@pytest.mark.parametrize("dtype", ["auto", "float16"])
+def test_default_path_is_identical_up_to_near_ties(chain_dir, dtype):
+    """Cache reuse, lookup drafts and tree verify in the GPU's default dtype against the plain loop."""
+    path, perm = chain_dir
+    b = load(path, dtype=dtype)
+    try:
+        rng = random.Random(11)
+        divergences = []
+        for case in range(6):
+            seq = [rng.randrange(3, 32000)]
+            for _ in range(40):
+                seq.append(perm[seq[-1]])
+            noise = [rng.randrange(3, 32000) for _ in range(30)]
+            ids = [1] + noise[:15] + seq + noise[15:] + seq[: rng.randrange(2, 10)]
+            result = b.generate(ids, GenerationParams(max_new_tokens=16))
+            expected, gaps = V.plain_greedy(b.model, ids, 16)
+            divergences.append(V.assert_identical_up_to_near_ties(expected, gaps, result.token_ids,
+                                                                 b.info.dtype))
+        assert sum(d.identical for d in divergences) >= 3, [d.describe() for d in divergences]
+    finally:
+        b.close()
+
+
+def test_float64_on_cuda_is_exact(chain_dir):
+    """float64 picks no quantization on CUDA, and there the engine is exactly the plain loop."""
+    path, perm = chain_dir
+    b = load(path, dtype="float64")
+    try:
+        assert b.info.quantization == "none" and b.info.device.startswith("cuda")
+        ids = [1] + list(range(40, 60)) + [perm[i] for i in range(700, 730)] + list(range(60, 70)) + [perm[700]]
+        result = b.generate(ids, GenerationParams(max_new_tokens=12))
+        assert result.token_ids == V.plain_greedy(b.model, ids, 12)[0]
+    finally:
+        b.close()
+
+
+def test_draft_budget_timings_wait_for_the_gpu(chain_dir, monkeypatch):
+    path, _ = chain_dir
+    b = load(path)
+    calls = []
+    real = torch.cuda.synchronize
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: (calls.append(a), real(*a)))
+    try:
+        result = b.generate([1] + list(range(100, 140)), GenerationParams(max_new_tokens=8))
+        assert len(calls) >= result.stats.forward_passes - 1  # every timed pass waited for the device
+    finally:
+        b.close()
+
+
+def test_memory_estimate_covers_what_a_generation_uses(chain_dir):
+    from codellama_lsp.engine import memory
+
+    path, _ = chain_dir
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    b = load(path)
+    try:
+        ids = [1] + [random.Random(1).randrange(3, 32000) for _ in range(1500)]
+        b.generate(ids, GenerationParams(max_new_tokens=8))
+        peak = torch.cuda.max_memory_allocated() - before
+        est = memory.estimate(path, quantization=b.info.quantization, dtype=b.info.dtype, context_tokens=len(ids) + 8,
+                              device="cuda")
+        assert peak <= est.total_bytes - memory.CUDA_CONTEXT_BYTES, (peak, est.as_dict())
+    finally:
+        b.close()
