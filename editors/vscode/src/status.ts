@@ -19,6 +19,9 @@ export interface StatusNotification {
   /** "model" | "cache" for a suggestion shown; "none" (with `reason`) when nothing was; "chat" for chat. */
   source?: string;
   reason?: string;
+  /** The last answered completion's and chat's total time; null while there was none. */
+  last_completion_ms?: number | null;
+  last_chat_ms?: number | null;
 }
 
 export interface StatusView {
@@ -43,6 +46,7 @@ export class StatusModel {
   private last: StatusNotification = {};
   private latencyMs: number | undefined;
   private lastCompletion: StatusNotification | undefined;
+  private chatMs: number | undefined;
 
   /** The server process is up and initialized; the model may still be loading. */
   started(): void {
@@ -74,10 +78,14 @@ export class StatusModel {
       if (n.message) this.message = n.message;
     }
     const latency = completionLatency(n);
-    if (latency !== undefined) {
+    if (latency !== undefined) this.lastCompletion = { ...n };
+    if ('last_completion_ms' in n) {
+      // The server's own record (kept across notifications): null until a completion was answered.
+      this.latencyMs = typeof n.last_completion_ms === 'number' ? n.last_completion_ms : undefined;
+    } else if (latency !== undefined) {
       this.latencyMs = latency;
-      this.lastCompletion = { ...n };
     }
+    if (typeof n.last_chat_ms === 'number') this.chatMs = n.last_chat_ms;
   }
 
   /** The folder is not trusted: the server (which runs code from the settings) is not started. */
@@ -118,6 +126,7 @@ export class StatusModel {
           `${c.generated_tokens ?? '?'} generated` + (c.stop_reason ? `, stopped: ${c.stop_reason}` : ''),
       );
     }
+    if (this.chatMs !== undefined) details.push(`last chat answer: ${fmtMs(this.chatMs)}`);
     const tooltip = details.join('\n') || 'Code Llama language server';
     switch (this.kind) {
       case 'starting':

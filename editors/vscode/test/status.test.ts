@@ -68,3 +68,14 @@ test('restricted mode and a restart on purpose are not errors', () => {
   m.started();
   assert.equal(m.view().kind, 'loading');
 });
+
+test("the server's last_completion_ms wins: null means no completion was answered yet", () => {
+  const m = new StatusModel();
+  m.status({ state: 'ready', total_ms: 0, source: 'none', reason: 'not_ready', last_completion_ms: null, last_chat_ms: null });
+  assert.equal(m.view().text, '$(check) Code Llama ready');
+  m.status({ state: 'ready', total_ms: 2500, source: 'chat', last_completion_ms: null, last_chat_ms: 2500 });
+  assert.equal(m.view().text, '$(check) Code Llama ready');
+  assert.match(m.view().tooltip, /last chat answer: 2\.5 s/);
+  m.status({ state: 'ready', total_ms: 120, source: 'model', last_completion_ms: 120, last_chat_ms: 2500 });
+  assert.equal(m.view().text, '$(check) Code Llama ready · 120 ms');
+});
