@@ -222,7 +222,7 @@ def test_vscode_daily_use(editor_model, tmp_path_factory):
     src = work / "demo.py"
     report = _drive(profile, env, code_server, flags, work, {
         "scenario": "daily", "file": str(src), "gateFifo": str(fifo), "wrapperLog": str(wrapper_log),
-        "serverLog": str(server_log), "line": LINE, "typed": TYPED,
+        "serverLog": str(server_log), "settingsFile": str(settings_file), "line": LINE, "typed": TYPED,
         "suggestLine": SUGGEST_LINE, "suggestTyped": SUGGEST_TYPED, "explainLine": EXPLAIN_LINE,
         "liveMaxTokens": SERVER_SETTINGS["maxTokens"] - 4,
     })

@@ -49,10 +49,16 @@ async function setSetting(page, key, value) {
   await page.locator('.settings-editor .settings-header .monaco-editor').first().waitFor(WAIT);
   await page.keyboard.press('Control+A');
   await page.keyboard.type(key);
-  const input = page.locator('.settings-editor .settings-tree-container .setting-item-contents input').first();
+  const input = page.locator(`.settings-editor .settings-tree-container input[aria-label="${key}"]`).first();
   await input.waitFor(WAIT);
-  await input.fill(value);
-  await input.press('Tab'); // leaves the box: the value is written
+  await input.click();
+  await page.keyboard.press('Control+A');
+  await page.keyboard.type(value);
+  await page.keyboard.press('Enter');
+  await until(() => { // written to the user's settings file
+    try { return JSON.parse(fs.readFileSync(plan.settingsFile, 'utf8'))[key] === (/^\d+$/.test(value) ? Number(value) : value); } catch { return false; }
+  }, 30000, `${key} to be saved`);
+  await page.keyboard.press('Escape');
 }
 
 async function gotoLineEnd(page, line) {
