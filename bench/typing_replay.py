@@ -419,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unpaced", action="store_true", help="await every answer (no supersession)")
     parser.add_argument("--synthesise", action="store_true", help="rebuild bench/sessions/ from the stdlib")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--kv-cache", default=None, choices=("dynamic", "quantized", "static"),
+                        help="the kv_cache setting of the configs that reuse the cache (default: the server's)")
     parser.add_argument("--out", default=str(RESULTS / "typing_replay.json"))
     args = parser.parse_args(argv)
     if args.synthesise:
@@ -431,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="typing-replay-") as tmp:
         model = tiny_model(Path(tmp) / "tiny") if args.model == "tiny" else args.model
         for label, config in CONFIGS.items():
+            if args.kv_cache and config.get("reuseCache"):
+                config = dict(config, kvCache=args.kv_cache)
             results[label] = run_config(model, config, sessions, home=Path(tmp) / label, paced=not args.unpaced,
                                         limit=args.limit, device=args.device, max_tokens=args.max_tokens,
                                         context_tokens=args.context_tokens)
@@ -443,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_implementation()} "
                    f"{platform.python_version()} (other load on the CPU: see the load average)",
         "load_average_start": load_start, "load_average_end": [round(x, 1) for x in os.getloadavg()],
-        "configs": CONFIGS, "summary": summary, "outputs": compare_outputs(results["naive_spm"], results["optimised"]),
+        "configs": CONFIGS, "kv_cache": args.kv_cache or "default", "summary": summary, "outputs": compare_outputs(results["naive_spm"], results["optimised"]),
     }
     record["targets"] = targets(summary)
     record["per_request"] = {label: {name: run["records"] for name, run in r["runs"].items()}

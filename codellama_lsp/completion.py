@@ -64,6 +64,7 @@ class CompletionOutcome:
     started: float = field(default_factory=time.perf_counter)
     finished: float = 0.0
     uri: str = ""
+    error: str = ""  # the engine's one-line message when generation failed (e.g. the inference server is down)
     # further suggestions for an invoked request, best first: (text, replace_end); same replace_start
     alternatives: list[tuple[str, int]] = field(default_factory=list)
     alternative_stats: dict[str, Any] = field(default_factory=dict)
@@ -79,6 +80,8 @@ class CompletionOutcome:
         s = self.result.stats if self.result is not None else GenerationStats()
         total = (self.finished or time.perf_counter()) - self.started
         out = {**s.counts(), "total_ms": round(total * 1000, 1), "stop_reason": self.stop_reason, "source": self.source}
+        if self.error:
+            out["error"] = self.error
         if self.alternative_stats:
             out["alternatives"] = dict(self.alternative_stats)
         return out
@@ -263,6 +266,7 @@ class CompletionService:
         except EngineError as exc:  # e.g. the model was being replaced: an empty answer, not an error
             log.warning("generation failed: %s", exc)
             outcome.reason = "engine_error"
+            outcome.error = str(exc)
             return
         outcome.result = result
         if result.cancelled or cancel.cancelled:

@@ -384,7 +384,7 @@ def load_backend(settings: Settings, progress: Progress | None = None):
     """Resolve, load tokenizer + template + weights, and return a ready :class:`LocalBackend`.
 
     ``progress(percent, message)`` is called at each stage (the server turns it into ``$/progress``)."""
-    if getattr(settings, "backend", "local") == "openai":  # opt-in remote server: the only network use
+    if getattr(settings, "backend", "local") != "local":  # opt-in remote server: the only network use
         from .remote import load_remote_backend
 
         return load_remote_backend(settings, progress)
