@@ -37,6 +37,8 @@ request answered by the model in both runs, whether the suggestions are identica
     python bench/typing_replay.py --model demo            # writes bench/results/typing_replay.{json,md}
     python bench/typing_replay.py --model demo --device cuda --out bench/results/typing_replay_gpu.json
     python bench/typing_replay.py --synthesise            # rebuilds bench/sessions/ from the stdlib
+    python bench/typing_replay.py --model demo --runtime llamacpp --threads 1 --unpaced \
+        --out bench/results/typing_replay_llamacpp.json   # the demo converted to GGUF, on llama.cpp
 """
 
 from __future__ import annotations
@@ -412,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="demo", help="model directory, 'demo' (default), or 'tiny'")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--runtime", default="auto", help="auto, transformers or llamacpp (demo: converted to GGUF)")
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all cores but one)")
     parser.add_argument("--sessions", nargs="*", help="session names (bench/sessions/*.json stems); default all")
     parser.add_argument("--limit", type=int, default=None, help="keystrokes per session (default: all)")
     parser.add_argument("--max-tokens", type=int, default=24)
@@ -419,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unpaced", action="store_true", help="await every answer (no supersession)")
     parser.add_argument("--synthesise", action="store_true", help="rebuild bench/sessions/ from the stdlib")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--kv-cache", default=None, choices=("dynamic", "quantized", "static"),
+                        help="the kv_cache setting of the configs that reuse the cache (default: the server's)")
     parser.add_argument("--out", default=str(RESULTS / "typing_replay.json"))
     args = parser.parse_args(argv)
     if args.synthesise:
@@ -431,19 +437,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="typing-replay-") as tmp:
         model = tiny_model(Path(tmp) / "tiny") if args.model == "tiny" else args.model
         for label, config in CONFIGS.items():
+            config = {**config, "runtime": args.runtime, "nThreads": args.threads}
+            if args.kv_cache and config.get("reuseCache"):
+                config = dict(config, kvCache=args.kv_cache)
             results[label] = run_config(model, config, sessions, home=Path(tmp) / label, paced=not args.unpaced,
                                         limit=args.limit, device=args.device, max_tokens=args.max_tokens,
                                         context_tokens=args.context_tokens)
     summary = {label: summarise(r) for label, r in results.items()}
     record = {
-        "model": args.model, "device": args.device, "paced": not args.unpaced,
+        "model": args.model, "device": args.device, "runtime": args.runtime, "paced": not args.unpaced,
         "sessions": [name for name, _ in sessions],
         "command": "python bench/typing_replay.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_implementation()} "
                    f"{platform.python_version()} (other load on the CPU: see the load average)",
         "load_average_start": load_start, "load_average_end": [round(x, 1) for x in os.getloadavg()],
-        "configs": CONFIGS, "summary": summary, "outputs": compare_outputs(results["naive_spm"], results["optimised"]),
+        "configs": CONFIGS, "kv_cache": args.kv_cache or "default", "summary": summary, "outputs": compare_outputs(results["naive_spm"], results["optimised"]),
     }
     record["targets"] = targets(summary)
     record["per_request"] = {label: {name: run["records"] for name, run in r["runs"].items()}
