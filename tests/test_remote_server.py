@@ -201,6 +201,10 @@ def test_detection_and_context_overflow_message(smol_dir, tmp_path):
         try:
             assert backend.server.dialect == "llamacpp-server" and backend.server.returns_ids
             assert backend.server.context_window == 256 and backend.info.context_length == 256
+            # every returned id is a generated token (prefill progress chunks carry none): text == decode(ids)
+            result = backend.generate(backend.template.prefix_ids(LIST_DOC), GenerationParams(max_new_tokens=8))
+            assert result.stats.stop_reason == "max_tokens" and len(result.token_ids) == 8, result
+            assert result.text == backend.decode(result.token_ids) and result.text.startswith("13")
             ids = backend.encode("x = 1\n" * 200)
             with pytest.raises(RemoteError, match="does not fit the server's context window"):
                 backend.generate(ids, GenerationParams(max_new_tokens=4))
@@ -288,3 +292,27 @@ async def raw_prompt(c, uri: str, line: int, character: int) -> dict:
 
     return to_plain(await raw_request(c, "codellama/prompt", {"textDocument": {"uri": uri},
                                                                "position": {"line": line, "character": character}}))
+
+
+def test_doctor_says_where_prompts_go_and_what_the_server_is(smol_dir, llama, tmp_path):
+    import subprocess
+    import sys
+
+    from lsp_client import server_env
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'backend = "openai"\nendpoint = "{llama.url}"\n')
+    env = {**server_env(tmp_path / "home"), "CODELLAMA_LSP_API_KEY": "k-never-printed"}
+    cmd = [sys.executable, "-m", "codellama_lsp", "doctor", "--model", str(smol_dir), "--config", str(config)]
+    proc = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["prompts"]["destination"] == llama.url and "CODELLAMA_LSP_API_KEY" in report["prompts"]["api_key"]
+    server = report["model"]["server"]
+    assert server["dialect"] == "llamacpp-server" and server["returns_ids"] and server["prefix_cache"]
+    text = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env).stdout
+    assert f"prompts are sent to {llama.url} only (UNENCRYPTED http)" in text and "llamacpp-server serving" in text
+    assert "k-never-printed" not in text + proc.stdout
+    local = subprocess.run([sys.executable, "-m", "codellama_lsp", "doctor", "--json", "--no-load", "--model", "demo"],
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert json.loads(local.stdout)["prompts"]["destination"] == "this machine only"

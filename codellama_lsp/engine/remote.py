@@ -404,8 +404,10 @@ class RemoteBackend(TokenizerText):
                  stop_ids: set[int], eos_id: int | None, start: float, params: GenerationParams) -> str:
         """Fold one streamed event into the result; returns a stop reason ('' to go on)."""
         if self.server.dialect == "llamacpp-server":
-            ids = event.get("tokens") or []
-            pieces: list[Any] = list(ids) if ids else []
+            # prefill progress chunks (return_progress) carry a placeholder token 0 and no generated token
+            progress = "prompt_progress" in event or (not event.get("stop") and event.get("tokens_predicted") == 0)
+            ids = [] if progress else event.get("tokens") or []
+            pieces: list[Any] = list(ids)
             if event.get("id_slot", -1) >= 0:
                 self.slot = int(event["id_slot"])
             timings = event.get("timings") or {}
