@@ -475,7 +475,9 @@ def _local_tokenizer(settings: Any) -> tuple[Any, dict[str, Any], Any]:
         resolved = ResolvedModel(path=path, name=settings.model)
         return resolved, config_from_metadata(meta), load_gguf_tokenizer(path, meta)
     resolved = resolve_model(settings.model, explicit=settings.model_explicit)
-    return resolved, read_config(resolved.path, resolved.name), load_tokenizer_for(resolved)
+    # the weights live on the server: a directory with only the tokenizer is enough here
+    config = read_config(resolved.path, resolved.name) if (resolved.path / "config.json").is_file() else {}
+    return resolved, config, load_tokenizer_for(resolved)
 
 
 def load_remote_backend(settings: Any, progress: Any = None) -> RemoteBackend:
