@@ -12,8 +12,9 @@ replays session ``i mod 4`` (``bench/sessions``) with its own copy of the file, 
 
 Checks, per run:
 - time to suggestion p50/p95 (client side: request sent -> answer with a suggestion);
-- prefix-cache hit share: prompt tokens the server took from its cache / prompt tokens of model requests (the
-  server's own ``timings.cache_n``, reported as ``reused_tokens``);
+- prefix-cache hit share: from the server's own counters (``/metrics``: prompt tokens taken from the cache / all
+  prompt tokens it started on, cancelled requests included), and for the answered requests from their
+  ``timings.cache_n`` (reported by codellama-lsp as ``reused_tokens``);
 - stale answers: a suggestion for a version that arrived after the answer to the editor's next request (must be
   0: the server answers a superseded request cancelled). Answers already on their way when the next keystroke
   was sent (the server wrote them before it read the change) are counted apart: an editor drops them by version;
@@ -82,10 +83,26 @@ def run_team(n: int, gguf: str, sessions: list[tuple[str, dict]], home: Path, ar
         for t in threads:
             t.join()
         wall = time.monotonic() - started
+        metrics = server_metrics(server.url)
         tracebacks = sum(len(e.tracebacks()) for e in editors)
         for e in editors:
             e.close()
-    return {"editors": n, "runs": runs, "wall_s": round(wall, 1), "tracebacks": tracebacks}
+    return {"editors": n, "runs": runs, "wall_s": round(wall, 1), "tracebacks": tracebacks, "metrics": metrics}
+
+
+def server_metrics(url: str) -> dict[str, float]:
+    """llama.cpp's own Prometheus counters (``/metrics``): what the server really prefilled and took from its cache,
+    cancelled requests included."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as response:
+        text = response.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("llamacpp:") and " " in line:
+            name, value = line.split(None, 1)
+            out[name[len("llamacpp:"):]] = float(value)
+    return out
 
 
 def reference(gguf: str, sessions: list[tuple[str, dict]], home: Path, args) -> dict[str, dict[int, str | None]]:
@@ -133,8 +150,11 @@ def summarise(team: dict, ref: dict[str, dict[int, str | None]]) -> dict:
         if len(r["suggestion"]) >= 8 and r["suggestion"] not in suggestions_of.get(session, set()) and any(
                 r["suggestion"] in found for other, found in suggestions_of.items() if other != session):
             wrong += 1
-    prompt = sum(s["prompt_tokens"] for s in statuses)
-    reused = sum(s.get("reused_tokens", 0) for s in statuses)
+    answered = [s for s in statuses if s.get("source") == "model" and s.get("stop_reason") != "cancelled"]
+    prompt = sum(s["prompt_tokens"] for s in answered)
+    reused = sum(s.get("reused_tokens", 0) for s in answered)
+    metrics = team["metrics"]
+    prefilled, cached = metrics.get("prompt_tokens_total", 0), metrics.get("prompt_tokens_cached_total", 0)
     return {
         "editors": team["editors"],
         "requests": len(records),
@@ -143,8 +163,11 @@ def summarise(team: dict, ref: dict[str, dict[int, str | None]]) -> dict:
         "model_requests": len(statuses),
         "time_to_suggestion_ms_p50": _pct(latencies, 0.5),
         "time_to_suggestion_ms_p95": _pct(latencies, 0.95),
-        "prefix_cache_hit_share": round(reused / prompt, 3) if prompt else None,
-        "prefill_tokens_per_model_request": round((prompt - reused) / len(statuses), 1) if statuses else None,
+        # the server's counters: every request it started, cancelled ones included
+        "prefix_cache_hit_share": round(cached / (cached + prefilled), 3) if cached + prefilled else None,
+        "server_prefill_tokens_per_lsp_request": round(prefilled / len(records), 1) if records else None,
+        # the answered requests' own counters (timings.cache_n of each)
+        "answered_cache_hit_share": round(reused / prompt, 3) if prompt else None,
         "stale_answers": stale,
         "in_flight_at_next_keystroke": len(in_flight),
         "in_flight_max_ms_after_keystroke": round(max(in_flight), 1) if in_flight else None,
@@ -160,8 +183,9 @@ def markdown(record: dict) -> str:
     rows = [("requests / with suggestion / cancelled", None),
             ("time to suggestion p50 (ms)", "time_to_suggestion_ms_p50"),
             ("time to suggestion p95 (ms)", "time_to_suggestion_ms_p95"),
-            ("prefix-cache hit share (server's cache_n / prompt tokens)", "prefix_cache_hit_share"),
-            ("prefill tokens / model request", "prefill_tokens_per_model_request"),
+            ("prefix-cache hit share, server /metrics (cached / cached + prefilled)", "prefix_cache_hit_share"),
+            ("tokens the server prefilled / LSP request", "server_prefill_tokens_per_lsp_request"),
+            ("cache hit share of the answered requests (their timings.cache_n)", "answered_cache_hit_share"),
             ("stale answers (arrived after the next request's answer)", "stale_answers"),
             ("answers in flight when the next keystroke was sent", "in_flight_at_next_keystroke"),
             ("  latest of those, ms after that keystroke", "in_flight_max_ms_after_keystroke"),

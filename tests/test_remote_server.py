@@ -316,3 +316,27 @@ def test_doctor_says_where_prompts_go_and_what_the_server_is(smol_dir, llama, tm
     local = subprocess.run([sys.executable, "-m", "codellama_lsp", "doctor", "--json", "--no-load", "--model", "demo"],
                            capture_output=True, text=True, timeout=300, env=env)
     assert json.loads(local.stdout)["prompts"]["destination"] == "this machine only"
+
+
+def test_https_with_a_ca_bundle_and_an_untrusted_certificate(smol_dir, llama, tmp_path):
+    import shutil
+
+    from codellama_lsp.config import Settings
+    from codellama_lsp.engine import loading
+    from codellama_lsp.engine.backend import GenerationParams, ModelLoadError
+    from llamacpp_server import TLSProxy, self_signed_cert
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = self_signed_cert(tmp_path)
+    with TLSProxy(llama.port, cert, key) as proxy:
+        url = f"https://127.0.0.1:{proxy.port}"
+        with pytest.raises(ModelLoadError, match="certificate not trusted; set `ca_bundle`"):
+            loading.load_backend(Settings(model=str(smol_dir), model_explicit=True, backend="openai", endpoint=url))
+        backend = loading.load_backend(Settings(model=str(smol_dir), model_explicit=True, backend="openai",
+                                                endpoint=url, ca_bundle=str(cert)))
+        try:
+            result = backend.generate(backend.template.prefix_ids(LIST_DOC), GenerationParams(max_new_tokens=6))
+            assert result.text.startswith("13") and backend.server.dialect == "llamacpp-server"
+        finally:
+            backend.close()
