@@ -36,19 +36,6 @@ def xllamacpp_available() -> bool:
     return True
 
 
-def tokenizer_dir_from_gguf(gguf: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """A model directory (tokenizer.json, tokenizer_config.json with the chat template, config.json) for a GGUF's
-    own tokenizer, through transformers' GGUF reader (the ``gguf`` package; ~20 s). The remote backend also takes
-    the GGUF file itself as ``model``, but rendering its chat template still needs a transformers tokenizer."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    gguf, dest = Path(gguf), Path(dest)
-    if not (dest / "tokenizer.json").is_file():
-        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(dest))
-        AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(dest))
-    return dest
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -166,10 +166,8 @@ def transport_error(exc: BaseException, endpoint: str, read_timeout_s: float) ->
 
 
 def _get_json(client: Any, path: str) -> tuple[int, Any]:
-    try:
-        response = client.get(path)
-    except Exception as exc:  # noqa: BLE001 - transport errors are mapped by the caller
-        raise exc
+    """(status, parsed JSON or None); transport errors propagate (the caller maps them)."""
+    response = client.get(path)
     try:
         return response.status_code, response.json()
     except ValueError:
