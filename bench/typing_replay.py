@@ -476,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--remote", action="store_true",
                         help="replay against a real llama.cpp server (xllamacpp) running the model as GGUF")
     parser.add_argument("--server-threads", type=int, default=1, help="--remote: the llama.cpp server's threads")
+    parser.add_argument("--kv-cache", default=None, choices=("dynamic", "quantized", "static"),
+                        help="the kv_cache setting of the configs that reuse the cache (default: the server's)")
     parser.add_argument("--out", default=str(RESULTS / "typing_replay.json"))
     args = parser.parse_args(argv)
     if args.synthesise:
@@ -491,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
             results = run_remote(model, sessions, Path(tmp), args)
         else:
             for label, config in CONFIGS.items():
+                if args.kv_cache and config.get("reuseCache"):
+                    config = dict(config, kvCache=args.kv_cache)
                 results[label] = run_config(model, config, sessions, home=Path(tmp) / label, paced=not args.unpaced,
                                             limit=args.limit, device=args.device, max_tokens=args.max_tokens,
                                             context_tokens=args.context_tokens)
@@ -503,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_implementation()} "
                    f"{platform.python_version()} (other load on the CPU: see the load average)",
         "load_average_start": load_start, "load_average_end": [round(x, 1) for x in os.getloadavg()],
-        "configs": CONFIGS, "summary": summary, "outputs": compare_outputs(results["naive_spm"], results["optimised"]),
+        "configs": CONFIGS, "kv_cache": args.kv_cache or "default", "summary": summary, "outputs": compare_outputs(results["naive_spm"], results["optimised"]),
     }
     if args.remote:
         record["device"] = f"llama.cpp server (xllamacpp {_xllamacpp_version()}, {args.server_threads} thread(s))"

@@ -25,7 +25,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "fim_mode": ("auto", "spm", "psm"),
     "template": ("auto", "codellama", "starcoder2", "deepseek", "qwen", "codestral"),
     "speculation": ("none", "prompt_lookup", "draft"),
-    "kv_cache": ("dynamic", "quantized"),
+    "kv_cache": ("dynamic", "quantized", "static"),
     "backend": ("local", "openai", "llamacpp-server", "vllm"),
     "runtime": ("auto", "transformers", "llamacpp"),
     "log_level": ("error", "warning", "info", "debug"),
@@ -61,6 +61,11 @@ class Settings:
     kv_cache: str = "dynamic"
     context_tokens: int = 4096  # the whole prompt's budget
     repo_context: bool = True
+    # workspace index: caps that hold under any tree; a root that is /, the home directory or no project is
+    # indexed only around the open files unless index_broad_roots
+    index_max_files: int = 20_000
+    index_memory_mb: int = 200
+    index_broad_roots: bool = False
     disabled_languages: list[str] = field(default_factory=list)
     # chat
     chat_max_tokens: int = 512

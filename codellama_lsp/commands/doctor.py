@@ -29,6 +29,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-load", action="store_true", help="only inspect; do not load the model")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--config", help="TOML settings file (default: config.toml in the platform config directory)")
+    parser.add_argument("--workspace", metavar="DIR",
+                        help="also index DIR as the server would (same caps; the persisted index is reused) "
+                             "and say how many files are indexed, how many were skipped and why")
 
 
 def _grammars() -> list[str]:
@@ -299,6 +302,33 @@ def _print_text(report: dict[str, Any]) -> None:
     print(f"grammars      {', '.join(grammars) if grammars else 'none (pip install tree-sitter-python ...)'}")
 
 
+def workspace_report(root: str, settings) -> dict[str, Any]:
+    """Index ``root`` as the server would with no document open, and summarise it."""
+    from ..context.workspace import WorkspaceIndex
+
+    root = os.path.realpath(root)
+    index = WorkspaceIndex([root], max_files=settings.index_max_files, memory_mb=settings.index_memory_mb,
+                           broad_roots=settings.index_broad_roots, watch=False)
+    try:
+        index.start()
+        info = index.summary()
+        info.update(root=root, parsed=index.stats["parsed"], from_cache=index.stats["from_cache"],
+                    seconds=round(index.stats["seconds"], 2))
+    finally:
+        index.stop()
+    return info
+
+
+def _print_workspace(info: dict[str, Any]) -> None:
+    skipped = ", ".join(f"{why} {n}" for why, n in info["skipped"].items()) or "none"
+    stopped = f"; stopped at the {info['stopped_early'].replace('_', ' ')}" if info["stopped_early"] else ""
+    print(f"workspace     {info['root']}: {info['files']} files indexed (cap {info['max_files']}, "
+          f"~{info['estimated_mb']} of {info['memory_mb']} MB; {info['from_cache']} from the persisted index) "
+          f"in {info['seconds']} s; skipped: {skipped}{stopped}")
+    for notice in info["notices"]:
+        print(f"              {notice}")
+
+
 def _params(n: int) -> str:
     return f"{n / 1e9:.2f} B" if n >= 1e8 else f"{n / 1e6:.1f} M"
 
@@ -313,10 +343,14 @@ def run(args) -> int:
     for message in errors:
         print(f"codellama-lsp: warning: {message}", file=sys.stderr)
     report, error = collect(settings, load=not args.no_load)
+    if args.workspace:
+        report["workspace"] = workspace_report(args.workspace, settings)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
         _print_text(report)
+        if "workspace" in report:
+            _print_workspace(report["workspace"])
     sys.stdout.flush()
     if error is not None:
         return report_cli_error(error)
