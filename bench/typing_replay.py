@@ -37,6 +37,8 @@ request answered by the model in both runs, whether the suggestions are identica
     python bench/typing_replay.py --model demo            # writes bench/results/typing_replay.{json,md}
     python bench/typing_replay.py --model demo --device cuda --out bench/results/typing_replay_gpu.json
     python bench/typing_replay.py --synthesise            # rebuilds bench/sessions/ from the stdlib
+    python bench/typing_replay.py --model demo --runtime llamacpp --threads 1 --unpaced \
+        --out bench/results/typing_replay_llamacpp.json   # the demo converted to GGUF, on llama.cpp
     python bench/typing_replay.py --model demo --remote --unpaced --out bench/results/typing_replay_remote.json
 """
 
@@ -466,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="demo", help="model directory, 'demo' (default), or 'tiny'")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--runtime", default="auto", help="auto, transformers or llamacpp (demo: converted to GGUF)")
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all cores but one)")
     parser.add_argument("--sessions", nargs="*", help="session names (bench/sessions/*.json stems); default all")
     parser.add_argument("--limit", type=int, default=None, help="keystrokes per session (default: all)")
     parser.add_argument("--max-tokens", type=int, default=24)
@@ -493,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             results = run_remote(model, sessions, Path(tmp), args)
         else:
             for label, config in CONFIGS.items():
+                config = {**config, "runtime": args.runtime, "nThreads": args.threads}
                 if args.kv_cache and config.get("reuseCache"):
                     config = dict(config, kvCache=args.kv_cache)
                 results[label] = run_config(model, config, sessions, home=Path(tmp) / label, paced=not args.unpaced,
@@ -500,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
                                             context_tokens=args.context_tokens)
     summary = {label: summarise(r) for label, r in results.items()}
     record = {
-        "model": args.model, "device": args.device, "paced": not args.unpaced,
+        "model": args.model, "device": args.device, "runtime": args.runtime, "paced": not args.unpaced,
         "sessions": [name for name, _ in sessions],
         "command": "python bench/typing_replay.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
