@@ -55,6 +55,7 @@ class Settings:
     temperature: float = 0.0
     top_p: float = 0.95
     completion_timeout_s: float = 10.0
+    alternatives: int = 3  # suggestions offered for an invoked request ("next"); automatic requests get one
     debounce_ms: int = 0
     speculation: str = "prompt_lookup"
     reuse_cache: bool = True  # reuse the KV cache between requests (false = re-prefill every prompt: the naive baseline)
