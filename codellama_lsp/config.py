@@ -25,7 +25,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "fim_mode": ("auto", "spm", "psm"),
     "template": ("auto", "codellama", "starcoder2", "deepseek", "qwen", "codestral"),
     "speculation": ("none", "prompt_lookup", "draft"),
-    "kv_cache": ("dynamic", "quantized"),
+    "kv_cache": ("dynamic", "quantized", "static"),
     "backend": ("local", "openai", "llamacpp-server", "vllm"),
     "runtime": ("auto", "transformers", "llamacpp"),
     "log_level": ("error", "warning", "info", "debug"),
@@ -55,6 +55,7 @@ class Settings:
     temperature: float = 0.0
     top_p: float = 0.95
     completion_timeout_s: float = 10.0
+    alternatives: int = 3  # suggestions offered for an invoked request ("next"); automatic requests get one
     debounce_ms: int = 0
     speculation: str = "prompt_lookup"
     reuse_cache: bool = True  # reuse the KV cache between requests (false = re-prefill every prompt: the naive baseline)

@@ -514,7 +514,7 @@ class CodeLlamaServer(LanguageServer):
                     text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "", cancel=token,
                     trigger=trigger, selected=chosen,
                     open_documents=self.open_documents() if self.settings.repo_context else None,
-                    recent_edits=list(self.recent_edits))
+                    recent_edits=list(self.recent_edits), alternatives=kind == "inline")
         finally:
             if self._inflight.get(key) is token:
                 del self._inflight[key]
@@ -719,9 +719,11 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
                                               selected=context.selected_completion_info)
         if not outcome.text:
             return lsp.InlineCompletionList(items=[])
-        item = lsp.InlineCompletionItem(insert_text=outcome.text,
-                                        range=ls.to_range(lines, outcome.replace_start, outcome.replace_end))
-        return lsp.InlineCompletionList(items=[item])
+        # an invoked request (the user asked, or pressed "next") gets the alternatives too, best first
+        answers = [(outcome.text, outcome.replace_end), *outcome.alternatives]
+        return lsp.InlineCompletionList(items=[
+            lsp.InlineCompletionItem(insert_text=text, range=ls.to_range(lines, outcome.replace_start, end))
+            for text, end in answers])
 
     @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(resolve_provider=False))
     async def completion(ls: CodeLlamaServer, params: lsp.CompletionParams) -> lsp.CompletionList:

@@ -166,10 +166,8 @@ def transport_error(exc: BaseException, endpoint: str, read_timeout_s: float) ->
 
 
 def _get_json(client: Any, path: str) -> tuple[int, Any]:
-    try:
-        response = client.get(path)
-    except Exception as exc:  # noqa: BLE001 - transport errors are mapped by the caller
-        raise exc
+    """(status, parsed JSON or None); transport errors propagate (the caller maps them)."""
+    response = client.get(path)
     try:
         return response.status_code, response.json()
     except ValueError:
@@ -404,8 +402,10 @@ class RemoteBackend(TokenizerText):
                  stop_ids: set[int], eos_id: int | None, start: float, params: GenerationParams) -> str:
         """Fold one streamed event into the result; returns a stop reason ('' to go on)."""
         if self.server.dialect == "llamacpp-server":
-            ids = event.get("tokens") or []
-            pieces: list[Any] = list(ids) if ids else []
+            # prefill progress chunks (return_progress) carry a placeholder token 0 and no generated token
+            progress = "prompt_progress" in event or (not event.get("stop") and event.get("tokens_predicted") == 0)
+            ids = [] if progress else event.get("tokens") or []
+            pieces: list[Any] = list(ids)
             if event.get("id_slot", -1) >= 0:
                 self.slot = int(event["id_slot"])
             timings = event.get("timings") or {}
@@ -473,7 +473,9 @@ def _local_tokenizer(settings: Any) -> tuple[Any, dict[str, Any], Any]:
         resolved = ResolvedModel(path=path, name=settings.model)
         return resolved, config_from_metadata(meta), load_gguf_tokenizer(path, meta)
     resolved = resolve_model(settings.model, explicit=settings.model_explicit)
-    return resolved, read_config(resolved.path, resolved.name), load_tokenizer_for(resolved)
+    # the weights live on the server: a directory with only the tokenizer is enough here
+    config = read_config(resolved.path, resolved.name) if (resolved.path / "config.json").is_file() else {}
+    return resolved, config, load_tokenizer_for(resolved)
 
 
 def load_remote_backend(settings: Any, progress: Any = None) -> RemoteBackend:
