@@ -626,17 +626,16 @@ class WorkspaceIndex:
         working file watcher, re-index the file itself."""
         try:
             real = os.path.realpath(os.fspath(path))
-            found = [s for root in list(self.broad) for s in focus_roots(root, [real])]
+            with self._lock:  # atomic with _plan_scope: either it sees this document or we see its decision
+                if real not in self._focus:
+                    self._focus.append(real)
+                found = [s for root in list(self.broad) for s in focus_roots(root, [real])]
+                added = [scope for scope in dict.fromkeys(found) if not any(
+                    scope == s or scope.startswith(s.rstrip(os.sep) + os.sep) for s in self.scan_roots)]
+                self.scan_roots = self.scan_roots + added
         except (ValueError, OSError):  # a path no file can have (NUL): nothing to index around
             return
-        with self._lock:
-            if real not in self._focus:
-                self._focus.append(real)
-        added = [scope for scope in dict.fromkeys(found)
-                 if not any(scope == s or scope.startswith(s.rstrip(os.sep) + os.sep) for s in self.scan_roots)]
         if added:
-            with self._lock:
-                self.scan_roots = self.scan_roots + added
             if self.watch and self.watching:
                 self._start_watching(added)
             if self._started:
@@ -763,6 +762,10 @@ class WorkspaceIndex:
 
     def _plan_scope(self) -> None:
         """Decide the directories to index (``scan_roots``) and the notices that go with the decision."""
+        with self._lock:
+            self._plan_scope_locked()
+
+    def _plan_scope_locked(self) -> None:
         scan: list[str] = []
         self.broad, self.notices = {}, []
         for root in self.roots:
