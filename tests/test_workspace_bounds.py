@@ -264,6 +264,7 @@ async def test_server_with_root_slash_indexes_the_open_documents_project(tiny_mo
         assert "index_broad_roots" in shown
         save = lsp.DidSaveTextDocumentParams(text_document=lsp.TextDocumentIdentifier(uri=app.as_uri()))
         client.text_document_did_save(save)
+        await client.notes.wait_ready()  # leave only once the model is loaded (a shutdown mid-load can hang)
     assert sum("file-system root" in m for m in client.notes.shown) == 1
 
 
