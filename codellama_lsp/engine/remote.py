@@ -307,13 +307,14 @@ class RemoteBackend(TokenizerText):
                 body["grammar"] = heal_grammar(params.heal_prefix)
             return "/completion", body
         body = {"prompt": ids, "max_tokens": params.max_new_tokens, "stream": True,
-                "stream_options": {"include_usage": True, "continuous_usage_stats": True}, **sampling}
+                "stream_options": {"include_usage": True}, **sampling}
         if self.server.model:
             body["model"] = self.server.model
         if params.stop_strings:  # checked here too; the server stopping itself saves its work
             body["stop"] = [s for s in params.stop_strings if s][:4]  # the OpenAI API takes at most four
         if dialect == "vllm":
             body.update(return_token_ids=True, skip_special_tokens=False, cache_salt=self.salt)
+            body["stream_options"]["continuous_usage_stats"] = True  # reuse counts even when we stop reading early
             if params.stop_token_ids:
                 body["stop_token_ids"] = [int(i) for i in params.stop_token_ids]
             if not params.reuse_cache:  # the naive baseline: a fresh salt per request misses every cached block
