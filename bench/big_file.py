@@ -5,7 +5,9 @@ server (``codellama-lsp serve``, demo model unless ``--model``) is started over 
 and the user types a few characters in the middle of it, each keystroke a ``didChange`` followed by an
 invoked ``textDocument/inlineCompletion``, as an editor sends them. Reported: the time from starting the
 server to the model being ready, the median and worst time from the keystroke's didChange to the
-suggestion, the prompt size the server reports, and the server's peak RSS (VmHWM) and RSS at the end.
+suggestion, the part of it spent outside the model (that minus the server's ``generation_ms``: document sync,
+prompt building, clean-up, transport; what file size could make grow), the prompt size the server reports, and
+the server's peak RSS (VmHWM) and RSS at the end.
 
 The prompt is bounded by the token budget, so nothing per keystroke should grow with the file.
 
@@ -122,13 +124,18 @@ async def run_size(label: str, size: int, args) -> dict:
                 times.append((time.perf_counter() - t0) * 1000)
                 new = [s for s in session.capture.statuses[before:] if "prompt_tokens" in s]
                 if new:
-                    stats.append({k: new[-1].get(k) for k in ("prompt_tokens", "generated_tokens", "total_ms", "source")})
+                    stats.append({k: new[-1].get(k) for k in ("prompt_tokens", "prefill_tokens", "generated_tokens",
+                                                              "generation_ms", "total_ms", "source")})
+                    # the time outside the model: document sync, prompt building, clean-up, transport
+                    stats[-1]["outside_model_ms"] = round(times[-1] - (new[-1].get("generation_ms") or 0), 1)
                 _ = result
             mem = rss_kb(client._server.pid)
         return {
             "size": label, "bytes": len(text), "lines": len(lines.starts), "ready_s": round(ready_s, 2),
             "suggestion_ms_median": round(statistics.median(times), 1), "suggestion_ms_max": round(max(times), 1),
             "suggestion_ms": [round(t, 1) for t in times], "server_stats": stats,
+            "outside_model_ms_median": round(statistics.median(s["outside_model_ms"] for s in stats), 1) if stats else None,
+            "outside_model_ms_max": round(max(s["outside_model_ms"] for s in stats), 1) if stats else None,
             "rss_mb": round(mem.get("VmRSS", 0) / 1024, 1), "peak_rss_mb": round(mem.get("VmHWM", 0) / 1024, 1),
         }
 
@@ -154,11 +161,12 @@ async def main() -> None:
     md = [f"# Time to suggestion and server memory vs file size\n",
           f"{meta['date']}; {meta['machine']}; `{meta['command']}`; model {Path(args.model).name}.",
           f"{args.note}\n" if args.note else "",
-          "| file | lines | model ready (s) | keystroke → suggestion median (ms) | max (ms) | prompt tokens | RSS end / peak (MB) |",
-          "|---|---:|---:|---:|---:|---:|---:|"]
+          "| file | lines | model ready (s) | keystroke → suggestion median (ms) | max (ms) | outside the model median / max (ms) | prompt tokens | RSS end / peak (MB) |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         tokens = sorted({s["prompt_tokens"] for s in r["server_stats"] if s.get("prompt_tokens")})
         md.append(f"| {r['size']} | {r['lines']} | {r['ready_s']} | {r['suggestion_ms_median']} | {r['suggestion_ms_max']} | "
+                  f"{r['outside_model_ms_median']} / {r['outside_model_ms_max']} | "
                   f"{'/'.join(map(str, tokens)) or '-'} | {r['rss_mb']} / {r['peak_rss_mb']} |")
     Path(args.out + ".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
