@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 INVOKED = "invoked"
 AUTOMATIC = "automatic"
 
+# Sampling temperature of the alternatives an invoked request gets besides the (greedy) first suggestion.
+ALTERNATIVE_TEMPERATURE = 0.7
+
 # Characters an editor inserts on its own after the cursor (auto-pairs). A completion that ends
 # with them replaces them instead of doubling them.
 CLOSERS = frozenset(")]}\"'`>")
@@ -61,6 +64,10 @@ class CompletionOutcome:
     started: float = field(default_factory=time.perf_counter)
     finished: float = 0.0
     uri: str = ""
+    error: str = ""  # the engine's one-line message when generation failed (e.g. the inference server is down)
+    # further suggestions for an invoked request, best first: (text, replace_end); same replace_start
+    alternatives: list[tuple[str, int]] = field(default_factory=list)
+    alternative_stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stop_reason(self) -> str:
@@ -72,7 +79,12 @@ class CompletionOutcome:
         """The per-request numbers of ``codellama/status`` and ``complete --json``."""
         s = self.result.stats if self.result is not None else GenerationStats()
         total = (self.finished or time.perf_counter()) - self.started
-        return {**s.counts(), "total_ms": round(total * 1000, 1), "stop_reason": self.stop_reason, "source": self.source}
+        out = {**s.counts(), "total_ms": round(total * 1000, 1), "stop_reason": self.stop_reason, "source": self.source}
+        if self.error:
+            out["error"] = self.error
+        if self.alternative_stats:
+            out["alternatives"] = dict(self.alternative_stats)
+        return out
 
 
 @dataclass
@@ -83,6 +95,7 @@ class _Shown:
     suffix: str  # document text after the cursor
     completion: str  # the generated text (without a selected menu item's text)
     language: str
+    alternatives: list[str] | None = None  # the other suggestions; None: an automatic request asked for none
 
 
 def closer_overlap(completion: str, suffix: str) -> int:
@@ -166,6 +179,7 @@ class CompletionService:
         open_documents: dict[str, str] | None = None,
         recent_edits: Any = None,
         use_cache: bool = True,
+        alternatives: bool = True,
     ) -> CompletionOutcome:
         cancel = cancel or CancelToken()
         offset = max(0, min(offset, len(text)))
@@ -174,7 +188,7 @@ class CompletionService:
             await self._complete(
                 outcome, text, offset, uri=uri, path=path, language_id=language_id, cancel=cancel,
                 trigger=trigger, selected=selected, open_documents=open_documents,
-                recent_edits=recent_edits, use_cache=use_cache,
+                recent_edits=recent_edits, use_cache=use_cache, alternatives=alternatives,
             )
         except asyncio.CancelledError:
             # $/cancelRequest: pygls cancelled this task. The worker thread keeps decoding unless
@@ -186,7 +200,8 @@ class CompletionService:
         return outcome
 
     async def _complete(self, outcome: CompletionOutcome, text: str, offset: int, *, uri, path, language_id,
-                        cancel, trigger, selected, open_documents, recent_edits, use_cache) -> None:
+                        cancel, trigger, selected, open_documents, recent_edits, use_cache,
+                        alternatives) -> None:
         settings = self.settings
         if trigger == AUTOMATIC and language_id and language_id in settings.disabled_languages:
             outcome.reason = "disabled_language"
@@ -201,12 +216,20 @@ class CompletionService:
             lead = selected.text
             outcome.replace_start, outcome.replace_end = selected.start, end
 
-        if use_cache and not lead and uri in self._shown:
-            rest = typed_along(self._shown[uri], text, offset)
+        wanted = int(getattr(settings, "alternatives", 1) or 1) - 1 if alternatives and trigger == INVOKED else 0
+        shown = self._shown.get(uri) if use_cache and not lead else None
+        # an invoked request ("next") where only one suggestion was made asks the model for the others
+        if shown is not None and not (wanted and shown.alternatives is None):
+            rest = typed_along(shown, text, offset)
             if rest is not None:
                 outcome.text = rest
                 outcome.replace_end = offset + closer_overlap(rest, text[offset:])
                 outcome.source = "cache"
+                if wanted:
+                    for other in shown.alternatives or []:
+                        more = typed_along(dataclasses.replace(shown, completion=other), text, offset)
+                        if more and more.rstrip() != rest.rstrip():
+                            outcome.alternatives.append((more, offset + closer_overlap(more, text[offset:])))
                 return
 
         if not getattr(self.engine, "ready", False) and self.wait_ready is not None:
@@ -243,6 +266,7 @@ class CompletionService:
         except EngineError as exc:  # e.g. the model was being replaced: an empty answer, not an error
             log.warning("generation failed: %s", exc)
             outcome.reason = "engine_error"
+            outcome.error = str(exc)
             return
         outcome.result = result
         if result.cancelled or cancel.cancelled:
@@ -253,11 +277,68 @@ class CompletionService:
             outcome.reason = "empty"
             return
         suffix = virtual[voffset:]
+        replace_end = outcome.replace_end
         outcome.text = lead + completion
-        outcome.replace_end = outcome.replace_end + closer_overlap(completion, suffix)
+        outcome.replace_end = replace_end + closer_overlap(completion, suffix)
         outcome.source = "model"
+        shown = _Shown(virtual[:voffset], suffix, completion, getattr(plan, "language", "") or "")
         if uri:
-            self._shown[uri] = _Shown(virtual[:voffset], suffix, completion, getattr(plan, "language", "") or "")
+            self._shown[uri] = shown
+        if wanted and not cancel.cancelled:
+            others = await self._alternatives(plan, virtual[:voffset], suffix, completion, wanted, cancel, outcome)
+            outcome.alternatives = [(lead + text, replace_end + closer_overlap(text, suffix)) for text in others]
+            shown.alternatives = others
+
+    async def _alternatives(self, plan, prefix: str, suffix: str, first: str, wanted: int, cancel: CancelToken,
+                            outcome: CompletionOutcome) -> list[str]:
+        """Up to ``wanted`` further suggestions, distinct from ``first`` and from each other after clean-up,
+        ranked by how many samples gave them (then by when they came).
+
+        Sampled (``ALTERNATIVE_TEMPERATURE``, seeds 1, 2, ...) on the same prompt right after the first answer,
+        so the KV cache already holds the prompt: each sample prefills one token (the prompt's last, whose
+        logits start the answer), never the prompt again; ``alternative_stats`` (in ``codellama/status``)
+        counts it. At most ``2 * wanted`` samples, within what is left of the completion time budget."""
+        settings = self.settings
+        budget = settings.completion_timeout_s or None
+        votes: dict[str, int] = {}
+        order: list[str] = []
+        stats = outcome.alternative_stats = {"samples": 0, "prefill_tokens": 0, "reused_tokens": 0}
+        seed = 0
+        while seed < 2 * wanted and (seed < wanted or len(order) < wanted):
+            seed += 1
+            elapsed = time.perf_counter() - outcome.started
+            if cancel.cancelled or (budget is not None and elapsed >= budget):
+                break
+            params = GenerationParams(
+                max_new_tokens=int(getattr(plan, "max_new_tokens", 0) or settings.max_tokens),
+                temperature=max(settings.temperature, ALTERNATIVE_TEMPERATURE), top_p=settings.top_p, seed=seed,
+                stop_token_ids=list(getattr(self.engine.backend.template, "fim_stop_ids", []) or []),
+                stop_strings=list(getattr(plan, "stop_strings", []) or []),
+                time_budget_s=(budget - elapsed) if budget is not None else None,
+                speculation="none", reuse_cache=getattr(settings, "reuse_cache", True),
+                heal_prefix=getattr(plan, "heal_prefix", "") or "",
+            )
+            try:
+                result = await self.engine.generate(plan.prompt_ids, params, cancel, None)
+            except EngineError as exc:
+                log.warning("alternative failed: %s", exc)
+                break
+            stats["samples"] += 1
+            stats["prefill_tokens"] += result.stats.prefill_tokens
+            stats["reused_tokens"] += result.stats.reused_tokens
+            if result.cancelled:
+                break
+            text = await self.off_loop(self.clean, result.text, prefix, suffix, plan)
+            if not text.strip() or text.rstrip() == first.rstrip():
+                continue
+            key = text.rstrip()
+            if key not in votes:
+                order.append(key)
+                votes[key] = 0
+            votes[key] += 1
+        ranked = sorted(order, key=lambda k: (-votes[k], order.index(k)))[:wanted]
+        stats["count"] = len(ranked)
+        return ranked
 
     def _report(self, outcome: CompletionOutcome) -> None:
         if self.report is not None:

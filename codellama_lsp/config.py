@@ -25,8 +25,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "fim_mode": ("auto", "spm", "psm"),
     "template": ("auto", "codellama", "starcoder2", "deepseek", "qwen", "codestral"),
     "speculation": ("none", "prompt_lookup", "draft"),
-    "kv_cache": ("dynamic", "quantized"),
-    "backend": ("local", "openai"),
+    "kv_cache": ("dynamic", "quantized", "static"),
+    "backend": ("local", "openai", "llamacpp-server", "vllm"),
     "runtime": ("auto", "transformers", "llamacpp"),
     "log_level": ("error", "warning", "info", "debug"),
 }
@@ -55,18 +55,33 @@ class Settings:
     temperature: float = 0.0
     top_p: float = 0.95
     completion_timeout_s: float = 10.0
+    alternatives: int = 3  # suggestions offered for an invoked request ("next"); automatic requests get one
     debounce_ms: int = 0
     speculation: str = "prompt_lookup"
     reuse_cache: bool = True  # reuse the KV cache between requests (false = re-prefill every prompt: the naive baseline)
     kv_cache: str = "dynamic"
     context_tokens: int = 4096  # the whole prompt's budget
     repo_context: bool = True
+    # workspace index: caps that hold under any tree; a root that is /, the home directory or no project is
+    # indexed only around the open files unless index_broad_roots
+    index_max_files: int = 20_000
+    index_memory_mb: int = 200
+    index_broad_roots: bool = False
     disabled_languages: list[str] = field(default_factory=list)
     # chat
     chat_max_tokens: int = 512
     # remote backend (off unless configured): an OpenAI-compatible /v1/completions server
+    # ("openai" = detect the server's kind; "llamacpp-server" / "vllm" name it). Keys never live in settings: the
+    # bearer token is read from the environment variable named by api_key_env, or from the file api_key_file.
     backend: str = "local"
     endpoint: str = ""
+    remote_model: str = ""  # the server's model name ("" = the one it serves)
+    api_key_env: str = "CODELLAMA_LSP_API_KEY"
+    api_key_file: str = ""
+    ca_bundle: str = ""  # extra CA certificates (PEM) trusted for an https endpoint, besides the system store
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    cache_salt: str = ""  # vLLM prefix-cache isolation; "" = derived per user (from the API key, else user@host)
     # command line: `complete` keeps the model in a resident process for this many idle minutes (0 = off)
     resident_minutes: float = 10.0
     # observability

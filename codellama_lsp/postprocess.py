@@ -1,15 +1,22 @@
 """Cleaning a raw model completion before it is shown: small pure rules, each one function, applied in order.
 
 1. ``drop_blank`` — nothing but whitespace is no suggestion.
-2. ``first_line`` — single-line requests keep the rest of the current line only.
-3. ``cut_at_block_end`` — multi-line requests stop where the enclosing block ends (indentation; a closing
-   bracket line is kept when the suffix does not already have it).
-4. ``trim_suffix_overlap`` — text the suffix already has right after the cursor (auto-inserted ``)``, ``;``…)
+2. ``cut_suffix_repeat`` — a model that does not stop in time goes on writing what follows the cursor: the
+   completion is cut where it starts repeating the suffix (a whole line of it, a few characters, or a closer
+   that leaves the document with more unmatched brackets than the cut does).
+3. ``first_line`` — single-line requests keep the rest of the current line only.
+4. ``cut_at_block_end`` — multi-line requests stop where the enclosing block ends (indentation; a closing
+   bracket line is kept when the suffix does not already have it). The completion may dedent down to the
+   level of the code that follows the cursor: a right answer often finishes an inner block and goes on.
+5. ``trim_suffix_overlap`` — text the suffix already has right after the cursor (auto-inserted ``)``, ``;``…)
    is not repeated; brackets are only trimmed when they close something the completion did not open.
-5. ``balance_brackets`` — brackets the completion opens are closed by it (or by the rest of the line); a
-   multi-line completion cut off inside brackets is trimmed back to its last balanced line.
-6. ``syntax.validate`` — the result must not add parse errors to ``prefix + completion + suffix``; it is trimmed
+6. ``balance_brackets`` — brackets the completion opens are closed by it or by the suffix (a hole inside an
+   expression is closed after the cursor); otherwise closed (single line) or trimmed back (multi-line).
+7. ``syntax.validate`` — the result must not add parse errors to ``prefix + completion + suffix``; it is trimmed
    to its longest prefix that does not, or dropped.
+
+Measured with ``bench/fim_eval.py --oracle postprocessed`` (a right answer must survive) and ``--oracle
+overrun`` (a right answer followed by a typical overrun must come back as the right answer).
 """
 
 from __future__ import annotations
@@ -31,17 +38,24 @@ def clean(completion: str, *, prefix: str, suffix: str, language: str | None, mu
     text = drop_blank(completion)
     if not text:
         return ""
+    text = cut_suffix_repeat(text, prefix, suffix)
+    if not text.strip():
+        return ""
     line_prefix = prefix[prefix.rfind("\n") + 1:]
     if not line_prefix.strip() and suffix.split("\n", 1)[0].strip():
         return _new_lines_above(text, prefix, suffix, language, multiline, validate)
     if not multiline:
         text = first_line(text, prefix)
     else:
-        text = cut_at_block_end(text, prefix, suffix, language)
+        text = cut_suffix_repeat(cut_at_block_end(text, prefix, suffix, language), prefix, suffix)
     text = trim_suffix_overlap(text, suffix)
     text = balance_brackets(text, suffix, multiline)
     last_line = text.rsplit("\n", 1)[-1]
-    tail = "\n" + last_line if "\n" in text and not last_line.strip() and _suffix_starts_with_closer(suffix) else ""
+    # a completion that ends with a line break before code the suffix has on the cursor's line (``{|}``, or a
+    # hole that ends at a line start) keeps the break and the indentation, so that code stays on its own line
+    tail = "\n" + last_line if "\n" in text and not last_line.strip() and suffix.split("\n", 1)[0].strip() else ""
+    if not tail and re.match(r"[A-Za-z0-9_]", suffix[:1]):
+        tail = last_line[len(last_line.rstrip(" \t")):]  # "x for x in strings |if ...": the blank separates words
     text = text.rstrip() + tail
     if not text.strip():
         return ""
@@ -56,26 +70,61 @@ def _new_lines_above(text: str, prefix: str, suffix: str, language: str | None, 
                      validate: bool) -> str:
     """Cursor at the start of a line with code after it: the suggestion is whole lines inserted above that code.
 
-    The line break after the last suggested line is kept, followed by the indentation that stood before the
-    cursor, so the existing line keeps its place and indentation. The block-end rule allows dedenting down to
-    the level of the code that follows."""
+    The line break after the last suggested line is kept, followed by the indentation the model wrote for the
+    existing line (a model trained to infill writes exactly what goes between), else the indentation that stood
+    before the cursor, so the existing line keeps its place and indentation. The block-end rule allows dedenting
+    down to the body of the enclosing definition. A multi-line answer that does not end with a line break is a
+    span that ends inside the existing line: it is kept joined to that line when the join reads as intended."""
     line_prefix = prefix[prefix.rfind("\n") + 1:]
     if multiline:
         following = _width(_indent(line_prefix + suffix.split("\n", 1)[0]))
         first = _width(line_prefix + _indent(text.lstrip("\n").split("\n", 1)[0]))
-        text = _cut_below(text, line_prefix, min(first, following), language)
+        floor = min(first, following)
+        if language in _INDENT_LANGS and first > 0:
+            floor = max(1, min(first, _body_floor(prefix)))  # finishing an inner block and going on is fine
+        text = cut_suffix_repeat(_cut_below(text, line_prefix, floor, language), prefix, suffix)
+        if not text.strip():
+            return ""
+        if validate and not text.rstrip(" \t").endswith("\n"):
+            joined = text.rstrip(" \t") if suffix[:1] in (" ", "\t") else text
+            if _joins(joined, prefix, suffix, language, line_prefix):
+                return joined
     else:
         text = text.lstrip("\n").split("\n", 1)[0]
-    text = balance_brackets(text.rstrip(), "", multiline)
+    trailing = text[len(text.rstrip()):]
+    end = "\n" + line_prefix
+    if multiline and "\n" in trailing:
+        if trailing[trailing.rfind("\n") + 1:] or suffix[:1] in (" ", "\t"):
+            # the model indented the existing line itself, or its indentation is after the cursor
+            end = trailing[trailing.rfind("\n"):]
+    text = balance_brackets(text.rstrip(), "\n" + suffix, multiline)
     if not text.strip():
         return ""
-    text = text.rstrip() + "\n" + line_prefix
+    text = text.rstrip() + end
     if validate:
         checked = syntax.validate(prefix, text, suffix, language)
         if checked != text:
             checked = checked.rstrip()
             text = checked + "\n" + line_prefix if checked.strip() else ""
     return text
+
+
+def _joins(joined: str, prefix: str, suffix: str, language: str | None, line_prefix: str) -> bool:
+    """Whether a completion that ends inside the existing line is meant to join it: a blank separates it from
+    the suffix, or it ends in the middle of a word the suffix continues, or the document parses better joined
+    than broken; and joined it adds no parse error and stays inside the block."""
+    if not joined.strip():
+        return False
+    word = re.compile(r"[A-Za-z0-9_]")
+    blank_between = joined[-1:] in (" ", "\t") or suffix[:1] in (" ", "\t")
+    if not (blank_between or (word.match(joined[-1:]) and word.match(suffix[:1]))):
+        broken = joined.rstrip() + "\n" + line_prefix
+        around = prefix[-3000:], suffix[:3000]
+        errors = [syntax.parse_errors(around[0] + c + around[1], language) for c in (joined, broken)]
+        if errors[0] is None or len(errors[0]) >= len(errors[1] or []):
+            return False
+    return (syntax.validate(prefix, joined, suffix, language) == joined
+            and cut_at_block_end(joined, prefix, suffix, language) == joined)
 
 
 def _cut_below(text: str, line_prefix: str, floor: int, language: str | None) -> str:
@@ -150,6 +199,10 @@ def cut_at_block_end(completion: str, prefix: str, suffix: str, language: str | 
         deeper = _opens_block(line_prefix, language)
     indent_lang = language in _INDENT_LANGS
     suffix_next = _first_nonblank(suffix)
+    if indent_lang and not deeper and base > 0:
+        # A right answer often finishes an inner block and goes on in the enclosing one: it may dedent down
+        # to the body of the enclosing top-level definition (never to a new top-level statement).
+        base = max(1, min(base, _body_floor(prefix)))
     kept = [lines[0]]
     went_deeper = False
     for line in lines[1:]:
@@ -187,6 +240,60 @@ def cut_at_block_end(completion: str, prefix: str, suffix: str, language: str | 
     return result
 
 
+def _body_floor(prefix: str) -> int:
+    """Width of the shallowest indented line between the cursor and the top-level line above it (the body
+    of the enclosing definition); a large number when there is none."""
+    floor = 1 << 30
+    for line in reversed(prefix[-20000:].split("\n")[:-1]):
+        if not line.strip():
+            continue
+        width = _width(_indent(line))
+        if width == 0:
+            break
+        floor = min(floor, width)
+    return floor
+
+
+def _unmatched(text: str) -> int:
+    stack, excess = _scan(text)
+    return len(stack) + len(excess)
+
+
+REPEAT_MIN_CHARS = 4  # non-blank characters of the suffix repeated before that alone is evidence of an overrun
+
+
+def cut_suffix_repeat(completion: str, prefix: str, suffix: str) -> str:
+    """The completion cut where it starts writing the suffix again, or unchanged.
+
+    A cut at ``p`` is considered when ``completion[p:]`` (trailing blanks aside) is the beginning of the suffix.
+    The longest such repeat is cut when it is evidence of an overrun: it covers the whole first line of the
+    suffix, at least ``REPEAT_MIN_CHARS`` non-blank characters or two with a closer (``isupper()`` before
+    ``() else``), or the document has fewer unmatched brackets with the cut than without (``foo(x)`` before a
+    suffix ``)``). A right answer rarely ends with the text that follows it, so the rule leaves right answers
+    alone. Run again after the block-end rules: a model that finishes the line and goes on to a next
+    definition leaves a repeat once that definition is cut."""
+    if not suffix.strip():
+        return completion
+    first_line = suffix.split("\n", 1)[0]
+    window_prefix, window_suffix = prefix[-2000:], suffix[:2000]
+    whole = None
+    for p in range(len(completion)):
+        repeat = completion[p:].rstrip()
+        if not repeat.strip() or not suffix.startswith(repeat):
+            continue
+        if len(repeat) >= len(first_line) and first_line.strip():
+            return completion[:p]  # the whole rest of the cursor's line, or more
+        visible = len("".join(repeat.split()))
+        if visible >= REPEAT_MIN_CHARS or (visible >= 2 and any(c in CLOSERS for c in repeat)):
+            return completion[:p]
+        if any(c in CLOSERS for c in repeat):
+            if whole is None:
+                whole = _unmatched(window_prefix + completion + window_suffix)
+            if _unmatched(window_prefix + completion[:p] + window_suffix) < whole:
+                return completion[:p]
+    return completion
+
+
 def _scan(text: str) -> tuple[list[str], list[int]]:
     """Unclosed openers left in ``text`` and positions of closers that close nothing in ``text``.
 
@@ -214,6 +321,18 @@ def _scan(text: str) -> tuple[list[str], list[int]]:
                 excess.append(i)
         i += 1
     return stack, excess
+
+
+def _closes(suffix: str, needed: list[str]) -> bool:
+    """Whether the closers in ``suffix`` that close nothing of its own begin with ``needed``, in order, and
+    come before the suffix leaves the current statement (a blank line or a line at the left margin)."""
+    block = suffix
+    for marker in ("\n\n", "\n\r\n"):
+        if marker in block:
+            block = block[: block.index(marker)]
+    text = block[:2000]
+    _, excess = _scan(text)
+    return [text[i] for i in excess[: len(needed)]] == needed
 
 
 def trim_suffix_overlap(completion: str, suffix: str) -> str:
@@ -244,8 +363,10 @@ def balance_brackets(completion: str, suffix: str, multiline: bool) -> str:
     stack, _ = _scan(completion)
     if not stack:
         return completion
-    rest = suffix.split("\n", 1)[0].lstrip()
     needed = [OPENERS[o] for o in reversed(stack)]
+    if needed and _closes(suffix, needed):
+        return completion  # the hole is inside an expression that the code after the cursor closes
+    rest = suffix.split("\n", 1)[0].lstrip()
     supplied = 0
     for ch in rest:
         if supplied < len(needed) and ch == needed[supplied]:

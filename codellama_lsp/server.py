@@ -10,6 +10,7 @@ every request gets an answer — pygls 2 leaves requests whose params fail to pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -39,7 +40,9 @@ PING = "codellama/ping"
 CONFIG_SECTION = "codellama"
 # Settings whose change needs the model loaded again.
 RELOAD_KEYS = ("model", "quantization", "device", "dtype", "template", "fim", "backend", "endpoint",
-               "draft_model", "kv_cache", "runtime", "gguf_file", "n_threads", "n_gpu_layers")
+               "draft_model", "kv_cache", "runtime", "gguf_file", "n_threads", "n_gpu_layers",
+               "remote_model", "api_key_env", "api_key_file", "ca_bundle", "connect_timeout_s", "read_timeout_s",
+               "cache_salt")
 MAX_RECENT_EDITS = 16
 # A request made while the model loads waits this long for it (the client shows the load's progress)
 # instead of being answered empty: the keystroke that asked is not lost.
@@ -224,6 +227,8 @@ class CodeLlamaServer(LanguageServer):
         self.recent_edits: list[tuple[str, int, int]] = []  # (path, start_line, end_line), most recent last
         self._warm_timer: asyncio.TimerHandle | None = None
         self._warm_token: CancelToken | None = None
+        self._index_notices: set[str] = set()  # told once per session
+        self._shown_error = ""  # the last generation error shown to the user
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -240,6 +245,8 @@ class CodeLlamaServer(LanguageServer):
             "log_file": self.log_file,
             "pid": os.getpid(),
         }
+        if self.index is not None:
+            payload["index"] = self.index.summary()
         stats = stats or {}
         if isinstance(stats.get("total_ms"), (int, float)) and not stats.get("reason"):  # answered, not dropped
             self.last_ms["chat" if stats.get("source") == "chat" else "completion"] = stats["total_ms"]
@@ -279,6 +286,11 @@ class CodeLlamaServer(LanguageServer):
                  stats["prompt_tokens"], stats["generated_tokens"], stats["total_ms"])
         if outcome.text:
             log.debug("completion text: %s", document_text(outcome.text))
+        # a failing engine (an inference server that is down) is shown once per distinct message, not per keystroke
+        if outcome.error and outcome.error != self._shown_error:
+            self.show(outcome.error, lsp.MessageType.Error)
+        if outcome.error or outcome.source == "model":
+            self._shown_error = outcome.error
         self.send_status(stats)
 
     # -- messages to the user --------------------------------------------------------------------
@@ -323,6 +335,8 @@ class CodeLlamaServer(LanguageServer):
         set_level(new.log_level, log_document_text=new.log_document_text)
         changed = sorted(k for k, v in new.as_dict().items() if getattr(old, k) != v)
         log.info("settings applied from %s; changed: %s", source, ", ".join(changed) or "nothing")
+        if changed and self.index is not None and any(k.startswith("index_") for k in changed):
+            self.spawn(self.restart_index())
         if changed:
             self.completion.forget()
             if self.state != "starting" and any(getattr(old, k) != getattr(new, k) for k in RELOAD_KEYS):
@@ -368,6 +382,7 @@ class CodeLlamaServer(LanguageServer):
             if reload:
                 await self.engine.reload(self.settings, on_progress)
             else:
+                self.engine.settings = self.settings  # initializationOptions may have changed the model or backend
                 await self.engine.load(on_progress)
         except Exception as exc:
             message = str(exc) or type(exc).__name__
@@ -423,29 +438,46 @@ class CodeLlamaServer(LanguageServer):
         return roots
 
     async def restart_index(self) -> None:
-        """(Re)build the workspace index for the current folders, off the loop."""
+        """(Re)build the workspace index for the current folders. It fills on a background thread within the
+        ``index_*`` caps; completions use what is there meanwhile and never wait for it."""
         try:
             from .context.retrieval import Retriever
             from .context.workspace import WorkspaceIndex
         except ImportError:
             return
         old, roots = self.index, self.workspace_roots()
+        self.index = self.retriever = self.completion.retriever = None
         if old is not None:
             await asyncio.to_thread(old.stop)
         if not roots:
-            self.index = self.retriever = self.completion.retriever = None
             return
+        s, loop = self.settings, asyncio.get_running_loop()
         try:
-            index = WorkspaceIndex(roots)
-            await asyncio.to_thread(index.start)
-            retriever = Retriever(index)
-            await asyncio.to_thread(retriever.warm)
+            index = WorkspaceIndex(roots, max_files=s.index_max_files, memory_mb=s.index_memory_mb,
+                                   broad_roots=s.index_broad_roots, focus=list(self.open_documents()))
+            index.on_state = lambda: loop.call_soon_threadsafe(self._index_state_changed, index)
+            self.index = index
+            self.retriever = self.completion.retriever = Retriever(index)  # fed by the index as it fills
+            await asyncio.to_thread(index.start_background)
         except Exception:
             log.exception("workspace index failed for %s", roots)
+
+    def _index_state_changed(self, index) -> None:
+        """On the loop: tell the user each index notice once, log the result, refresh ``codellama/status``."""
+        if index is not self.index:
             return
-        self.index = index
-        self.retriever = self.completion.retriever = retriever
-        log.info("indexed %d files in %s", len(index.files()), ", ".join(roots))
+        for notice in index.notices:
+            if notice not in self._index_notices:
+                self._index_notices.add(notice)
+                log.info("index: %s", notice)
+                if notice not in index.quiet_notices:
+                    self.show(notice, lsp.MessageType.Info)
+        if index.state == "ready":
+            info = index.summary()
+            skipped = ", ".join(f"{n} {why}" for why, n in info["skipped"].items())
+            log.info("indexed %d files in %s (skipped: %s)", info["files"], ", ".join(info["scope"]) or "nothing",
+                     skipped or "none")
+        self.send_status()
 
     # -- completion ------------------------------------------------------------------------------
 
@@ -478,12 +510,14 @@ class CodeLlamaServer(LanguageServer):
             previous.cancel("superseded")
         self._inflight[key] = token
         version = doc.version
+        busy = self.index.busy() if self.index is not None else contextlib.nullcontext()
         try:
-            outcome = await self.completion.complete(
-                text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "", cancel=token,
-                trigger=trigger, selected=chosen,
-                open_documents=self.open_documents() if self.settings.repo_context else None,
-                recent_edits=list(self.recent_edits))
+            with busy:  # background indexing pauses meanwhile
+                outcome = await self.completion.complete(
+                    text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "", cancel=token,
+                    trigger=trigger, selected=chosen,
+                    open_documents=self.open_documents() if self.settings.repo_context else None,
+                    recent_edits=list(self.recent_edits), alternatives=kind == "inline")
         finally:
             if self._inflight.get(key) is token:
                 del self._inflight[key]
@@ -644,6 +678,11 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
     @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: CodeLlamaServer, params: lsp.DidOpenTextDocumentParams) -> None:
         _update_tree(ls, params.text_document.uri)
+        _tell_index(ls, "focus_on", params.text_document.uri)
+
+    @server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: CodeLlamaServer, params: lsp.DidSaveTextDocumentParams) -> None:
+        _tell_index(ls, "saved", params.text_document.uri)
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: CodeLlamaServer, params: lsp.DidChangeTextDocumentParams) -> None:
@@ -683,9 +722,11 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
                                               selected=context.selected_completion_info)
         if not outcome.text:
             return lsp.InlineCompletionList(items=[])
-        item = lsp.InlineCompletionItem(insert_text=outcome.text,
-                                        range=ls.to_range(lines, outcome.replace_start, outcome.replace_end))
-        return lsp.InlineCompletionList(items=[item])
+        # an invoked request (the user asked, or pressed "next") gets the alternatives too, best first
+        answers = [(outcome.text, outcome.replace_end), *outcome.alternatives]
+        return lsp.InlineCompletionList(items=[
+            lsp.InlineCompletionItem(insert_text=text, range=ls.to_range(lines, outcome.replace_start, end))
+            for text, end in answers])
 
     @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(resolve_provider=False))
     async def completion(ls: CodeLlamaServer, params: lsp.CompletionParams) -> lsp.CompletionList:
@@ -761,6 +802,13 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
         module = __import__(f"codellama_lsp.{feature}", fromlist=["register"])
         module.register(server)
     return server
+
+
+def _tell_index(ls: CodeLlamaServer, method: str, uri: str) -> None:
+    """An opened or saved document, for the index (off the loop: it may read and parse the file)."""
+    path = _fs_path(uri)
+    if ls.index is not None and path:
+        ls.spawn(asyncio.to_thread(getattr(ls.index, method), path))
 
 
 def _update_tree(ls: CodeLlamaServer, uri: str) -> None:

@@ -319,3 +319,21 @@ def test_demo_model_20_task_slice_through_the_server(tmp_path):
     assert summary["latency_p50_ms"] is not None and summary["latency_p95_ms"] >= summary["latency_p50_ms"]
     assert all(t["server"].get("stop_reason") for t in data["tasks"]), "every request reports how it ended"
     assert data["meta"]["model_info"]["model"] and data["meta"]["model_info"]["state"] == "ready"
+
+
+@needs_humaneval
+@pytest.mark.parametrize("split", ["single-line", "multi-line", "random-span"])
+def test_the_clean_up_keeps_right_answers_and_cuts_overruns(split):
+    """What ``--oracle postprocessed`` and ``--oracle overrun`` measure (committed in bench/results/), here in
+    process on a seeded slice and compared as text up to whitespace: the clean-up gives a right answer back,
+    alone or followed by each kind of overrun."""
+    from codellama_lsp.evaluation.dataset import load_tasks
+    from codellama_lsp.evaluation.fim import OVERRUNS, oracle_fill
+
+    tasks = load_tasks(HUMANEVAL_DIR, [split], limit=60, seed=3)[split]
+    same = lambda a, b: "".join(a.split()) == "".join(b.split())  # noqa: E731
+    kept = sum(same(oracle_fill(t, "postprocessed"), t.canonical_solution) for t in tasks)
+    assert kept >= 0.97 * len(tasks)
+    for kind in OVERRUNS:
+        cut = [t.task_id for t in tasks if not same(oracle_fill(t, "overrun", kind), t.canonical_solution)]
+        assert len(cut) <= 0.05 * len(tasks), (kind, cut)

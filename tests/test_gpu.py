@@ -115,3 +115,48 @@ def test_memory_estimate_covers_what_a_generation_uses(chain_dir):
         assert peak <= est.total_bytes - memory.CUDA_CONTEXT_BYTES, (peak, est.as_dict())
     finally:
         b.close()
+
+
+@pytest.mark.parametrize("quantization", ["none", "auto"])
+def test_static_cache_step_is_identical_up_to_near_ties(chain_dir, quantization):
+    """kv_cache = "static" on CUDA: the one-token step replayed as a CUDA graph (or, if a quantized kernel
+    cannot be captured, eagerly after one warning), drafts and trees on the in-place buffers."""
+    from codellama_lsp.engine.static_cache import StaticStep
+
+    path, perm = chain_dir
+    b = load(path, kv_cache="static", quantization=quantization)
+    try:
+        assert isinstance(b.kv, StaticStep)
+        rng = random.Random(3)
+        for case in range(4):
+            seq = [rng.randrange(3, 32000)]
+            for _ in range(30):
+                seq.append(perm[seq[-1]])
+            ids = [1] + [rng.randrange(3, 32000) for _ in range(20)] + seq + list(range(60, 70)) + seq[:4]
+            for speculation in ("prompt_lookup", "none"):
+                result = b.generate(ids, GenerationParams(max_new_tokens=16, speculation=speculation))
+                expected, gaps = V.plain_greedy(b.model, ids, 16)
+                V.assert_identical_up_to_near_ties(expected, gaps, result.token_ids, b.info.dtype)
+        if quantization == "none":
+            assert b.kv.step is not None  # the graph was captured and kept
+    finally:
+        b.close()
+
+
+def test_graph_replay_equals_the_eager_step(chain_dir):
+    from codellama_lsp.engine.static_cache import StaticStep
+
+    path, _ = chain_dir
+    b = load(path, quantization="none")
+    try:
+        ids = [1] + list(range(100, 400))
+        graphed, eager = StaticStep(b.model, capacity=1024, graphs=True), StaticStep(b.model, capacity=1024, graphs=False)
+        for step in (graphed, eager):
+            step.reset()
+            D.prefill(step, ids)
+        for token in (13, 29871, 500):
+            a, e = graphed.decode_one(token), eager.decode_one(token)
+            assert torch.allclose(a, e, atol=V.epsilon(b.info.dtype), rtol=0), float((a - e).abs().max())
+        assert graphed.step is not None and graphed.step.graph is not None
+    finally:
+        b.close()

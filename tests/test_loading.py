@@ -197,7 +197,8 @@ def test_remote_backend_streams_from_an_openai_compatible_server(tiny_model_dir)
         assert result.text == "    return a + b\n" == "".join(pieces)
         assert result.stats.generated_tokens == 5 and result.stats.stop_reason == "eot"
         assert received[0]["prompt"] == ids and received[0]["max_tokens"] == 16 and received[0]["stop"] == ["\n\n"]
-        assert backend.info.quantization == "remote"
+        assert backend.info.quantization == "remote (degraded)" and backend.server.dialect == "openai"
+        assert "not detokenized locally" in backend.notice  # ids in, text out: labelled degraded
     finally:
         server.shutdown()
     with pytest.raises(ModelLoadError, match="endpoint"):

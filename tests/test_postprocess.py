@@ -108,3 +108,46 @@ def test_clean(completion, prefix, suffix, language, multiline, expected):
 )
 def test_new_lines_above_existing_code(completion, prefix, suffix, multiline, expected):
     assert clean(completion, prefix=prefix, suffix=suffix, language="python", multiline=multiline) == expected
+
+
+@pytest.mark.parametrize(
+    "completion,prefix,suffix,expected",
+    [
+        # the model goes on with the code after the cursor: cut where the repeat starts
+        ("x = 1\n    return x\n", "def f():\n    ", "\n    return x\n", "x = 1"),
+        # the rest of the line again, short but the whole of it
+        (" n**2", "    return", "2\n", " n**"),
+        # a closer the suffix has: the document has an unmatched bracket more with it
+        ("sum(abs(x - mean)", "    return ", "an) for x in xs)\n", "sum(abs(x - me"),
+        ("len(x))", "    print(", ")\n", "len(x)"),
+        # a right answer that merely ends like the suffix begins is left alone
+        ("a + b", "    return ", "\n", "a + b"),
+    ],
+)
+def test_cut_suffix_repeat(completion, prefix, suffix, expected):
+    from codellama_lsp.postprocess import cut_suffix_repeat
+
+    assert cut_suffix_repeat(completion, prefix, suffix) == expected
+
+
+@pytest.mark.parametrize(
+    "completion,prefix,suffix,expected",
+    [
+        # a hole inside an expression: the suffix closes the brackets the completion opens
+        ("sum(abs(x - me", "def f(xs, mean):\n    return ", "an) for x in xs)\n", "sum(abs(x - me"),
+        # a right answer that finishes an inner block and goes on in the enclosing one
+        ("        result.append(n)\n\n    result.append(numbers[-1])\n",
+         "def f(numbers):\n    result = []\n    for n in numbers[:-1]:\n", "\n    return result\n",
+         "        result.append(n)\n\n    result.append(numbers[-1])"),
+        # ... but a new top-level definition ends it
+        ("        result.append(n)\n\n\ndef main():\n    pass\n",
+         "def f(numbers):\n    result = []\n    for n in numbers[:-1]:\n", "", "        result.append(n)"),
+        # a span that ends inside the next line joins it
+        ("     ret.add(e1)\n    return sorted(list(re", "def f(l1):\n    for e1 in l1:\n           ", "t))\n",
+         "     ret.add(e1)\n    return sorted(list(re"),
+        # a blank between words before the suffix is kept
+        ("x for x in strings ", "def f(strings):\n    return [", "if x]\n", "x for x in strings "),
+    ],
+)
+def test_right_answers_survive_the_clean_up(completion, prefix, suffix, expected):
+    assert clean(completion, prefix=prefix, suffix=suffix, language="python", multiline=True) == expected

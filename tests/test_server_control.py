@@ -171,6 +171,7 @@ async def test_completion_fallback_is_one_labelled_item_with_a_text_edit(client)
 async def test_a_workspace_folder_added_later_is_indexed(client, tmp_path_factory):
     extra = tmp_path_factory.mktemp("second-root")
     (extra / "lib.py").write_text("def helper():\n    return 1\n")
+    (extra / "setup.cfg").write_text("")  # a project: indexed whole (a bare folder only around open files)
     mark = len(client.notes.logs)
     client.workspace_did_change_workspace_folders(lsp.DidChangeWorkspaceFoldersParams(
         event=lsp.WorkspaceFoldersChangeEvent(added=[lsp.WorkspaceFolder(uri=extra.as_uri(), name="second")],

@@ -229,3 +229,12 @@ def test_no_completion_on_a_minified_line_even_when_invoked():
     text = "".join(f"var a{i}=function(b){{return b*{i}}};" for i in range(2_000))
     decision = syntax.analyze(text, len(text) // 2, "javascript", force=True)
     assert not decision.complete and "too long" in decision.reason
+
+
+def test_an_invoked_request_may_span_lines():
+    """Automatic requests mid-line complete the rest of the line; an explicit one may fill a hole that goes on
+    over several lines (the model ends it; the clean-up cuts an overrun), so "\\n" does not stop it."""
+    text, offset = split("def f(xs):\n    return sum(<|>) + 1\n")
+    assert not analyze(text, offset, "python").multiline
+    invoked = analyze(text, offset, "python", force=True)
+    assert invoked.complete and invoked.multiline and "\n" not in invoked.stop_strings

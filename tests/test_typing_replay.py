@@ -63,3 +63,16 @@ def test_replay_reuses_the_cache_and_matches_naive_outputs(tmp_path, mode):
     outputs = typing_replay.compare_outputs(naive, optimised)
     assert outputs["compared"] == 36, outputs
     assert outputs["different"] == 0, outputs["examples"]
+
+
+def test_replay_on_the_static_cache_matches_naive_outputs(tmp_path):
+    """The preallocated in-place cache (kv_cache = "static", engine/static_cache.py) on the same keystrokes:
+    the same suggestions as the naive path, with the cache reused as much as the dynamic one reuses it."""
+    static = _replay(tmp_path, "static", {"reuseCache": True, "speculation": "prompt_lookup", "fimMode": "spm",
+                                          "dtype": "float64", "kvCache": "static"})
+    naive = _replay(tmp_path, "naive", {"reuseCache": False, "speculation": "none", "fimMode": "spm", "dtype": "float64"})
+    assert static["tracebacks"] == [] == naive["tracebacks"]
+    statuses = [s for s in static["runs"]["encodings_cp850"]["statuses"] if s.get("source") == "model"]
+    assert len(statuses) >= 5 and sum(s["reused_tokens"] > 0 for s in statuses[1:]) >= len(statuses[1:]) * 0.8
+    outputs = typing_replay.compare_outputs(naive, static)
+    assert outputs["compared"] == 36 and outputs["different"] == 0, outputs["examples"]

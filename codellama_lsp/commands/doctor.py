@@ -9,6 +9,7 @@ A model that cannot be loaded ends the report with ``codellama-lsp: error: <what
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-load", action="store_true", help="only inspect; do not load the model")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--config", help="TOML settings file (default: config.toml in the platform config directory)")
+    parser.add_argument("--workspace", metavar="DIR",
+                        help="also index DIR as the server would (same caps; the persisted index is reused) "
+                             "and say how many files are indexed, how many were skipped and why")
 
 
 def _grammars() -> list[str]:
@@ -89,8 +93,11 @@ def collect(settings, *, load: bool) -> tuple[dict[str, Any], Exception | None]:
     report["grammars"] = _grammars()
     model: dict[str, Any] = {"requested": settings.model, "quantization": quantization, "dtype": dtype, "found": False}
     report["model"] = model
+    report["prompts"] = prompts_destination(settings)
     if error is not None:
         return report, error
+    if getattr(settings, "backend", "local") != "local":
+        return report, _remote_report(settings, model, load=load)
     try:
         if _gguf_report(settings, model, load=load):
             return report, None
@@ -148,6 +155,61 @@ def collect(settings, *, load: bool) -> tuple[dict[str, Any], Exception | None]:
         model["error"] = str(exc)
         error = exc
     return report, error
+
+
+def prompts_destination(settings) -> dict[str, Any]:
+    """Where prompts (document text) go: the privacy promise, stated exactly."""
+    if getattr(settings, "backend", "local") == "local":
+        return {"destination": "this machine only", "detail": "the model runs in-process; no network connection is opened"}
+    from ..engine.remote import API_KEY_ENV
+
+    endpoint = settings.endpoint or "(no endpoint set)"
+    key_env = getattr(settings, "api_key_env", "") or API_KEY_ENV
+    if getattr(settings, "api_key_file", ""):
+        key = f"from the file {settings.api_key_file}"
+    elif os.environ.get(key_env):
+        key = f"from the environment variable {key_env}"
+    else:
+        key = f"none (set {key_env} or api_key_file if the server wants one)"
+    return {
+        "destination": endpoint,
+        "detail": f"prompts are sent to {endpoint} only ({'TLS' if endpoint.startswith('https://') else 'UNENCRYPTED http'}); "
+                  "nothing else leaves the machine",
+        "api_key": key,
+        "ca_bundle": getattr(settings, "ca_bundle", "") or "system CA store",
+    }
+
+
+def _remote_report(settings, model: dict[str, Any], *, load: bool) -> Exception | None:
+    """The remote backend: the local tokenizer, and (with ``load``) what the server says it is."""
+    from ..engine.backend import EngineError
+
+    model["runtime"] = f"remote ({settings.backend})"
+    try:
+        if not load:
+            from ..engine.remote import _local_tokenizer
+            from ..engine.templates import template_for
+
+            resolved, config, tokenizer = _local_tokenizer(settings)
+            template = template_for(tokenizer, model_name=resolved.name, config=config, override=settings.template,
+                                    fim=settings.fim)
+            model.update(found=True, path=str(resolved.path), template_family=template.family, fim=template.fim)
+            return None
+        from ..engine.loading import load_backend
+
+        start = time.perf_counter()
+        backend = load_backend(settings)
+        try:
+            model.update(found=True, path=backend.info.path, loaded=True, load_s=round(time.perf_counter() - start, 2),
+                         device=backend.info.device, quantization=backend.info.quantization, dtype=backend.info.dtype,
+                         template_family=backend.info.family, fim=backend.info.fim,
+                         context_length=backend.info.context_length, server=backend.server.describe())
+        finally:
+            backend.close()
+    except EngineError as exc:
+        model["error"] = str(exc)
+        return exc
+    return None
 
 
 def _gguf_report(settings, model: dict[str, Any], *, load: bool) -> bool:
@@ -221,8 +283,50 @@ def _print_text(report: dict[str, Any]) -> None:
     if model.get("loaded"):
         extra = f", footprint {model['footprint_gib']} GiB" if "footprint_gib" in model else ""
         print(f"loaded        yes, in {model['load_s']} s on {model['device']}{extra}")
+    prompts = report.get("prompts") or {}
+    if prompts:
+        print(f"prompts       {prompts['detail']}")
+        if "api_key" in prompts:
+            print(f"api key       {prompts['api_key']}; CA: {prompts['ca_bundle']}")
+    server = model.get("server")
+    if server:
+        caps = [f"context {server['context_window'] or '?'}", "ids in" if server["accepts_ids"] else "text in",
+                "ids out" if server["returns_ids"] else "text out",
+                "prefix cache" if server["prefix_cache"] else "no prefix cache"]
+        if server.get("slots"):
+            caps.append(f"{server['slots']} slots")
+        print(f"server        {server['dialect']} serving {server['model'] or '?'} ({', '.join(caps)})")
+        if server.get("degraded"):
+            print(f"              DEGRADED: {server['degraded']}")
     grammars = report["grammars"]
     print(f"grammars      {', '.join(grammars) if grammars else 'none (pip install tree-sitter-python ...)'}")
+
+
+def workspace_report(root: str, settings) -> dict[str, Any]:
+    """Index ``root`` as the server would with no document open, and summarise it."""
+    from ..context.workspace import WorkspaceIndex
+
+    root = os.path.realpath(root)
+    index = WorkspaceIndex([root], max_files=settings.index_max_files, memory_mb=settings.index_memory_mb,
+                           broad_roots=settings.index_broad_roots, watch=False)
+    try:
+        index.start()
+        info = index.summary()
+        info.update(root=root, parsed=index.stats["parsed"], from_cache=index.stats["from_cache"],
+                    seconds=round(index.stats["seconds"], 2))
+    finally:
+        index.stop()
+    return info
+
+
+def _print_workspace(info: dict[str, Any]) -> None:
+    skipped = ", ".join(f"{why} {n}" for why, n in info["skipped"].items()) or "none"
+    stopped = f"; stopped at the {info['stopped_early'].replace('_', ' ')}" if info["stopped_early"] else ""
+    print(f"workspace     {info['root']}: {info['files']} files indexed (cap {info['max_files']}, "
+          f"~{info['estimated_mb']} of {info['memory_mb']} MB; {info['from_cache']} from the persisted index) "
+          f"in {info['seconds']} s; skipped: {skipped}{stopped}")
+    for notice in info["notices"]:
+        print(f"              {notice}")
 
 
 def _params(n: int) -> str:
@@ -239,10 +343,14 @@ def run(args) -> int:
     for message in errors:
         print(f"codellama-lsp: warning: {message}", file=sys.stderr)
     report, error = collect(settings, load=not args.no_load)
+    if args.workspace:
+        report["workspace"] = workspace_report(args.workspace, settings)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
         _print_text(report)
+        if "workspace" in report:
+            _print_workspace(report["workspace"])
     sys.stdout.flush()
     if error is not None:
         return report_cli_error(error)

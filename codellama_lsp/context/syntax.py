@@ -400,7 +400,20 @@ def _node_kind_at(tree: Any, offset_bytes: int) -> str:
 
 def analyze(text: str, offset: int, language: str | None, tree: Any = None, *, force: bool = False) -> CursorDecision:
     """Decide whether and how to complete at ``offset`` (a str index into ``text``). ``force`` (the user
-    asked explicitly) completes even inside or right before an identifier: the rest of the line."""
+    asked explicitly) completes even inside or right before an identifier, and is never limited to one
+    line: an explicit request may fill a hole inside a line that spans lines (the model ends it, and the
+    clean-up cuts an overrun where it starts repeating the code after the cursor)."""
+    decision = _analyze(text, offset, language, tree, force=force)
+    if force and decision.complete and not decision.multiline:
+        line_start = text.rfind("\n", 0, max(0, min(offset, len(text)))) + 1
+        indent = decision.indent
+        stops = _multiline_stops(language, indent) if text[line_start:offset].strip() else [*decision.stop_strings]
+        stops = [s for s in stops if s != "\n"] or _multiline_stops(language, indent)
+        return CursorDecision(True, True, decision.reason + " (invoked: may span lines)", indent, stops)
+    return decision
+
+
+def _analyze(text: str, offset: int, language: str | None, tree: Any = None, *, force: bool = False) -> CursorDecision:
     offset = max(0, min(offset, len(text)))
     prefix, suffix = text[:offset], text[offset:]
     line_start = prefix.rfind("\n") + 1

@@ -15,6 +15,7 @@ which files changed. All state is guarded by one lock: the watchdog thread write
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
@@ -22,11 +23,14 @@ import os
 import re
 import threading
 import time
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from . import syntax
+from .scope import broad_reason, focus_roots, git_files, home_directory, nearest_first
 
 MAX_FILE_BYTES = 1_000_000
 CACHE_FORMAT = 3
@@ -438,12 +442,39 @@ def default_cache_dir() -> Path:
 Listener = Callable[[list[str]], None]
 
 
-class WorkspaceIndex:
-    """Files and definitions of every workspace root, kept current by watchdog.
+DEFAULT_MAX_FILES = 20_000
+DEFAULT_MEMORY_MB = 200
+# Estimated bytes an indexed file costs (entry + definitions + its BM25 windows in the retriever): a fixed part,
+# per definition, per byte of source; fitted to tracemalloc totals over click, jinja2, rich and pygls
+# (4.1-7.1 bytes per source byte in all, ~0.9 KB per definition in the index).
+COST_PER_FILE = 1_500
+COST_PER_DEFINITION = 700
+COST_PER_BYTE = 3.5
+MAX_PAUSE_S = 5.0  # a request that never ends must not stop indexing for good
+BATCH = 16  # files per listener notification while building
 
-    ``start()`` indexes (re-using the persisted cache) and starts watching; ``stop()`` stops watching and saves.
-    Listeners registered with ``add_listener(fn)`` are called with the list of changed paths (on the indexing
-    thread) after the index has been updated, so a caller can wait for an edit with a ``threading.Event``.
+
+def _entry_cost(entry: "FileEntry") -> int:
+    return int(COST_PER_FILE + COST_PER_DEFINITION * len(entry.definitions) + COST_PER_BYTE * entry.size)
+
+
+class WorkspaceIndex:
+    """Files and definitions of the workspace, bounded, built in the background and kept current.
+
+    What is indexed: every root, except that with ``broad_roots=False`` (the server's default) a *broad* root
+    (``/``, the home directory, a directory without project markers; see ``scope.py``) is indexed only around the
+    documents given as ``focus`` or later to ``focus_on``. Inside a git work tree the candidates come from ``git ls-files``, else
+    from a walk honouring the ignore rules; either way nearest to the open documents first, and at most
+    ``max_files`` files and ``memory_mb`` of estimated index memory. ``summary()`` says what was indexed, what
+    was skipped and why.
+
+    ``start()`` indexes in the calling thread (the command line, benchmarks); ``start_background()`` returns at
+    once and indexes on a low-priority thread that pauses while a request holds ``busy()``, publishing files in
+    batches as they are done (queries see a growing index; nothing ever waits for it). Either way the persisted
+    index (the platformdirs cache) is reused, and watchdog keeps the index current; where watching fails (the
+    inotify watch limit) the index falls back to updates on ``saved``/``focus_on`` and says so once in
+    ``notices``. Listeners registered with ``add_listener(fn)`` are called with the changed paths (on the
+    indexing thread) after the index has been updated; ``on_state`` (if set) is called when ``state`` changes.
     """
 
     def __init__(
@@ -455,6 +486,10 @@ class WorkspaceIndex:
         watch: bool = True,
         debounce_s: float = 0.03,
         max_file_bytes: int = MAX_FILE_BYTES,
+        max_files: int = DEFAULT_MAX_FILES,
+        memory_mb: float = DEFAULT_MEMORY_MB,
+        focus: Iterable[str | os.PathLike] = (),
+        broad_roots: bool = True,
     ) -> None:
         self.roots = [os.path.realpath(os.fspath(r)) for r in roots]
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -462,6 +497,9 @@ class WorkspaceIndex:
         self.watch = watch
         self.debounce_s = debounce_s
         self.max_file_bytes = max_file_bytes
+        self.max_files = max(0, int(max_files))
+        self.memory_budget = max(0.0, float(memory_mb)) * 2**20
+        self.broad_roots = broad_roots
         self._lock = threading.RLock()
         self._files: dict[str, FileEntry] = {}
         self._by_name: dict[str, list[Definition]] = {}
@@ -474,24 +512,69 @@ class WorkspaceIndex:
         self._timer: threading.Timer | None = None
         self._observer: Any = None
         self._started = False
+        self._focus: list[str] = [os.path.realpath(os.fspath(p)) for p in focus]
+        self.scan_roots: list[str] = []
+        self.notices: list[str] = []  # one line each, for the user (scope narrowed, watching unavailable)
+        self.quiet_notices: set[str] = set()  # those worth a log line but not a pop-up
+        self.broad: dict[str, str] = {}  # configured root -> why it is indexed only around open documents
+        self.skipped: dict[str, int] = {}
+        self.stopped_early = ""  # "file_cap" / "memory_budget" when a walk was stopped before its end
+        self.state = "idle"  # idle | indexing | ready
+        self.watching = False
+        self.on_state: Callable[[], None] | None = None
+        self._bytes = 0
+        self._todo: list[str] = []
+        self._worker: threading.Thread | None = None
+        self._busy = 0
+        self._idle = threading.Event()
+        self._idle.set()
+        self.paused = threading.Event()  # set the first time the indexer waited for a request (tests look)
+        self._stopping = threading.Event()
+        self._cached: dict[str, FileEntry] = {}  # the persisted index, while building
+        self._cached_roots: set[str] = set()
         self.generation = 0
         self.stats = {"files": 0, "parsed": 0, "from_cache": 0, "seconds": 0.0}
 
     # -------------------------------------------------------------- lifecycle
 
     def start(self) -> "WorkspaceIndex":
+        """Index now, in this thread; then watch."""
         t0 = time.perf_counter()
-        cached = self._load_cache() if self.persist else {}
-        self._full_scan(cached)
+        self._plan_scope()
+        self._set_state("indexing")
+        self._index_roots(list(self.scan_roots), publish=False)
         self.stats["seconds"] = time.perf_counter() - t0
+        self._cached = {}  # only needed while building
         if self.persist:
             self._save_cache()
         if self.watch:
-            self._start_watching()
+            self._start_watching(self.scan_roots)
         self._started = True
+        self._set_state("ready")
         return self
 
+    def start_background(self) -> "WorkspaceIndex":
+        """Start watching and index on a background thread; returns at once."""
+        self._plan_scope()
+        self._started = True
+        if self.watch:
+            self._start_watching(self.scan_roots)
+        self._enqueue(list(self.scan_roots))
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until background indexing is done (tests and benchmarks; the server never waits)."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+        return self.state == "ready"
+
     def stop(self) -> None:
+        self._stopping.set()
+        self._idle.set()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=10)
         observer, self._observer = self._observer, None
         if observer is not None:
             try:
@@ -522,11 +605,73 @@ class WorkspaceIndex:
             if listener in self._listeners:
                 self._listeners.remove(listener)
 
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """Hold while answering a request: background indexing pauses between files until no request is left."""
+        with self._lock:
+            self._busy += 1
+            self._idle.clear()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if self._busy <= 0:
+                    self._busy = 0
+                    self._idle.set()
+
+    def focus_on(self, path: str | os.PathLike) -> None:
+        """An editor opened ``path``: inside a broad root, index around it too (in the background); without a
+        working file watcher, re-index the file itself."""
+        try:
+            real = os.path.realpath(os.fspath(path))
+            found = [s for root in list(self.broad) for s in focus_roots(root, [real])]
+        except (ValueError, OSError):  # a path no file can have (NUL): nothing to index around
+            return
+        with self._lock:
+            if real not in self._focus:
+                self._focus.append(real)
+        added = [scope for scope in dict.fromkeys(found)
+                 if not any(scope == s or scope.startswith(s.rstrip(os.sep) + os.sep) for s in self.scan_roots)]
+        if added:
+            with self._lock:
+                self.scan_roots = self.scan_roots + added
+            if self.watch and self.watching:
+                self._start_watching(added)
+            if self._started:
+                self._enqueue(added)
+        elif self._started and not self.watching:
+            self.refresh([real])
+
+    def saved(self, path: str | os.PathLike) -> None:
+        """An editor saved ``path``: re-index it when no file watcher does."""
+        if self._started and not self.watching:
+            self.refresh([os.fspath(path)])
+
+    def summary(self) -> dict[str, Any]:
+        """What is indexed and what was skipped, and why (``doctor`` and ``codellama/status`` show it)."""
+        with self._lock:
+            return {
+                "state": self.state,
+                "files": len(self._files),
+                "skipped": dict(sorted(self.skipped.items())),
+                "stopped_early": self.stopped_early,
+                "scope": list(self.scan_roots),
+                "max_files": self.max_files,
+                "memory_mb": round(self.memory_budget / 2**20),
+                "estimated_mb": round(self._bytes / 2**20, 1),
+                "watching": self.watching,
+                "notices": list(self.notices),
+            }
+
     # -------------------------------------------------------------- queries
 
     def files(self) -> list[str]:
         with self._lock:
             return sorted(self._files)
+
+    def count(self) -> int:
+        return len(self._files)
 
     def entry(self, path: str) -> FileEntry | None:
         with self._lock:
@@ -597,18 +742,133 @@ class WorkspaceIndex:
             if self._module_files is None:
                 table: dict[str, list[str]] = {}
                 for path in self._files:
-                    root = self.root_of(path) or ""
-                    rel = os.path.relpath(path, root)
-                    stem, _ = os.path.splitext(rel)
-                    parts = stem.split(os.sep)
-                    if parts[-1] == "__init__":
-                        parts = parts[:-1]
-                    for i in range(len(parts)):
-                        table.setdefault(".".join(parts[i:]), []).append(path)
-                    if not parts:  # the root's own __init__.py: the package the root is
-                        table.setdefault("", []).append(path)
+                    self._add_module(table, path)
                 self._module_files = table
             return self._module_files
+
+    def _add_module(self, table: dict[str, list[str]], path: str) -> None:
+        root = self.root_of(path) or ""
+        rel = os.path.relpath(path, root)
+        stem, _ = os.path.splitext(rel)
+        parts = stem.split(os.sep)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        for i in range(len(parts)):
+            table.setdefault(".".join(parts[i:]), []).append(path)
+        if not parts:  # the root's own __init__.py: the package the root is
+            table.setdefault("", []).append(path)
+
+    # -------------------------------------------------------------- scope
+
+    def _plan_scope(self) -> None:
+        """Decide the directories to index (``scan_roots``) and the notices that go with the decision."""
+        scan: list[str] = []
+        self.broad, self.notices = {}, []
+        for root in self.roots:
+            if not os.path.isdir(root):
+                continue
+            reason = None if self.broad_roots else broad_reason(root)
+            if reason is None:
+                scan.append(root)
+                continue
+            self.broad[root] = reason
+            scan += focus_roots(root, self._focus)
+            notice = (f"{root} is {reason}, so only the folders of open files are indexed; to index it all, open "
+                      f"the project's folder instead or set index_broad_roots = true (capped at {self.max_files} "
+                      "files)")
+            self.notices.append(notice)
+            if root != os.path.dirname(root) and root != home_directory():
+                self.quiet_notices.add(notice)  # an ordinary folder: the log and the status say it
+        out: list[str] = []
+        for d in sorted(dict.fromkeys(scan), key=len):
+            if not any(d == o or d.startswith(o.rstrip(os.sep) + os.sep) for o in out):
+                out.append(d)
+        self.scan_roots = out
+
+    def _skip(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    def _candidates(self, root: str) -> tuple[Iterator[tuple[str, os.stat_result]], int | None]:
+        """Files of ``root`` worth reading, nearest to the open documents first, and how many there are (None
+        for a walk, which stops as soon as the caller has enough)."""
+        focus_dirs = [os.path.dirname(p) for p in self._focus
+                      if p.startswith(root.rstrip(os.sep) + os.sep)]
+        listed = git_files(root)
+        if not listed:  # not in a work tree, or a folder the enclosing repository ignores (a venv, a build)
+            return self._walk(root, focus_dirs), None
+        keep = []
+        for path in listed:
+            reason = self._name_problem(root, path)
+            if reason:
+                self._skip(reason)
+            else:
+                keep.append(path)
+        wanted = self._imported_by_focus(root, keep)
+        ordered = sorted(wanted) + nearest_first([p for p in keep if p not in wanted], focus_dirs)
+        return self._stat_each(ordered), len(ordered)
+
+    def _imported_by_focus(self, root: str, listed: list[str]) -> set[str]:
+        """The open documents of ``listed`` and the files they import (Python modules, JS/TS relative imports):
+        retrieval's strongest candidates, so they go before everything else, however far away they are."""
+        exact: set[str] = set()
+        suffixes: set[str] = set()
+        prefix = root.rstrip(os.sep) + os.sep
+        for doc in list(self._focus):
+            if not doc.startswith(prefix):
+                continue
+            exact.add(doc)
+            language = syntax.language_for(None, doc)
+            try:
+                with open(doc, "rb") as fh:
+                    text = fh.read(self.max_file_bytes).decode("utf-8", "replace")
+            except OSError:
+                continue
+            for imp in parse_imports(import_lines(text), language):
+                if language == "python":
+                    dots = len(imp.module) - len(imp.module.lstrip("."))
+                    parts = [p for p in imp.module[dots:].split(".") if p]
+                    if dots:
+                        base = os.path.dirname(doc)
+                        for _ in range(dots - 1):
+                            base = os.path.dirname(base)
+                        stems = [os.path.join(base, *parts)] + [os.path.join(base, *parts, n) for _, n in imp.names]
+                        for stem in stems:
+                            exact.update((stem + ".py", os.path.join(stem, "__init__.py")))
+                    elif parts:
+                        stems = [parts] + [parts + [n] for _, n in imp.names]
+                        for stem in stems:
+                            suffixes.add(os.sep + os.path.join(*stem) + ".py")
+                            suffixes.add(os.sep + os.path.join(*stem, "__init__.py"))
+                elif language in ("javascript", "typescript", "tsx") and imp.module.startswith("."):
+                    base = os.path.normpath(os.path.join(os.path.dirname(doc), imp.module))
+                    exact.update(base + ext for ext in (".ts", ".tsx", ".js", ".jsx", ".mjs", "/index.ts",
+                                                        "/index.js", ""))
+        if not exact and not suffixes:
+            return set()
+        ends = tuple(suffixes)
+        return {p for p in listed if p in exact or (ends and p.endswith(ends))}
+
+    def _name_problem(self, root: str, path: str) -> str | None:
+        if syntax.language_for(None, path) is None:
+            return "not_source"
+        rel_parts = path[len(root.rstrip(os.sep)) + 1:].split(os.sep)
+        if any(part in SKIP_DIRS for part in rel_parts[:-1]):
+            return "vendored_or_build"
+        if is_secret_path(path):
+            return "secret"
+        if is_generated_name(path):
+            return "generated"
+        return None
+
+    def _stat_each(self, paths: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+        for path in paths:
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError:
+                yield path, None  # type: ignore[misc]  # counted by the caller
+                continue
+            yield path, st
 
     # -------------------------------------------------------------- scanning
 
@@ -630,13 +890,20 @@ class WorkspaceIndex:
         except OSError:
             return False
 
-    def _walk(self, root: str) -> Iterator[tuple[str, os.stat_result]]:
-        stack = [root]
-        while stack:
-            directory = stack.pop()
+    def _walk(self, root: str, first: Iterable[str] = ()) -> Iterator[tuple[str, os.stat_result]]:
+        """Breadth-first from the directories in ``first`` (the open documents'), then from ``root``:
+        nearest and shallowest files first; ignored, vendored and build directories are not entered."""
+        queue: deque[str] = deque(d for d in first if os.path.isdir(d))
+        queue.append(root)
+        visited: set[str] = set()
+        while queue:
+            directory = queue.popleft()
+            if directory in visited:
+                continue
+            visited.add(directory)
             try:
                 with os.scandir(directory) as it:
-                    entries = list(it)
+                    entries = sorted(it, key=lambda e: e.name)
             except OSError:
                 continue
             spec = self._ignore.spec(directory)
@@ -648,25 +915,32 @@ class WorkspaceIndex:
                 except OSError:
                     continue
                 if is_dir:
-                    if entry.name in SKIP_DIRS or (spec is not None and spec.match_file(entry.name + "/")):
+                    if entry.name in SKIP_DIRS:
+                        self._skip("vendored_or_build_dirs")
                         continue
-                    if self._ignore.ignored(root, entry.path, is_dir=True):
+                    if (spec is not None and spec.match_file(entry.name + "/")) or \
+                            self._ignore.ignored(root, entry.path, is_dir=True):
+                        self._skip("ignored_dirs")
                         continue
-                    stack.append(entry.path)
+                    if entry.path not in visited:
+                        queue.append(entry.path)
                     continue
                 if syntax.language_for(None, entry.name) is None:
+                    self._skip("not_source")
                     continue
-                if is_secret_path(entry.path) or is_generated_name(entry.path):
+                if is_secret_path(entry.path):
+                    self._skip("secret")
                     continue
-                if spec is not None and spec.match_file(entry.name):
+                if is_generated_name(entry.path):
+                    self._skip("generated")
                     continue
-                if self._ignore.ignored(root, entry.path, is_dir=False):
+                if (spec is not None and spec.match_file(entry.name)) or \
+                        self._ignore.ignored(root, entry.path, is_dir=False):
+                    self._skip("ignored")
                     continue
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
-                    continue
-                if st.st_size > self.max_file_bytes:
                     continue
                 yield entry.path, st
 
@@ -674,12 +948,20 @@ class WorkspaceIndex:
         if cached is not None and cached.mtime_ns == st.st_mtime_ns and cached.size == st.st_size:
             self.stats["from_cache"] += 1
             return cached
+        if st.st_size > self.max_file_bytes:
+            self._skip("too_big")
+            return None
         try:
             with open(path, "rb") as fh:
                 data = fh.read(self.max_file_bytes + 1)
         except OSError:
             return None
-        if len(data) > self.max_file_bytes or _content_problem(data) is not None:
+        if len(data) > self.max_file_bytes:
+            self._skip("too_big")
+            return None
+        problem = _content_problem(data)
+        if problem is not None:
+            self._skip(problem)
             return None
         sha1 = hashlib.sha1(data).hexdigest()
         if cached is not None and cached.sha1 == sha1:
@@ -690,24 +972,131 @@ class WorkspaceIndex:
         self.stats["parsed"] += 1
         return FileEntry(path, st.st_mtime_ns, st.st_size, sha1, language, extract_definitions(text, language, path))
 
-    def _full_scan(self, cached: dict[str, FileEntry]) -> list[str]:
-        """(Re)index every root; returns the paths that changed."""
+    def yield_to_requests(self) -> None:
+        """Wait (bounded) while a request holds ``busy()``: background work calls this between files."""
+        self._yield_to_requests()
+
+    def _yield_to_requests(self) -> None:
+        if not self._idle.is_set():
+            self.paused.set()
+            self._idle.wait(MAX_PAUSE_S)
+
+    def _index_roots(self, roots: list[str], *, publish: bool) -> list[str]:
+        """Index ``roots`` within the caps. ``publish``: add files to the live index in batches as they are done
+        (background building); otherwise build aside and swap at the end (a full (re)scan). Returns the paths
+        that changed."""
         seen: dict[str, FileEntry] = {}
-        for root in self.roots:
+        with self._lock:
+            missing = [r for r in roots if r not in self._cached_roots] if self.persist else []
+            if missing:
+                self._cached.update(self._load_cache(missing))
+            cached = self._cached
+            base = len(self._files) if publish else 0
+            budget_used = self._bytes if publish else 0
+            if not publish:
+                self.skipped, self.stopped_early = {}, ""
+        batch: list[str] = []
+        for root in roots:
+            if self._stopping.is_set():
+                break
             if not os.path.isdir(root):
                 continue
-            for path, st in self._walk(root):
+            candidates, total = self._candidates(root)
+            consumed = 0
+            for path, st in candidates:
+                consumed += 1
+                if self._stopping.is_set():
+                    break
+                if publish:
+                    self._yield_to_requests()
+                if st is None or path in seen or (publish and path in self._files):
+                    continue
+                full = ("file_cap" if base + len(seen) >= self.max_files
+                        else "memory_budget" if budget_used >= self.memory_budget else "")
+                if full:
+                    if total is not None:
+                        self._skip(full, total - consumed + 1)
+                    else:
+                        self._skip(full)
+                        self.stopped_early = full
+                    break
                 with self._lock:
                     previous = self._files.get(path) or cached.get(path)
                 entry = self._index_file(path, st, previous)
-                if entry is not None:
-                    seen[path] = entry
+                if entry is None:
+                    continue
+                seen[path] = entry
+                budget_used += _entry_cost(entry)
+                if publish:
+                    with self._lock:
+                        self._files[path] = entry
+                        for d in entry.definitions:
+                            self._by_name.setdefault(d.name, []).append(d)
+                        if self._module_files is not None:
+                            self._add_module(self._module_files, path)
+                        self._bytes = budget_used
+                        self.stats["files"] = len(self._files)
+                    batch.append(path)
+                    if len(batch) >= BATCH:
+                        self._publish(batch)
+                        batch = []
+            close = getattr(candidates, "close", None)
+            if close is not None:
+                close()
+        if publish:
+            if batch:
+                self._publish(batch)
+            return list(seen)
         with self._lock:
             changed = [p for p in set(self._files) | set(seen) if self._files.get(p) is not seen.get(p)]
             self._files = seen
+            self._bytes = budget_used
             self._rebuild_names()
             self.stats["files"] = len(seen)
         return changed
+
+    def _publish(self, batch: list[str]) -> None:
+        with self._lock:
+            self.generation += 1
+        self._notify(batch)
+
+    def _enqueue(self, roots: list[str]) -> None:
+        with self._lock:
+            self._todo.extend(r for r in roots if r not in self._todo)
+            if self._worker is not None and self._worker.is_alive():
+                return
+            self._worker = threading.Thread(target=self._work, name="codellama-index", daemon=True)
+            self._set_state("indexing")
+            self._worker.start()
+
+    def _work(self) -> None:
+        _lower_thread_priority()
+        t0 = time.perf_counter()
+        while not self._stopping.is_set():
+            with self._lock:
+                if not self._todo:
+                    self._worker = None
+                    break
+                root = self._todo.pop(0)
+            try:
+                self._index_roots([root], publish=True)
+            except Exception:  # an unreadable corner of a tree must not end indexing
+                continue
+        self.stats["seconds"] = time.perf_counter() - t0
+        with self._lock:
+            self._cached = {}  # only needed while building
+        if self.persist and not self._stopping.is_set():
+            self._save_cache()
+        self._set_state("ready")
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        callback = self.on_state
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                pass
 
     def _rebuild_names(self) -> None:
         by_name: dict[str, list[Definition]] = {}
@@ -718,20 +1107,31 @@ class WorkspaceIndex:
         self._module_files = None
         self.generation += 1
 
+    def _in_scope(self, path: str) -> bool:
+        return any(path.startswith(s.rstrip(os.sep) + os.sep) for s in self.scan_roots)
+
     def refresh(self, paths: Iterable[str]) -> list[str]:
         """Re-index the given files now (what the watcher does after debouncing); tells the listeners and
-        returns the paths that changed."""
+        returns the paths that changed. A new file is added only inside the indexed scope and under the caps."""
         changed = []
         for raw in paths:
-            path = os.path.realpath(raw)
+            try:
+                path = os.path.realpath(raw)
+            except (ValueError, OSError):
+                continue
             root = self.root_of(path)
             entry = None
-            if root is not None and syntax.language_for(None, path) is not None and self._path_allowed(root, path):
+            if root is not None and self._in_scope(path) and syntax.language_for(None, path) is not None \
+                    and self._path_allowed(root, path):
                 try:
                     st = os.stat(path)
-                    if os.path.isfile(path) and st.st_size <= self.max_file_bytes:
-                        with self._lock:
-                            previous = self._files.get(path)
+                    with self._lock:
+                        previous = self._files.get(path)
+                        full = previous is None and (len(self._files) >= self.max_files
+                                                     or self._bytes >= self.memory_budget)
+                    if full:
+                        self._skip("file_cap" if len(self._files) >= self.max_files else "memory_budget")
+                    elif os.path.isfile(path):
                         entry = self._index_file(path, st, previous)
                 except OSError:
                     entry = None
@@ -739,10 +1139,13 @@ class WorkspaceIndex:
                 old = self._files.get(path)
                 if entry is old:
                     continue
+                if old is not None:
+                    self._bytes -= _entry_cost(old)
                 if entry is None:
                     self._files.pop(path, None)
                 else:
                     self._files[path] = entry
+                    self._bytes += _entry_cost(entry)
                 changed.append(path)
         if changed:
             with self._lock:
@@ -762,11 +1165,14 @@ class WorkspaceIndex:
 
     # -------------------------------------------------------------- watching
 
-    def _start_watching(self) -> None:
+    def _start_watching(self, roots: list[str]) -> None:
+        """Watch ``roots`` (recursively). Where the system refuses (inotify's ``max_user_watches`` or
+        ``max_user_instances`` reached, no watchdog), fall back to updates on open and save, and say so once."""
         try:
             from watchdog.events import FileSystemEventHandler
             from watchdog.observers import Observer
-        except Exception:
+        except Exception as exc:
+            self._watch_failed(exc)
             return
         index = self
 
@@ -777,16 +1183,42 @@ class WorkspaceIndex:
                 paths = [event.src_path, getattr(event, "dest_path", "") or ""]
                 index._queue([os.fsdecode(p) for p in paths if p], bool(event.is_directory), event.event_type)
 
-        observer = Observer()
-        for root in self.roots:
-            if os.path.isdir(root):
-                try:
+        try:
+            observer = self._observer
+            fresh = observer is None
+            if fresh:
+                observer = Observer()
+                observer.daemon = True
+            for root in roots:
+                if os.path.isdir(root):
                     observer.schedule(Handler(), root, recursive=True)
-                except OSError:
-                    continue
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
+            if fresh:
+                observer.start()
+                self._observer = observer
+        except Exception as exc:  # OSError(ENOSPC) when the watch limit is reached, EMFILE for instances
+            try:
+                if observer is not None:
+                    observer.stop()
+            except Exception:
+                pass
+            self._observer = None
+            self._watch_failed(exc)
+            return
+        self.watching = True
+
+    def _watch_failed(self, exc: BaseException) -> None:
+        self.watching = False
+        code = getattr(exc, "errno", None)
+        if code == errno.ENOSPC:
+            why = "the system's inotify watch limit is reached (sysctl fs.inotify.max_user_watches)"
+        elif code == errno.EMFILE:
+            why = "the system's inotify instance limit is reached (sysctl fs.inotify.max_user_instances)"
+        else:
+            why = f"file watching is unavailable ({str(exc).strip() or type(exc).__name__})"
+        notice = f"{why}: the index is updated when a file is opened or saved, not on other changes"
+        with self._lock:
+            if notice not in self.notices:
+                self.notices.append(notice)
 
     def _queue(self, paths: list[str], is_directory: bool, event_type: str = "modified") -> None:
         """Collect changed paths; a timer started by the first event flushes them ``debounce_s`` later."""
@@ -817,7 +1249,7 @@ class WorkspaceIndex:
             self._ignore.clear()
             with self._lock:
                 self._root_cache.clear()
-            changed = self._full_scan({})
+            changed = self._index_roots(list(self.scan_roots), publish=False)
             if changed:
                 self._notify(changed)
         else:
@@ -829,9 +1261,11 @@ class WorkspaceIndex:
         base = self.cache_dir or default_cache_dir()
         return base / f"{hashlib.sha1(root.encode('utf-8', 'surrogatepass')).hexdigest()[:20]}.json"
 
-    def _load_cache(self) -> dict[str, FileEntry]:
+    def _load_cache(self, roots: list[str] | None = None) -> dict[str, FileEntry]:
         out: dict[str, FileEntry] = {}
-        for root in self.roots:
+        roots = self.scan_roots if roots is None else roots
+        self._cached_roots |= set(roots)
+        for root in roots:
             try:
                 data = json.loads(self._cache_file(root).read_text(encoding="utf-8"))
             except (OSError, ValueError):
@@ -850,7 +1284,8 @@ class WorkspaceIndex:
     def _save_cache(self) -> None:
         with self._lock:
             files = dict(self._files)
-        for root in self.roots:
+            roots = list(self.scan_roots)
+        for root in roots:
             payload: dict[str, Any] = {"format": CACHE_FORMAT, "root": root, "files": {}}
             prefix = root.rstrip(os.sep) + os.sep
             for path, entry in files.items():
@@ -871,3 +1306,11 @@ class WorkspaceIndex:
                 os.replace(tmp, target)
             except OSError:
                 pass
+
+
+def _lower_thread_priority() -> None:
+    """Nice the calling thread (Linux schedules threads as tasks): indexing yields the CPU to the model."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass

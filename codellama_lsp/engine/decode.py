@@ -89,6 +89,7 @@ def prompt_lookup_candidates(
     num_tokens: int = LOOKUP_NUM_TOKENS,
     fits: Callable[[list[int]], bool] | None = None,
     limit: int = LOOKUP_CANDIDATES,
+    index: Any = None,
 ) -> list[list[int]]:
     """Propose the tokens that followed the most recent earlier occurrences of the sequence's last n-gram
     (at most ``limit`` distinct continuations, best first).
@@ -98,15 +99,19 @@ def prompt_lookup_candidates(
     answer of the last few requests), searched before ``seq`` for each n: while the user types, the model's
     next answer mostly continues its previous one. ``fits`` skips occurrences whose continuation cannot be
     the answer (under token healing: text that does not start with the partial word at the cursor), so
-    that ``self.`` followed by ``ap`` drafts the earlier ``self.append(`` rather than the nearest ``self.x``."""
+    that ``self.`` followed by ``ap`` drafts the earlier ``self.append(`` rather than the nearest ``self.x``.
+    ``index``: a :class:`~codellama_lsp.engine.lookup_index.LookupIndex` covering ``seq``, answering for it
+    without a scan (same answers)."""
     n_seq = len(seq)
     found: list[list[int]] = []
     if num_tokens <= 0 or limit <= 0:
         return found
     for n in range(min(max_ngram, n_seq - 1), min_ngram - 1, -1):
         tail = list(seq[n_seq - n :])
+        indexed = index is not None and index.covers(n) and len(index.seq) == n_seq
         for run, last_start in [*((run, len(run) - n) for run in history), (seq, n_seq - n - 1)]:
-            for follow in _follows(run, tail, last_start, num_tokens):
+            scan = index.follows if indexed and run is seq else lambda *a, run=run: _follows(run, *a)
+            for follow in scan(tail, last_start, num_tokens):
                 if follow not in found and (fits is None or fits(follow)):
                     found.append(follow)
                     if len(found) >= limit:
@@ -391,6 +396,7 @@ class Generation:
         self.speculate = False  # set by start(): greedy, speculation on, a croppable cache
         self.trees = False  # and the step can verify trees (set once the cache exists; fixed for the call)
         self.sized = False  # the draft budget learns from this call's verify passes (lookup trees only)
+        self.carried: int | None = None  # the next token when a verify pass already chose it (greedy, no healing)
 
     def check(self) -> None:
         if self.cancel is not None and self.cancel.cancelled:
@@ -433,8 +439,11 @@ def lookup_tree(g: Generation, seq: list[int], room: int, *, history: Sequence[S
     healer, trees = g.healer, g.trees
     tree = DraftTree(budget=nodes if trees else min(nodes, LOOKUP_NUM_TOKENS))
     fits = healer.fits if healer.active else None
+    index = g.step.lookup
+    if index is not None:
+        index.extend(seq[len(index.seq) :])  # within one generation seq only grows
     found = prompt_lookup_candidates(seq, history=history, num_tokens=min(LOOKUP_NUM_TOKENS, room, nodes),
-                                     fits=fits, limit=LOOKUP_CANDIDATES if trees else 1)
+                                     fits=fits, limit=LOOKUP_CANDIDATES if trees else 1, index=index)
     if found:
         tree.add_path(found[0])
     if healer.active and g.vocab_texts is not None:
@@ -458,13 +467,17 @@ def verify(g: Generation, last: int, tree: DraftTree, timed: bool = True) -> tup
     base = len(step.ids)
     began = monotonic()
     rows = step.forward([last, *tree.tokens], len(tree) + 1) if tree.is_chain else step.forward_tree(last, tree)
-    step.settle()
+    # Greedy outside a partial word: every row's choice in one device-to-host transfer (one sync per pass, not
+    # one per row), which also waits for the pass; under the healing mask, row by row as the plain loop does.
+    picks = rows.argmax(-1).tolist() if g.params.temperature <= 0 and not g.healer.active else None
+    if picks is None:
+        step.settle()
     seconds = monotonic() - began
     g.stats.draft_tokens += len(tree)
     children = tree.rows_children()
     row, path, reason = 0, [], ""
     while not reason:
-        nxt = children[row].get(g.choose(rows[row]))  # type: ignore[arg-type]
+        nxt = children[row].get(picks[row] if picks is not None else g.choose(rows[row]))  # type: ignore[arg-type]
         if nxt is None:
             break
         g.stats.accepted_draft_tokens += 1
@@ -474,6 +487,8 @@ def verify(g: Generation, last: int, tree: DraftTree, timed: bool = True) -> tup
     step.keep_rows(base, path)  # the rejected rows leave the cache
     if timed and g.sized:
         step.budget.verified(len(path) + 1, seconds)
+    if picks is not None:
+        g.carried = picks[row]  # the model's own next token, already on the host
     return reason, rows[row]
 
 
@@ -504,7 +519,10 @@ def decode(g: Generation, logits: Any, proposer: Proposer | None) -> str:
     """Choose a token, then feed it (with a draft to verify when the proposer has one), until a stop rule."""
     step, params = g.step, g.params
     while True:
-        token = g.choose(logits)
+        if g.carried is not None:
+            token, g.carried = g.carried, None
+        else:
+            token = g.choose(logits)
         if token is None:
             return "heal_failed"
         reason = g.accept(token)
@@ -570,6 +588,11 @@ def generate(
         else:
             proposer = lambda seq, room: lookup_tree(g, seq, room, history=history, spell=spell)  # noqa: E731
             g.sized = True  # the budget sizes lookup trees only
+            if state.lookup is None:
+                from .lookup_index import LookupIndex
+
+                state.lookup = LookupIndex(LOOKUP_MIN_NGRAM, LOOKUP_MAX_NGRAM)
+            state.lookup.sync(g.prompt)  # a keystroke changes a few entries; a new document rebuilds it
     try:
         reason, logits = start(g, proposer)
         if not reason:

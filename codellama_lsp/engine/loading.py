@@ -290,9 +290,10 @@ def check_weights(path: Path, name: str) -> None:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    import torch
+    import sys
 
-    if isinstance(exc, torch.OutOfMemoryError):
+    torch = sys.modules.get("torch")  # never imported just to ask (the GGUF path runs without torch)
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
         return True
     text = str(exc).lower()
     return isinstance(exc, (RuntimeError, MemoryError)) and (
@@ -384,7 +385,7 @@ def load_backend(settings: Settings, progress: Progress | None = None):
     """Resolve, load tokenizer + template + weights, and return a ready :class:`LocalBackend`.
 
     ``progress(percent, message)`` is called at each stage (the server turns it into ``$/progress``)."""
-    if getattr(settings, "backend", "local") == "openai":  # opt-in remote server: the only network use
+    if getattr(settings, "backend", "local") != "local":  # opt-in remote server: the only network use
         from .remote import load_remote_backend
 
         return load_remote_backend(settings, progress)

@@ -21,6 +21,21 @@ RECENT_RUNS = 4
 RECENT_CONTEXT_TOKENS = 24  # prompt tokens kept before each answer, so an n-gram spanning the cursor matches
 
 
+def new_state(model: Any, kv_cache: str, settings: Any = None) -> ModelStep:
+    """The transformers step for ``kv_cache``: "static" is the preallocated in-place cache
+    (engine/static_cache.py) where the model has the Llama layout, else the dynamic cache; "quantized" fp8."""
+    from .step_transformers import TransformersStep
+
+    if kv_cache == "static":
+        from .static_cache import CAPACITY_STEP, StaticStep, supports
+
+        if supports(model):
+            context = int(getattr(settings, "context_tokens", 0) or 4096)
+            return StaticStep(model, capacity=context + CAPACITY_STEP)
+        kv_cache = "dynamic"
+    return TransformersStep(model, kv_cache=kv_cache)
+
+
 class LocalBackend(TokenizerText):
     """Implements :class:`~codellama_lsp.engine.backend.Backend` over a loaded model: a transformers
     ``model`` (its step is made here), or any ready ``step`` (llama.cpp)."""
@@ -43,10 +58,8 @@ class LocalBackend(TokenizerText):
         self.info = info
         self.notice = notice  # e.g. "the default model is not in the cache; using the bundled demo model"
         if step is None:
-            from .step_transformers import TransformersStep
-
             kv_cache = getattr(settings, "kv_cache", "dynamic") if settings is not None else "dynamic"
-            step = TransformersStep(model, kv_cache=kv_cache)
+            step = new_state(model, kv_cache, settings)
         self.kv: ModelStep = step
         self.draft = DraftModel(draft_model) if draft_model is not None else None
         self._vocab_texts: list[str] | None = None

@@ -116,8 +116,11 @@ def weights_bytes(shape: ModelShape, quantization: str, dtype: str) -> float:
 
 
 def kv_cache_bytes(shape: ModelShape, tokens: int, dtype: str, kv_cache: str = "dynamic") -> float:
-    """Bytes of KV cache for ``tokens`` of context; ``kv_cache="quantized"`` is the fp8 cache (1 byte/value)."""
+    """Bytes of KV cache for ``tokens`` of context; ``kv_cache="quantized"`` is the fp8 cache (1 byte/value);
+    ``"static"`` preallocates the context plus one 1,024-row step, in whole steps (engine/static_cache.py)."""
     per = 1 if kv_cache == "quantized" else dtype_bytes(dtype)
+    if kv_cache == "static":
+        tokens = -(-(tokens + 1024) // 1024) * 1024
     return shape.kv_bytes_per_token(per) * tokens
 
 

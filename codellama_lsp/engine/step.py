@@ -58,6 +58,8 @@ class ModelStep:
         self.ids: list[int] = []
         # draft tokens per verify pass on this machine (kept across requests and cache resets)
         self.budget = TreeBudget(most=TREE_NODES)
+        # n-gram index of the last prompt + generated tokens, for prompt lookup (engine/lookup_index.py)
+        self.lookup: Any = None
 
     # -- to implement ---------------------------------------------------------------------------------------
 

@@ -147,6 +147,8 @@ class LlamaCppStep(ModelStep):
         threads = int(n_threads) or default_threads()
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
+        # as llama-cpp-python's Llama does by default; on a CPU flash attention does not pay for short contexts
+        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         _log_lines.clear()
         ctx = lib.llama_init_from_model(model.model, params)
         if not ctx:
@@ -184,17 +186,19 @@ class LlamaCppStep(ModelStep):
         if len(self.ids) + len(ids) > self.n_ctx:
             raise EngineError(f"the prompt ({len(self.ids) + len(ids)} tokens) does not fit the llama.cpp context "
                                  f"of {self.n_ctx}; lower the `context_tokens` setting")
-        rows: list[np.ndarray] = []
-        first_kept = len(ids) - logits_to_keep
+        rows = np.empty((logits_to_keep, self.n_vocab), dtype=np.float32)
+        row_bytes = self.n_vocab * 4
+        first_kept, kept = len(ids) - logits_to_keep, 0
         for start in range(0, len(ids), self.n_batch):
             chunk = ids[start : start + self.n_batch]
             flags = [start + i >= first_kept for i in range(len(chunk))]
             self._decode(chunk, flags)
             get = self.lib.llama_get_logits_ith
             for i, flag in enumerate(flags):
-                if flag:
-                    rows.append(np.ctypeslib.as_array(get(self.ctx, i), shape=(self.n_vocab,)).copy())
-        return np.stack(rows)
+                if flag:  # one copy out of llama.cpp's buffer, which the next decode overwrites
+                    ctypes.memmove(rows[kept].ctypes.data, get(self.ctx, i), row_bytes)
+                    kept += 1
+        return rows
 
     def prefill(self, ids: Sequence[int], check: Callable[[], None] = lambda: None) -> Any:
         """Short runs as one forward; long ones with the abort callback installed, so that ``check`` stops them

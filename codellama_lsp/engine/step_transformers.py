@@ -63,8 +63,8 @@ class TransformersStep(ModelStep):
         self.cache.crop(keep - self.cache.get_seq_length())  # negative count: transformers 5
 
     def _gather(self, base: int, rows: list[int]) -> None:
-        index = torch.tensor([base + r for r in rows], dtype=torch.long)
-        for layer in self.cache.layers:
+        index = torch.tensor([base + r for r in rows], dtype=torch.long, device=self.cache.layers[0].keys.device)
+        for layer in self.cache.layers:  # one host-to-device copy of the index, not one per layer
             picked_k = layer.keys.index_select(-2, index.to(layer.keys.device))
             picked_v = layer.values.index_select(-2, index.to(layer.values.device))
             layer.keys = torch.cat([layer.keys[..., : base + 1, :], picked_k], dim=-2)

@@ -29,7 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 FIM_MODES = ("psm", "spm")
-ORACLES = ("canonical", "empty", "postprocessed")
+ORACLES = ("canonical", "empty", "postprocessed", "overrun")
+# what the ``overrun`` oracle appends to the canonical answer before the clean-up: the model's typical overruns
+OVERRUNS = ("suffix-lines", "statement", "closer")
 SOLUTION_FILE = "solution.py"
 TEST_FILE = "test_solution.py"
 
@@ -64,7 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oracle", choices=ORACLES, default=None,
                         help="no model: fill each hole with the canonical solution / nothing (scorer check: "
                              "expect 100%% / about 0%%) / the canonical solution after the server's cursor "
-                             "decision and post-processing (postprocessed: what the pipeline leaves a perfect model)")
+                             "decision and post-processing (postprocessed: what the pipeline leaves a perfect model) "
+                             "/ the canonical solution followed by a typical overrun (the suffix's first lines, "
+                             "a next definition, a closer the suffix has), through the same clean-up (overrun: "
+                             "the clean-up must give back the right answer), one row per kind of overrun")
     parser.add_argument("--timeout", type=float, default=5.0, help="sandbox wall-clock seconds per program")
     parser.add_argument("--memory-mb", type=int, default=1024, help="sandbox address-space limit per program")
     parser.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),
@@ -157,6 +162,8 @@ async def _run(args, data_dir: Path, splits: list[str], modes: list[str], tasks:
 
     limits = Limits(timeout_s=args.timeout, memory_mb=args.memory_mb)
     runs = [("oracle-" + args.oracle, None)] if args.oracle else [(mode, mode) for mode in modes]
+    if args.oracle == "overrun":
+        runs = [(f"oracle-overrun-{kind}", kind) for kind in OVERRUNS]
     per_run = sum(len(t) for t in tasks.values())
     # (label, split, [(task, document, hole, latency_ms, error, server stats)])
     answers: list[tuple[str, str, list]] = []
@@ -169,11 +176,11 @@ async def _run(args, data_dir: Path, splits: list[str], modes: list[str], tasks:
             answers += [(label, split, by_split[split]) for split in splits]
         progress.close()
     else:
-        label = runs[0][0]
-        for split in splits:
-            fills = [(task, task.prompt + hole + task.suffix, hole, None, "", None)
-                     for task in tasks[split] for hole in [oracle_fill(task, args.oracle)]]
-            answers.append((label, split, fills))
+        for label, kind in runs:
+            for split in splits:
+                fills = [(task, task.prompt + hole + task.suffix, hole, None, "", None)
+                         for task in tasks[split] for hole in [oracle_fill(task, args.oracle, kind)]]
+                answers.append((label, split, fills))
 
     # The programs run after the model is done, so that they never compete with it for the CPU and the
     # latencies measured above stay those of the server alone.
@@ -198,13 +205,15 @@ async def _run(args, data_dir: Path, splits: list[str], modes: list[str], tasks:
     return 0
 
 
-def oracle_fill(task, oracle: str) -> str:
+def oracle_fill(task, oracle: str, overrun: str | None = None) -> str:
     """The hole's text for an ``--oracle`` run.
 
     ``postprocessed`` runs the canonical solution through the same cursor decision (``syntax.analyze``) and
     clean-up (``postprocess.clean``) the server applies to a model's output, in process and without a model.
     It approximates the server (decoding's stop strings are not applied) and bounds what any model can score
-    through it: a hole the pipeline declines, or an answer it cuts wrongly, fails here too."""
+    through it: a hole the pipeline declines, or an answer it cuts wrongly, fails here too. ``overrun`` does
+    the same to the canonical solution followed by an overrun (:func:`overrun_completion`): a clean-up that
+    cuts an overrunning model at the right place gives the canonical answer back."""
     if oracle == "canonical":
         return task.canonical_solution
     if oracle == "empty":
@@ -215,8 +224,38 @@ def oracle_fill(task, oracle: str) -> str:
     decision = syntax.analyze(task.document, len(task.prompt), "python", force=True)  # the harness invokes
     if not decision.complete:
         return ""
-    return clean(task.canonical_solution, prefix=task.prompt, suffix=task.suffix, language="python",
-                 multiline=decision.multiline)
+    raw = task.canonical_solution
+    if oracle == "overrun":
+        raw += overrun_completion(task, overrun or OVERRUNS[0])
+    return clean(raw, prefix=task.prompt, suffix=task.suffix, language="python", multiline=decision.multiline)
+
+
+def overrun_completion(task, kind: str) -> str:
+    """What a model that does not stop in time writes after the right answer, by kind:
+
+    * ``suffix-lines``: it goes on writing the code that follows, i.e. the suffix's first two lines again;
+    * ``statement``: it finishes the function and starts the next definition (``\n\n\ndef main():``...);
+    * ``closer``: it writes the closing bracket the suffix already has (with what leads to it on that line;
+      the rest of the suffix's line when that line closes nothing).
+    When the suffix is empty (the end of the file) there is nothing to repeat: the next definition then."""
+    suffix, answer = task.suffix, task.canonical_solution
+    line = suffix.split("\n", 1)[0]
+    statement = "\n\ndef main():\n    print(" + task.entry_point + ")\n"
+    if not answer.endswith("\n"):
+        # a hole that ends inside a line: the model finishes the line first (the suffix has the rest of it)
+        statement = (line if line.strip() and answer.strip() else "") + "\n" + statement
+    if not suffix.strip() or kind == "statement":
+        return statement
+    if kind == "suffix-lines":
+        lines = suffix.split("\n")
+        taken = "\n".join(lines[:2])
+        if not taken.strip():
+            taken = "\n".join(lines[:3])
+        return taken + ("\n" if len(lines) > 2 else "")
+    closer = min((i for i in (line.find(c) for c in ")]}") if i >= 0), default=-1)
+    if closer >= 0:
+        return line[: closer + 1]
+    return line if line.strip() else statement
 
 
 def _score(task, document: str, hole: str, label: str, limits, latency_ms=None, error: str = "", stats=None):

@@ -285,11 +285,16 @@ called with the list of suggestions once they are shown."
          text)))))
 
 (defun codellama-next (&optional n)
-  "Show the next suggestion (or the Nth next)."
+  "Show the next suggestion (or the Nth next).
+With one suggestion shown (typing asks for one), ask the server explicitly:
+that request gets the alternatives, and the next one is shown."
   (interactive)
-  (when (and (codellama-visible-p) codellama--items)
-    (setq codellama--index (mod (+ codellama--index (or n 1)) (length codellama--items)))
-    (codellama--render)))
+  (if (and (codellama-visible-p) (cdr codellama--items))
+      (progn
+        (setq codellama--index (mod (+ codellama--index (or n 1)) (length codellama--items)))
+        (codellama--render))
+    (codellama-complete nil (lambda (suggestions)
+                              (when (cdr suggestions) (codellama-next n))))))
 
 (defun codellama-previous ()
   "Show the previous suggestion."

@@ -88,8 +88,25 @@ vim.defer_fn(function()
     report.encoding = cl.client().offset_encoding
     vim.api.nvim_win_set_cursor(0, { tonumber(env.CODELLAMA_TEST_LINE), 0 })
     keys('A' .. env.CODELLAMA_TEST_TYPE, 'nt') -- append, then type: TextChangedI triggers the request
-    poll('ghost text', 60000, shown_ghost, function(g)
+    poll('ghost text', 60000, shown_ghost, function(first)
       step('ghost')
+      -- "next" (<M-]>): typing got one suggestion, so the plugin asks for the alternatives and shows the
+      -- next one; further presses cycle through them and back to the first.
+      report.cycle = { first.text }
+      keys('<M-]>', 'mt')
+      poll('the next suggestion', 120000, function()
+        local _, s = ghost.get(vim.api.nvim_get_current_buf())
+        return s and #s.items > 1 and s.index == 2 and shown_ghost()
+      end, function(second)
+        local _, s = ghost.get(vim.api.nvim_get_current_buf())
+        report.cycle_items = #s.items
+        table.insert(report.cycle, second.text)
+        for _ = 3, #s.items + 1 do
+          require('codellama').next()
+          table.insert(report.cycle, shown_ghost().text)
+        end
+        step('cycled')
+      local g = shown_ghost()
       report.ghost = g
       report.mode_at_ghost = vim.fn.mode()
       local cur = vim.api.nvim_win_get_cursor(0)
@@ -138,6 +155,7 @@ vim.defer_fn(function()
             end)
           end)
         end)
+      end)
       end)
     end)
   end)

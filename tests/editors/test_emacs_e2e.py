@@ -111,3 +111,12 @@ def test_explain_streams_the_answer_into_the_codellama_buffer(session):
     assert session["explain_buffer"].startswith("# Explain demo.py:1-")
     assert session["explain_buffer"].endswith(ex["text"])
     assert session["explain_mode"] in ("markdown-mode", "gfm-mode", "text-mode")
+
+
+def test_next_cycles_through_the_alternatives(session):
+    """Typing gets one suggestion; M-n asks for the alternatives (distinct, from one prefill), shows the
+    second, and further presses cycle through all of them back to the first."""
+    cycle, count = session["cycle"], session["cycle_items"]
+    assert count >= 2, cycle
+    assert len(cycle) == count + 1 and cycle[-1] == cycle[0]
+    assert len(set(cycle[:-1])) == count

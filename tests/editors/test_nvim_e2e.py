@@ -145,3 +145,12 @@ def test_checkhealth_reports_the_running_server_and_model(session):
     health = session["health"]
     assert "server running" in health and "model ready" in health, health
     assert "ERROR" not in health and "❌" not in health, health
+
+
+def test_next_cycles_through_the_alternatives(session):
+    """Typing gets one suggestion; "next" asks for the alternatives (distinct, from one prefill), shows the
+    second, and further presses cycle through all of them back to the first."""
+    cycle, count = session["cycle"], session["cycle_items"]
+    assert count >= 2, session["cycle"]
+    assert len(cycle) == count + 1 and cycle[-1] == cycle[0]
+    assert len(set(cycle[:-1])) == count  # each suggestion shown once per round, all distinct

@@ -140,7 +140,12 @@ end
 
 function M.next()
   if compat.native_inline then return vim.lsp.inline_completion.select({ count = 1 }) end
-  if not ghost.next(vim.api.nvim_get_current_buf()) then M.trigger() end
+  local buf = vim.api.nvim_get_current_buf()
+  if ghost.next(buf) then return end
+  -- One suggestion shown (typing asks for one): an explicit request gets the alternatives; show the next.
+  M.trigger(function(suggestions)
+    if #suggestions > 1 then ghost.next(buf) end
+  end)
 end
 
 function M.explain(first, last)

@@ -1,0 +1,267 @@
+"""The workspace index under any tree: what is indexed (git, walk, broad roots), the caps, background
+indexing that yields to requests, the persisted index, and the watcher's fallback when inotify refuses."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+from lsprotocol import types as lsp
+
+from codellama_lsp.context import scope
+from codellama_lsp.context.retrieval import Retriever
+from codellama_lsp.context.workspace import WorkspaceIndex
+
+from lsp_client import lsp_session, open_document
+
+
+def write(root: Path, rel: str, text: str) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def home_like_tree(base: Path, dirs: int = 30, per_dir: int = 40) -> Path:
+    """A $HOME-like tree outside any repository: no project markers at the top, nested folders of sources
+    and other files, one project inside."""
+    home = base / "home"
+    for d in range(dirs):
+        for f in range(per_dir):
+            sub = f"area{d % 5}/dir{d}/sub{f % 3}"
+            if f % 4 == 0:
+                write(home, f"{sub}/notes{f}.txt", "plain text\n")
+            else:
+                write(home, f"{sub}/mod{f}.py", f"def func_{d}_{f}(x):\n    return x + {f}\n")
+    project = home / "code" / "proj"
+    write(project, "pyproject.toml", "[project]\nname = 'proj'\n")
+    write(project, "proj/core.py", "def core_helper():\n    return 1\n")
+    write(project, "proj/app.py", "from .core import core_helper\n\ncore_helper()\n")
+    return home
+
+
+def test_scope_decides_broad_roots(tmp_path, monkeypatch):
+    home = home_like_tree(tmp_path, dirs=2, per_dir=4)
+    monkeypatch.setenv("HOME", str(home))
+    assert scope.broad_reason("/") == "the file-system root"
+    assert scope.broad_reason(str(home)) == "the home directory"
+    assert "without project markers" in scope.broad_reason(str(home / "area0"))
+    assert scope.broad_reason(str(home / "code" / "proj")) is None
+    app = home / "code/proj/proj/app.py"
+    assert scope.focus_roots(str(home), [str(app)]) == [str(home / "code" / "proj")]
+    loose = home / "area0/dir0/sub1/mod1.py"
+    assert scope.focus_roots(str(home), [str(loose), str(app)]) == sorted(
+        [str(loose.parent), str(home / "code" / "proj")], key=len)
+
+
+def test_root_slash_indexes_only_around_open_documents(tmp_path, monkeypatch):
+    home = home_like_tree(tmp_path)
+    monkeypatch.setenv("HOME", str(home))
+    app = home / "code/proj/proj/app.py"
+    index = WorkspaceIndex(["/"], tmp_path / "cache", broad_roots=False, focus=[app], watch=False)
+    index.start_background()
+    assert index.wait_ready(300)
+    info = index.summary()
+    assert info["scope"] == [str(home / "code" / "proj")]
+    assert sorted(Path(p).name for p in index.files() if p.endswith(".py")) == ["app.py", "core.py"]
+    assert all(p.startswith(str(home / "code" / "proj")) for p in index.files())
+    assert len(info["notices"]) == 1 and "index_broad_roots" in info["notices"][0]
+    assert "file-system root" in info["notices"][0]
+    index.stop()
+
+
+def test_home_root_without_open_documents_indexes_nothing_and_settles(tmp_path, monkeypatch):
+    home = home_like_tree(tmp_path)
+    monkeypatch.setenv("HOME", str(home))
+    index = WorkspaceIndex([home], tmp_path / "cache", broad_roots=False)
+    index.start_background()
+    assert index.wait_ready(300)
+    assert index.files() == [] and index.summary()["scope"] == []
+    assert index._worker is None
+    # opening a document widens the scope to its folder, in the background
+    loose = home / "area1/dir1/sub0/mod3.py"
+    index.focus_on(loose)
+    assert index.wait_ready(300)
+    assert index.summary()["scope"] == [str(loose.parent)]
+    assert {Path(p).parent for p in index.files()} == {loose.parent}
+    index.stop()
+
+
+def test_caps_hold_nearest_first_and_work_stops(tmp_path):
+    """The $HOME-like acceptance case scaled down: index it whole (index_broad_roots) with a 100-file cap."""
+    home = home_like_tree(tmp_path, dirs=40, per_dir=40)
+    focus = home / "area2/dir7/sub1/mod1.py"
+    index = WorkspaceIndex([home], tmp_path / "cache", max_files=100, focus=[focus], watch=False)
+    rss_before = psutil.Process().memory_info().rss
+    index.start_background()
+    assert index.wait_ready(300)
+    info = index.summary()
+    assert info["files"] == 100 and index.stats["parsed"] == 100  # nothing parsed beyond the cap
+    assert info["stopped_early"] == "file_cap" and info["skipped"]["file_cap"] >= 1
+    # nearest first: every file of the open document's folder made it in
+    siblings = {str(p) for p in focus.parent.iterdir() if p.suffix == ".py"}
+    assert siblings <= set(index.files())
+    assert index._worker is None  # CPU settles: no thread left working
+    assert psutil.Process().memory_info().rss - rss_before < 200 * 2**20
+    index.stop()
+
+
+def test_memory_budget_stops_indexing(tmp_path):
+    home = home_like_tree(tmp_path, dirs=10, per_dir=20)
+    index = WorkspaceIndex([home], tmp_path / "cache", memory_mb=0.05, watch=False).start()
+    info = index.summary()
+    assert 0 < info["files"] < 150 and info["stopped_early"] == "memory_budget"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_repository_uses_ls_files_and_counts_skips(tmp_path):
+    repo = tmp_path / "repo"
+    write(repo, ".gitignore", "ignored/\n")
+    write(repo, "src/a.py", "def a():\n    pass\n")
+    write(repo, "src/deep/b.py", "def b():\n    pass\n")
+    write(repo, "ignored/c.py", "def c():\n    pass\n")
+    write(repo, "untracked.py", "def u():\n    pass\n")
+    write(repo, "far/z/zz.py", "def z():\n    pass\n")
+    write(repo, "README.md", "# hi\n")
+    (repo / "blob.py").write_bytes(b"\x00\x01binary")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "add", "src", "far", ".gitignore", "README.md", "blob.py"], check=True,
+                   env=env)
+    listed = scope.git_files(str(repo))
+    assert str(repo / "untracked.py") in listed and str(repo / "ignored/c.py") not in listed
+    index = WorkspaceIndex([repo], tmp_path / "cache", max_files=3, focus=[repo / "src/deep/b.py"], watch=False)
+    index.start()
+    names = sorted(Path(p).name for p in index.files())
+    assert names == ["a.py", "b.py", "untracked.py"]  # nearest to src/deep first; the cap leaves far/z out
+    skipped = index.summary()["skipped"]
+    assert skipped["file_cap"] == 1 and skipped["binary"] == 1 and skipped["not_source"] >= 2
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_what_open_documents_import_goes_first_however_far(tmp_path):
+    repo = tmp_path / "mono"
+    for i in range(6):
+        write(repo, f"team{i}/svc/near{i}.py", f"def near_{i}():\n    pass\n")
+    write(repo, "platform/deep/lib/clock.py", "def now():\n    pass\n")
+    write(repo, "web/ui/util.ts", "export function fmt() {}\n")
+    app = write(repo, "team0/svc/app.py", "from platform.deep.lib.clock import now\n\nnow()\n")
+    page = write(repo, "web/ui/page.ts", "import { fmt } from './util';\n")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    index = WorkspaceIndex([repo], tmp_path / "cache", max_files=4, focus=[app, page], watch=False).start()
+    names = {Path(p).name for p in index.files()}
+    assert {"clock.py", "util.ts", "app.py", "page.ts"} == names
+
+
+def test_background_indexing_waits_for_requests(tmp_path):
+    home = home_like_tree(tmp_path, dirs=4, per_dir=8)
+    index = WorkspaceIndex([home], tmp_path / "cache", watch=False)
+    retriever = Retriever(index)  # fed by the index's notifications as it fills
+    with index.busy():
+        index.start_background()
+        assert index.paused.wait(300)
+        assert index.files() == []  # nothing was indexed while the request held it
+    assert index.wait_ready(300)
+    assert index.count() == len(list(home.rglob("*.py"))) + 1  # and pyproject.toml
+    assert len(retriever._bm25.paths()) == index.count()
+    index.stop()
+
+
+def test_persisted_index_is_reused_by_a_background_start(tmp_path):
+    home = home_like_tree(tmp_path, dirs=3, per_dir=8)
+    first = WorkspaceIndex([home], tmp_path / "cache", watch=False).start_background()
+    assert first.wait_ready(300)
+    first.stop()
+    second = WorkspaceIndex([home], tmp_path / "cache", watch=False).start_background()
+    assert second.wait_ready(300)
+    assert second.stats["parsed"] == 0 and second.stats["from_cache"] == first.count() > 0
+    second.stop()
+
+
+def test_doctor_reports_indexed_and_skipped(tmp_path, capsys, monkeypatch):
+    import json
+
+    from codellama_lsp.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    home = home_like_tree(tmp_path, dirs=3, per_dir=8)
+    config = write(tmp_path, "config.toml", "index_max_files = 10\nindex_broad_roots = true\n")
+    code = main(["doctor", "--json", "--no-load", "--model", "demo", "--config", str(config), "--workspace", str(home)])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    info = report["workspace"]
+    assert info["files"] == 10 and info["stopped_early"] == "file_cap" and info["skipped"]["not_source"] > 0
+    monkeypatch.setenv("HOME", str(home))
+    main(["doctor", "--no-load", "--model", "demo", "--config", "/nonexistent.toml", "--workspace", str(home)])
+    out = capsys.readouterr().out
+    assert f"workspace     {home}: 0 files indexed" in out and "index_broad_roots = true" in out
+
+
+class _RefusingObserver:
+    """watchdog's Observer as it behaves when inotify's max_user_watches is reached."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.daemon = True
+
+    def schedule(self, *args, **kwargs) -> None:
+        pass
+
+    def start(self) -> None:
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    def stop(self) -> None:
+        pass
+
+
+def test_watch_limit_falls_back_to_open_and_save(tmp_path, monkeypatch):
+    import watchdog.observers
+
+    monkeypatch.setattr(watchdog.observers, "Observer", _RefusingObserver)
+    repo = tmp_path / "repo"
+    write(repo, "pyproject.toml", "")
+    module = write(repo, "pkg/mod.py", "def before():\n    pass\n")
+    index = WorkspaceIndex([repo], tmp_path / "cache").start()
+    assert index.watching is False
+    notices = index.summary()["notices"]
+    assert len(notices) == 1 and "max_user_watches" in notices[0] and "saved" in notices[0]
+    changed = threading.Event()
+    index.add_listener(lambda paths: changed.set())
+    module.write_text("def after():\n    pass\n", encoding="utf-8")
+    index.saved(module)  # what the server does on textDocument/didSave
+    assert changed.is_set() and len(index.definitions("after")) == 1 and index.definitions("before") == []
+    fresh = write(repo, "pkg/new.py", "def opened():\n    pass\n")
+    index.focus_on(fresh)  # textDocument/didOpen
+    assert len(index.definitions("opened")) == 1
+    index.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_server_with_root_slash_indexes_the_open_documents_project(tiny_model_dir, tmp_path):
+    """A new user's session with ``rootUri`` = ``file:///``: the status says what is indexed, the user is told
+    once how to widen it, and the caps from the settings hold."""
+    project = tmp_path / "proj"
+    write(project, "pyproject.toml", "")
+    for i in range(12):
+        write(project, f"pkg/m{i}.py", f"def f{i}():\n    return {i}\n")
+    app = write(project, "pkg/app.py", "from .m1 import f1\n\nf1()\n")
+    async with lsp_session(tmp_path / "home", model=tiny_model_dir, root=Path("/"),
+                           init_options={"indexMaxFiles": 5}) as client:
+        open_document(client, app.as_uri(), app.read_text(), "python")
+        status = await client.notes.wait_status(
+            lambda s: (s.get("index") or {}).get("state") == "ready" and s["index"]["files"] == 5, timeout=300)
+        info = status["index"]
+        assert info["scope"] == [str(project)]
+        assert info["stopped_early"] == "file_cap"  # 13 sources, 5 indexed: the walk stopped there
+        shown = await client.notes.wait_shown("file-system root", timeout=300)
+        assert "index_broad_roots" in shown
+        save = lsp.DidSaveTextDocumentParams(text_document=lsp.TextDocumentIdentifier(uri=app.as_uri()))
+        client.text_document_did_save(save)
+    assert sum("file-system root" in m for m in client.notes.shown) == 1
