@@ -290,9 +290,10 @@ def check_weights(path: Path, name: str) -> None:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    import torch
+    import sys
 
-    if isinstance(exc, torch.OutOfMemoryError):
+    torch = sys.modules.get("torch")  # never imported just to ask (the GGUF path runs without torch)
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
         return True
     text = str(exc).lower()
     return isinstance(exc, (RuntimeError, MemoryError)) and (
