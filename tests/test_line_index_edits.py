@@ -62,3 +62,47 @@ def test_recent_edit_lines_of_a_big_file_are_cut_like_a_small_one():
         s = max(1, first + 1 - 3)
         e = min(len(lines), max(last, first) + 1 + 3, s + 29)
         assert (start, end, body) == (s, e, "\n".join(lines[s - 1:e]))
+
+
+def test_typing_in_a_big_file_does_not_rescan_it(monkeypatch):
+    """Issue: a 20 MB .py file made every keystroke seconds slower. After the document is open, a keystroke
+    (the edit, then the completion's offsets) must not scan the whole text again."""
+    text = "def f(a):\n    return a\n" * 70_000  # 1.6M characters: the numpy form
+    scans = []
+    real = positions._line_starts
+    monkeypatch.setattr(positions, "_line_starts", lambda t: scans.append(len(t)) or real(t))
+    LineIndex.of(text)  # didOpen's first use
+    row = 35_001
+    for i in range(5):
+        text = apply_change(text, (row, 12 + i), (row, 12 + i), "+", "utf-8")
+        LineIndex.of(text).offset_at(row, 13 + i, "utf-8")  # complete_at, then the warm-up
+        LineIndex.of(text).position_at(100, "utf-16")
+    assert scans == [len(text) - 5]
+    assert text.split("\n")[row] == "    return a+++++"
+
+
+def test_retrieval_reads_only_the_cursors_neighbourhood_of_a_big_file(tmp_path, monkeypatch):
+    from codellama_lsp.context import retrieval
+    from codellama_lsp.context.workspace import WorkspaceIndex
+
+    (tmp_path / "util.py").write_text("def helper(x):\n    return x * 2\n")
+    big = tmp_path / "big.py"
+    text = "import os\nfrom util import helper\n" + "".join(
+        f"def f{i}(a):\n    return helper(a) + {i}\n\n" for i in range(60_000))
+    big.write_text(text)
+    index = WorkspaceIndex([str(tmp_path)])
+    index.start()
+    try:
+        retriever = retrieval.Retriever(index)
+        seen: list[int] = []
+        real_usage, real_redact = retrieval.Retriever._usage_counts, retrieval.redact_secrets
+        monkeypatch.setattr(retrieval.Retriever, "_usage_counts",
+                            lambda self, p, t: seen.append(len(t)) or real_usage(self, p, t))
+        monkeypatch.setattr(retrieval, "redact_secrets", lambda t: seen.append(len(t)) or real_redact(t))
+        offset = text.index("return helper(a) + 30000") + len("return ")
+        row = text.count("\n", 0, offset)
+        retriever.snippets(str(big), text, offset, open_documents={str(big): text}, recent_edits=[(str(big), row, row)],
+                           budget_tokens=400, count_tokens=lambda s: len(s) // 4)
+        assert seen and max(seen) < 100_000, f"scanned {max(seen)} of {len(text)} characters"
+    finally:
+        index.stop()
