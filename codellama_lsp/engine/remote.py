@@ -466,7 +466,7 @@ def _local_tokenizer(settings: Any) -> tuple[Any, dict[str, Any], Any]:
     """(resolved model, config, tokenizer) from the ``model`` setting: a model directory or cached id, or the same
     GGUF file the server runs (its tokenizer and config are read from the file; no weights are loaded)."""
     from .gguf_file import config_from_metadata, is_gguf, load_gguf_tokenizer, read_metadata
-    from .loading import ResolvedModel, load_tokenizer_for, read_config, resolve_model
+    from .resolve import ResolvedModel, load_tokenizer_for, read_config, resolve_model
 
     path = Path(os.path.expanduser(settings.model or ""))
     if path.is_file() and is_gguf(path):
@@ -481,7 +481,7 @@ def _local_tokenizer(settings: Any) -> tuple[Any, dict[str, Any], Any]:
 
 def load_remote_backend(settings: Any, progress: Any = None) -> RemoteBackend:
     """Tokenizer and template from the local ``model`` directory; generation at ``settings.endpoint``."""
-    from .loading import context_window
+    from .resolve import context_window
     from .templates import template_for
 
     report = progress or (lambda _pct, _msg: None)
