@@ -186,6 +186,9 @@ def test_backend_messages_for_refused_connection_and_unknown_model(smol_model, l
     with pytest.raises(ModelLoadError, match="does not serve model 'codellama-70b'"):
         loading.load_backend(Settings(model=str(smol_model), model_explicit=True, backend="openai", endpoint=llama.url,
                                       remote_model="codellama-70b"))
+    # a local tokenizer of another model: its ids would mean other tokens on the server
+    with pytest.raises(ModelLoadError, match="49152-token vocabulary but the local tokenizer"):
+        loading.load_backend(Settings(model="demo", backend="openai", endpoint=llama.url))
 
 
 def test_detection_and_context_overflow_message(smol_model, tmp_path):
