@@ -39,6 +39,7 @@ request answered by the model in both runs, whether the suggestions are identica
     python bench/typing_replay.py --synthesise            # rebuilds bench/sessions/ from the stdlib
     python bench/typing_replay.py --model demo --runtime llamacpp --threads 1 --unpaced \
         --out bench/results/typing_replay_llamacpp.json   # the demo converted to GGUF, on llama.cpp
+    python bench/typing_replay.py --model demo --remote --unpaced --out bench/results/typing_replay_remote.json
 """
 
 from __future__ import annotations
@@ -67,8 +68,17 @@ CONFIGS = {
     # the optimised path without speculation: what speculation itself does to decode time
     "reuse_only": {"reuseCache": True, "speculation": "none", "fimMode": "spm"},
 }
+# --remote: the same sessions against a real llama.cpp server (xllamacpp, one per configuration, on 127.0.0.1);
+# reuse is the server's own prefix cache (``cache_prompt``), counted by its own ``timings.cache_n``/``prompt_n``
+REMOTE_CONFIGS = {
+    "naive": {"reuseCache": False, "fimMode": "psm"},
+    "naive_spm": {"reuseCache": False, "fimMode": "spm"},  # cache_prompt off: the suggestions to compare against
+    "optimised": {"reuseCache": True, "fimMode": "spm"},
+}
 COLUMNS = {"naive": "naive (no reuse, no speculation, PSM)", "optimised": "optimised (reuse, prompt lookup, SPM)",
            "naive_spm": "naive, SPM (no reuse, no speculation)", "reuse_only": "reuse, no speculation, SPM"}
+REMOTE_COLUMNS = {"naive": "naive (cache_prompt off, PSM)", "naive_spm": "naive, SPM (cache_prompt off)",
+                  "optimised": "server prefix cache (cache_prompt on, SPM)"}
 # Real files (held out from the demo model's training: see codellama_lsp/models/demo/TRAINING.md), with
 # whether the session is edit-style (re-typed lines have a near-duplicate close by).
 SOURCES = [("encodings/cp850.py", True), ("_collections_abc.py", True), ("enum.py", False),
@@ -206,6 +216,7 @@ def replay(server: RawServer, name: str, session: dict, *, paced: bool, limit: i
         if isinstance(r["suggestion"], dict):
             r["suggestion"] = r["suggestion"].get("value")
         r["latency_ms"] = round((answer["_arrived"] - r["sent"]) * 1000, 1) if answer else None
+        r["sent_at"], r["arrived_at"] = r["sent"], answer.get("_arrived")  # monotonic seconds (bench/team_server.py)
         r["copies_nearby"] = copies_nearby(r["suggestion"], r.pop("_nearby"))
         del r["sent"]
     server.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
@@ -347,7 +358,9 @@ def compare_outputs(naive: dict, optimised: dict) -> dict:
 
 def markdown(record: dict) -> str:
     n, o = record["summary"]["naive"], record["summary"]["optimised"]
-    columns = [label for label in COLUMNS if label in record["summary"]]
+    remote = "server" in str(record["device"])
+    names = REMOTE_COLUMNS if remote else COLUMNS
+    columns = [label for label in names if label in record["summary"]]
     rows = [("prompt tokens / request", "prompt_tokens_per_request"),
             ("prefill tokens / model request", "prefill_tokens_per_request"),
             ("prefill tokens / LSP request (cache hits count 0)", "prefill_tokens_per_lsp_request"),
@@ -368,7 +381,7 @@ def markdown(record: dict) -> str:
            f"- Command: `{record['command']}`", f"- Date: {record['date']}", f"- Machine: {record['machine']}",
            f"- Load average at start/end: {record['load_average_start']} / {record['load_average_end']}",
            f"- Sessions: {', '.join(record['sessions'])}; paced: {record['paced']}", "",
-           "| | " + " | ".join(COLUMNS[c] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+           "| | " + " | ".join(names[c] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     summaries = [record["summary"][c] for c in columns]
     for label, key in rows:
         if key is None:
@@ -384,7 +397,8 @@ def markdown(record: dict) -> str:
                 f"(the same requests in both runs), {share('prefill_tokens_per_request')} per model request "
                 f"(different denominators: see the script's docstring).",
             "", f"Identical suggestions (optimised vs naive SPM: same prompts) where both answered the same version: "
-                f"{c['identical']} of {c['compared']}.", "", "Targets (issue 7):", ""]
+                f"{c['identical']} of {c['compared']}.", "",
+            "Targets (issue 17, remote server):" if remote else "Targets (issue 7):", ""]
     out += [f"- {k}: {'met' if v else 'NOT met'}" for k, v in t.items()]
     return "\n".join(out) + "\n"
 
@@ -410,6 +424,51 @@ def targets(summary: dict) -> dict:
     }
 
 
+def run_remote(model: str, sessions: list[tuple[str, dict]], tmp: Path, args) -> dict:
+    """Each configuration against a fresh llama.cpp server (one slot; its cache starts empty) serving the model
+    as GGUF; ``codellama-lsp serve`` builds the prompts with the model's tokenizer and reports the server's counters."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from llamacpp_server import LlamaServer
+
+    gguf = model
+    if not str(model).endswith(".gguf"):
+        from codellama_lsp.engine.gguf_convert import convert_checkpoint, demo_gguf
+
+        gguf = str(demo_gguf(tmp / "gguf") if model == "demo" else convert_checkpoint(model, tmp / "model.gguf"))
+    results = {}
+    for label, config in REMOTE_CONFIGS.items():
+        with LlamaServer(gguf, threads=args.server_threads, log=tmp / f"{label}-llama.log") as server:
+            remote = {"backend": "llamacpp-server", "endpoint": server.url, **config}
+            results[label] = run_config(gguf, remote, sessions, home=tmp / label, paced=not args.unpaced,
+                                        limit=args.limit, device="cpu", max_tokens=args.max_tokens,
+                                        context_tokens=args.context_tokens)
+    return results
+
+
+def _xllamacpp_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("xllamacpp")
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def remote_targets(summary: dict, outputs: dict, *, paced: bool = False) -> dict:
+    """The issue's targets against a server. Identity is judged on the unpaced run only: at human pace the runs
+    answer different keystrokes (the naive one falls behind and is superseded), so the typing-along cache of the
+    language server serves different continuations and the same version can legitimately differ."""
+    n, o = summary["naive"], summary["optimised"]
+    out = {
+        "prefill tokens per LSP request <= 15% of naive (server counters)":
+            n["prefill_tokens_per_lsp_request"] > 0
+            and o["prefill_tokens_per_lsp_request"] <= 0.15 * n["prefill_tokens_per_lsp_request"],
+    }
+    if not paced:
+        out["same suggestions as with cache_prompt off"] = outputs["compared"] > 0 and outputs["different"] == 0
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="demo", help="model directory, 'demo' (default), or 'tiny'")
@@ -423,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unpaced", action="store_true", help="await every answer (no supersession)")
     parser.add_argument("--synthesise", action="store_true", help="rebuild bench/sessions/ from the stdlib")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--remote", action="store_true",
+                        help="replay against a real llama.cpp server (xllamacpp) running the model as GGUF")
+    parser.add_argument("--server-threads", type=int, default=1, help="--remote: the llama.cpp server's threads")
     parser.add_argument("--kv-cache", default=None, choices=("dynamic", "quantized", "static"),
                         help="the kv_cache setting of the configs that reuse the cache (default: the server's)")
     parser.add_argument("--out", default=str(RESULTS / "typing_replay.json"))
@@ -436,13 +498,16 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="typing-replay-") as tmp:
         model = tiny_model(Path(tmp) / "tiny") if args.model == "tiny" else args.model
-        for label, config in CONFIGS.items():
-            config = {**config, "runtime": args.runtime, "nThreads": args.threads}
-            if args.kv_cache and config.get("reuseCache"):
-                config = dict(config, kvCache=args.kv_cache)
-            results[label] = run_config(model, config, sessions, home=Path(tmp) / label, paced=not args.unpaced,
-                                        limit=args.limit, device=args.device, max_tokens=args.max_tokens,
-                                        context_tokens=args.context_tokens)
+        if args.remote:
+            results = run_remote(model, sessions, Path(tmp), args)
+        else:
+            for label, config in CONFIGS.items():
+                config = {**config, "runtime": args.runtime, "nThreads": args.threads}
+                if args.kv_cache and config.get("reuseCache"):
+                    config = dict(config, kvCache=args.kv_cache)
+                results[label] = run_config(model, config, sessions, home=Path(tmp) / label, paced=not args.unpaced,
+                                            limit=args.limit, device=args.device, max_tokens=args.max_tokens,
+                                            context_tokens=args.context_tokens)
     summary = {label: summarise(r) for label, r in results.items()}
     record = {
         "model": args.model, "device": args.device, "runtime": args.runtime, "paced": not args.unpaced,
@@ -454,7 +519,11 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": load_start, "load_average_end": [round(x, 1) for x in os.getloadavg()],
         "configs": CONFIGS, "kv_cache": args.kv_cache or "default", "summary": summary, "outputs": compare_outputs(results["naive_spm"], results["optimised"]),
     }
-    record["targets"] = targets(summary)
+    if args.remote:
+        record["device"] = f"llama.cpp server (xllamacpp {_xllamacpp_version()}, {args.server_threads} thread(s))"
+        record["configs"] = REMOTE_CONFIGS
+    record["targets"] = (remote_targets(summary, record["outputs"], paced=not args.unpaced) if args.remote
+                         else targets(summary))
     record["per_request"] = {label: {name: run["records"] for name, run in r["runs"].items()}
                              for label, r in results.items()}
     out = Path(args.out)

@@ -89,7 +89,9 @@ class ChatAnswer:
         return self.result.stats.stop_reason if self.result is not None else ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"conversationId": self.conversation_id, "text": self.text, "stopReason": self.stop_reason}
+        generated = self.result.stats.generated_tokens if self.result is not None else 0
+        return {"conversationId": self.conversation_id, "text": self.text, "stopReason": self.stop_reason,
+                "generatedTokens": generated}
 
 
 class Conversations:

@@ -36,19 +36,6 @@ def xllamacpp_available() -> bool:
     return True
 
 
-def tokenizer_dir_from_gguf(gguf: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """A model directory (tokenizer.json, tokenizer_config.json with the chat template, config.json) for a GGUF's
-    own tokenizer, through transformers' GGUF reader (the ``gguf`` package; ~20 s). The remote backend also takes
-    the GGUF file itself as ``model``, but rendering its chat template still needs a transformers tokenizer."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    gguf, dest = Path(gguf), Path(dest)
-    if not (dest / "tokenizer.json").is_file():
-        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(dest))
-        AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(dest))
-    return dest
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -120,6 +107,78 @@ class LlamaServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class TLSProxy:
+    """A TLS-terminating proxy on 127.0.0.1 in front of a plain-HTTP server (the xllamacpp wheel has no TLS), so
+    https, certificate checks and ``ca_bundle`` are tested end to end with a real handshake."""
+
+    def __init__(self, target_port: int, cert: str | os.PathLike, key: str | os.PathLike) -> None:
+        import asyncio
+        import ssl
+
+        self.target_port = target_port
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(str(cert), str(key))
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    async def _pipe(self, reader: Any, writer: Any) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.ctx))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self.loop.run_forever()
+        tasks = asyncio.all_tasks(self.loop)  # the open connections' pipes: end them while the loop still runs
+        for task in tasks:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        server.close()
+        self.loop.run_until_complete(server.wait_closed())
+        self.loop.close()
+
+    def __enter__(self) -> "TLSProxy":
+        self._thread.start()
+        self._ready.wait(30)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+def self_signed_cert(dest: str | os.PathLike) -> tuple[Path, Path]:
+    """(cert, key) for 127.0.0.1, made with the openssl command line; raises FileNotFoundError without it."""
+    dest = Path(dest)
+    cert, key = dest / "cert.pem", dest / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
 
 
 def _serve(config: dict[str, Any]) -> Any:

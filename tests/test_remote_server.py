@@ -3,8 +3,8 @@
 stopped mid-request then restarted.
 
 The model is SmolLM2-135M-Instruct (real weights, ChatML, no FIM): left-to-right completion and chat. The local
-side builds prompts with SmolLM2's own tokenizer (from its GGUF) and detokenizes returned ids; the demo model's
-GGUF is given as ``model`` directly (its tokenizer is read from the file).
+side builds prompts with the model's own tokenizer, read from the same GGUF file the server runs (``model`` names
+it), and detokenizes the returned ids.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types as lsp
 
-from llamacpp_server import LlamaServer, tokenizer_dir_from_gguf, xllamacpp_available
+from llamacpp_server import LlamaServer, xllamacpp_available
 from shared_data import SMOLLM2_GGUF, needs_smollm2
 
 pytestmark = [
@@ -28,10 +28,9 @@ LIST_DOC = "numbers = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, "
 
 
 @pytest.fixture(scope="session")
-def smol_dir(tmp_path_factory):
-    """The ``model`` setting: SmolLM2's tokenizer as a directory (chat needs its chat template rendered)."""
-    pytest.importorskip("gguf", reason="the gguf package reads the tokenizer out of the GGUF")
-    return tokenizer_dir_from_gguf(SMOLLM2_GGUF, tmp_path_factory.mktemp("smollm2") / "tokenizer")
+def smol_model():
+    """The ``model`` setting: the GGUF file the server runs (its tokenizer and chat template are read from it)."""
+    return SMOLLM2_GGUF
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +45,11 @@ def remote_options(url: str, **extra) -> dict:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def client(smol_dir, llama, tmp_path_factory):
+async def client(smol_model, llama, tmp_path_factory):
     from lsp_client import lsp_session
 
     home = tmp_path_factory.mktemp("remote-srv")
-    async with lsp_session(home, model=smol_dir, init_options=remote_options(llama.url, maxTokens=400),
+    async with lsp_session(home, model=smol_model, init_options=remote_options(llama.url, maxTokens=400),
                            args=["--log-level", "debug"]) as c:
         await c.notes.wait_ready()
         c.home = home
@@ -121,18 +120,18 @@ async def test_a_newer_keystroke_supersedes_a_running_request(client, tmp_path):
 
 
 @pytest.mark.asyncio
-async def test_the_api_key_comes_from_the_environment_and_is_never_logged(smol_dir, tmp_path, monkeypatch):
+async def test_the_api_key_comes_from_the_environment_and_is_never_logged(smol_model, tmp_path, monkeypatch):
     from lsp_client import log_file, lsp_session
 
     secret = "s3cret-team-key-1234"
     with LlamaServer(SMOLLM2_GGUF, api_key=secret) as server:
         monkeypatch.delenv("CODELLAMA_LSP_API_KEY", raising=False)
-        async with lsp_session(tmp_path / "nokey", model=smol_dir, init_options=remote_options(server.url)) as c:
+        async with lsp_session(tmp_path / "nokey", model=smol_model, init_options=remote_options(server.url)) as c:
             shown = await c.notes.wait_shown("API key")
             assert "HTTP 401" in shown and "\n" not in shown and secret not in shown
         monkeypatch.setenv("CODELLAMA_LSP_API_KEY", secret)
         home = tmp_path / "withkey"
-        async with lsp_session(home, model=smol_dir, init_options=remote_options(server.url, maxTokens=8),
+        async with lsp_session(home, model=smol_model, init_options=remote_options(server.url, maxTokens=8),
                                args=["--log-level", "debug"]) as c:
             await c.notes.wait_ready()
             _, status = await _complete(c, (tmp_path / "a.py").as_uri(), LIST_DOC)
@@ -141,12 +140,12 @@ async def test_the_api_key_comes_from_the_environment_and_is_never_logged(smol_d
 
 
 @pytest.mark.asyncio
-async def test_server_stopped_mid_request_then_restarted(smol_dir, tmp_path):
+async def test_server_stopped_mid_request_then_restarted(smol_model, tmp_path):
     from lsp_client import inline, lsp_session, open_document
 
     server = LlamaServer(SMOLLM2_GGUF).start()
     try:
-        async with lsp_session(tmp_path / "srv", model=smol_dir, init_options=remote_options(server.url, maxTokens=400),
+        async with lsp_session(tmp_path / "srv", model=smol_model, init_options=remote_options(server.url, maxTokens=400),
                                args=["--log-level", "debug"]) as c:
             await c.notes.wait_ready()
             uri = (tmp_path / "nums.py").as_uri()
@@ -175,7 +174,7 @@ async def test_server_stopped_mid_request_then_restarted(smol_dir, tmp_path):
         server.stop()
 
 
-def test_backend_messages_for_refused_connection_and_unknown_model(smol_dir, llama):
+def test_backend_messages_for_refused_connection_and_unknown_model(smol_model, llama):
     from codellama_lsp.config import Settings
     from codellama_lsp.engine import loading
     from codellama_lsp.engine.backend import ModelLoadError
@@ -183,24 +182,31 @@ def test_backend_messages_for_refused_connection_and_unknown_model(smol_dir, lla
 
     dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ModelLoadError, match="cannot reach the inference server .*connection refused"):
-        loading.load_backend(Settings(model=str(smol_dir), model_explicit=True, backend="openai", endpoint=dead))
+        loading.load_backend(Settings(model=str(smol_model), model_explicit=True, backend="openai", endpoint=dead))
     with pytest.raises(ModelLoadError, match="does not serve model 'codellama-70b'"):
-        loading.load_backend(Settings(model=str(smol_dir), model_explicit=True, backend="openai", endpoint=llama.url,
+        loading.load_backend(Settings(model=str(smol_model), model_explicit=True, backend="openai", endpoint=llama.url,
                                       remote_model="codellama-70b"))
+    # a local tokenizer of another model: its ids would mean other tokens on the server
+    with pytest.raises(ModelLoadError, match="49152-token vocabulary but the local tokenizer"):
+        loading.load_backend(Settings(model="demo", backend="openai", endpoint=llama.url))
 
 
-def test_detection_and_context_overflow_message(smol_dir, tmp_path):
+def test_detection_and_context_overflow_message(smol_model, tmp_path):
     from codellama_lsp.config import Settings
     from codellama_lsp.engine import loading
     from codellama_lsp.engine.backend import GenerationParams
     from codellama_lsp.engine.remote import RemoteError
 
     with LlamaServer(SMOLLM2_GGUF, n_ctx=256) as server:
-        backend = loading.load_backend(Settings(model=str(smol_dir), model_explicit=True, backend="openai",
+        backend = loading.load_backend(Settings(model=str(smol_model), model_explicit=True, backend="openai",
                                                 endpoint=server.url))
         try:
             assert backend.server.dialect == "llamacpp-server" and backend.server.returns_ids
             assert backend.server.context_window == 256 and backend.info.context_length == 256
+            # every returned id is a generated token (prefill progress chunks carry none): text == decode(ids)
+            result = backend.generate(backend.template.prefix_ids(LIST_DOC), GenerationParams(max_new_tokens=8))
+            assert result.stats.stop_reason == "max_tokens" and len(result.token_ids) == 8, result
+            assert result.text == backend.decode(result.token_ids) and result.text.startswith("13")
             ids = backend.encode("x = 1\n" * 200)
             with pytest.raises(RemoteError, match="does not fit the server's context window"):
                 backend.generate(ids, GenerationParams(max_new_tokens=4))
@@ -223,7 +229,7 @@ def test_api_key_file_is_read_and_a_missing_one_is_a_clear_error(tmp_path):
         read_api_key(Settings(api_key_file=str(tmp_path / "missing")))
 
 
-def test_complete_json_reports_the_server_reuse(smol_dir, llama, tmp_path):
+def test_complete_json_reports_the_server_reuse(smol_model, llama, tmp_path):
     import subprocess
     import sys
 
@@ -234,7 +240,7 @@ def test_complete_json_reports_the_server_reuse(smol_dir, llama, tmp_path):
     config = tmp_path / "config.toml"
     config.write_text(f'backend = "llamacpp-server"\nendpoint = "{llama.url}"\nmax_tokens = 8\n')
     cmd = [sys.executable, "-m", "codellama_lsp", "complete", f"{src}:1:{len(LIST_DOC) + 1}", "--json", "--no-resident",
-           "--no-repo-context", "--model", str(smol_dir), "--config", str(config)]
+           "--no-repo-context", "--model", str(smol_model), "--config", str(config)]
     outs = []
     for _ in range(2):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=server_env(tmp_path / "home"))
@@ -288,3 +294,82 @@ async def raw_prompt(c, uri: str, line: int, character: int) -> dict:
 
     return to_plain(await raw_request(c, "codellama/prompt", {"textDocument": {"uri": uri},
                                                                "position": {"line": line, "character": character}}))
+
+
+def test_doctor_says_where_prompts_go_and_what_the_server_is(smol_model, llama, tmp_path):
+    import subprocess
+    import sys
+
+    from lsp_client import server_env
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'backend = "openai"\nendpoint = "{llama.url}"\n')
+    env = {**server_env(tmp_path / "home"), "CODELLAMA_LSP_API_KEY": "k-never-printed"}
+    cmd = [sys.executable, "-m", "codellama_lsp", "doctor", "--model", str(smol_model), "--config", str(config)]
+    proc = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["prompts"]["destination"] == llama.url and "CODELLAMA_LSP_API_KEY" in report["prompts"]["api_key"]
+    server = report["model"]["server"]
+    assert server["dialect"] == "llamacpp-server" and server["returns_ids"] and server["prefix_cache"]
+    text = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env).stdout
+    assert f"prompts are sent to {llama.url} only (UNENCRYPTED http)" in text and "llamacpp-server serving" in text
+    assert "k-never-printed" not in text + proc.stdout
+    local = subprocess.run([sys.executable, "-m", "codellama_lsp", "doctor", "--json", "--no-load", "--model", "demo"],
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert json.loads(local.stdout)["prompts"]["destination"] == "this machine only"
+
+
+def test_https_with_a_ca_bundle_and_an_untrusted_certificate(smol_model, llama, tmp_path):
+    import shutil
+
+    from codellama_lsp.config import Settings
+    from codellama_lsp.engine import loading
+    from codellama_lsp.engine.backend import GenerationParams, ModelLoadError
+    from llamacpp_server import TLSProxy, self_signed_cert
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = self_signed_cert(tmp_path)
+    with TLSProxy(llama.port, cert, key) as proxy:
+        url = f"https://127.0.0.1:{proxy.port}"
+        with pytest.raises(ModelLoadError, match="certificate not trusted; set `ca_bundle`"):
+            loading.load_backend(Settings(model=str(smol_model), model_explicit=True, backend="openai", endpoint=url))
+        backend = loading.load_backend(Settings(model=str(smol_model), model_explicit=True, backend="openai",
+                                                endpoint=url, ca_bundle=str(cert)))
+        try:
+            result = backend.generate(backend.template.prefix_ids(LIST_DOC), GenerationParams(max_new_tokens=6))
+            assert result.text.startswith("13") and backend.server.dialect == "llamacpp-server"
+        finally:
+            backend.close()
+
+
+def test_typing_replay_slice_reuses_the_server_cache_and_matches_cache_prompt_off(tmp_path):
+    """36 real keystrokes (typing, typos deleted again, cursor jumps) against a llama.cpp server serving the demo
+    model as GGUF, every request awaited: consecutive keystrokes are served from the server's prefix cache (its own
+    counters), and the suggestions are those of the same prompts with ``cache_prompt`` off, request by request."""
+    import sys
+
+    from codellama_lsp.engine.gguf_convert import demo_gguf
+
+    from shared_data import REPO
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import typing_replay
+
+    name, session = next((n, s) for n, s in typing_replay.load_sessions(["encodings_cp850"]))
+    sessions = [(name, dict(session, events=session["events"][:36]))]
+    gguf = demo_gguf(tmp_path / "gguf")
+    results = {}
+    for label, config in (("cached", {"reuseCache": True}), ("uncached", {"reuseCache": False})):
+        with LlamaServer(gguf) as server:
+            results[label] = typing_replay.run_config(
+                str(gguf), {"backend": "llamacpp-server", "endpoint": server.url, "fimMode": "spm", **config},
+                sessions, home=tmp_path / label, paced=False, max_tokens=12, context_tokens=256)
+    cached = [s for s in results["cached"]["runs"][name]["statuses"] if s.get("source") == "model"]
+    uncached = [s for s in results["uncached"]["runs"][name]["statuses"] if s.get("source") == "model"]
+    assert results["cached"]["tracebacks"] == [] == results["uncached"]["tracebacks"]
+    assert len(cached) >= 5 and sum(s["reused_tokens"] > 0 for s in cached[1:]) >= 0.8 * len(cached[1:]), cached
+    assert all(s["reused_tokens"] == 0 and s["prefill_tokens"] == s["prompt_tokens"] for s in uncached)
+    outputs = typing_replay.compare_outputs(results["uncached"], results["cached"])
+    assert outputs["compared"] == 36 and outputs["different"] == 0, outputs["examples"]

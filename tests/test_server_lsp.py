@@ -25,7 +25,8 @@ MAX_TOKENS = 6
 async def client(tiny_model_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("server-lsp")
     async with lsp_session(home, model=tiny_model_dir, encoding="utf-16",
-                           init_options={"maxTokens": MAX_TOKENS, "logLevel": "debug", "alternatives": 1}) as c:
+                           init_options={"maxTokens": MAX_TOKENS, "logLevel": "debug", "alternatives": 1,
+                                         "device": "cpu"}) as c:
         await c.notes.wait_ready()
         yield c
 

@@ -93,8 +93,11 @@ def collect(settings, *, load: bool) -> tuple[dict[str, Any], Exception | None]:
     report["grammars"] = _grammars()
     model: dict[str, Any] = {"requested": settings.model, "quantization": quantization, "dtype": dtype, "found": False}
     report["model"] = model
+    report["prompts"] = prompts_destination(settings)
     if error is not None:
         return report, error
+    if getattr(settings, "backend", "local") != "local":
+        return report, _remote_report(settings, model, load=load)
     try:
         if _gguf_report(settings, model, load=load):
             return report, None
@@ -152,6 +155,61 @@ def collect(settings, *, load: bool) -> tuple[dict[str, Any], Exception | None]:
         model["error"] = str(exc)
         error = exc
     return report, error
+
+
+def prompts_destination(settings) -> dict[str, Any]:
+    """Where prompts (document text) go: the privacy promise, stated exactly."""
+    if getattr(settings, "backend", "local") == "local":
+        return {"destination": "this machine only", "detail": "the model runs in-process; no network connection is opened"}
+    from ..engine.remote import API_KEY_ENV
+
+    endpoint = settings.endpoint or "(no endpoint set)"
+    key_env = getattr(settings, "api_key_env", "") or API_KEY_ENV
+    if getattr(settings, "api_key_file", ""):
+        key = f"from the file {settings.api_key_file}"
+    elif os.environ.get(key_env):
+        key = f"from the environment variable {key_env}"
+    else:
+        key = f"none (set {key_env} or api_key_file if the server wants one)"
+    return {
+        "destination": endpoint,
+        "detail": f"prompts are sent to {endpoint} only ({'TLS' if endpoint.startswith('https://') else 'UNENCRYPTED http'}); "
+                  "nothing else leaves the machine",
+        "api_key": key,
+        "ca_bundle": getattr(settings, "ca_bundle", "") or "system CA store",
+    }
+
+
+def _remote_report(settings, model: dict[str, Any], *, load: bool) -> Exception | None:
+    """The remote backend: the local tokenizer, and (with ``load``) what the server says it is."""
+    from ..engine.backend import EngineError
+
+    model["runtime"] = f"remote ({settings.backend})"
+    try:
+        if not load:
+            from ..engine.remote import _local_tokenizer
+            from ..engine.templates import template_for
+
+            resolved, config, tokenizer = _local_tokenizer(settings)
+            template = template_for(tokenizer, model_name=resolved.name, config=config, override=settings.template,
+                                    fim=settings.fim)
+            model.update(found=True, path=str(resolved.path), template_family=template.family, fim=template.fim)
+            return None
+        from ..engine.loading import load_backend
+
+        start = time.perf_counter()
+        backend = load_backend(settings)
+        try:
+            model.update(found=True, path=backend.info.path, loaded=True, load_s=round(time.perf_counter() - start, 2),
+                         device=backend.info.device, quantization=backend.info.quantization, dtype=backend.info.dtype,
+                         template_family=backend.info.family, fim=backend.info.fim,
+                         context_length=backend.info.context_length, server=backend.server.describe())
+        finally:
+            backend.close()
+    except EngineError as exc:
+        model["error"] = str(exc)
+        return exc
+    return None
 
 
 def _gguf_report(settings, model: dict[str, Any], *, load: bool) -> bool:
@@ -225,6 +283,21 @@ def _print_text(report: dict[str, Any]) -> None:
     if model.get("loaded"):
         extra = f", footprint {model['footprint_gib']} GiB" if "footprint_gib" in model else ""
         print(f"loaded        yes, in {model['load_s']} s on {model['device']}{extra}")
+    prompts = report.get("prompts") or {}
+    if prompts:
+        print(f"prompts       {prompts['detail']}")
+        if "api_key" in prompts:
+            print(f"api key       {prompts['api_key']}; CA: {prompts['ca_bundle']}")
+    server = model.get("server")
+    if server:
+        caps = [f"context {server['context_window'] or '?'}", "ids in" if server["accepts_ids"] else "text in",
+                "ids out" if server["returns_ids"] else "text out",
+                "prefix cache" if server["prefix_cache"] else "no prefix cache"]
+        if server.get("slots"):
+            caps.append(f"{server['slots']} slots")
+        print(f"server        {server['dialect']} serving {server['model'] or '?'} ({', '.join(caps)})")
+        if server.get("degraded"):
+            print(f"              DEGRADED: {server['degraded']}")
     grammars = report["grammars"]
     print(f"grammars      {', '.join(grammars) if grammars else 'none (pip install tree-sitter-python ...)'}")
 

@@ -10,6 +10,7 @@ export interface ExtensionSettings {
   contextTokens?: number;
   fimMode?: string;
   maxTokens?: number;
+  chatMaxTokens?: number;
   enable?: Record<string, boolean>;
 }
 
@@ -22,6 +23,7 @@ export function serverSettings(s: ExtensionSettings): ServerSettings {
   if (typeof s.contextTokens === 'number') out.contextTokens = s.contextTokens;
   if (s.fimMode) out.fimMode = s.fimMode;
   if (typeof s.maxTokens === 'number') out.maxTokens = s.maxTokens;
+  if (typeof s.chatMaxTokens === 'number') out.chatMaxTokens = s.chatMaxTokens;
   out.disabledLanguages = disabledLanguages(s.enable);
   return out;
 }
@@ -41,3 +43,7 @@ export function languageEnabled(enable: Record<string, boolean> | undefined, lan
   if (Object.prototype.hasOwnProperty.call(table, '*')) return table['*'] !== false;
   return true;
 }
+
+/** Settings whose change needs a new server process (how it is started); every other `codellama.*`
+ * setting reaches the running server through `workspace/didChangeConfiguration`. */
+export const RESTART_SETTINGS = ['codellama.server.command', 'codellama.server.python', 'codellama.server.args'];

@@ -16,13 +16,27 @@ export interface StatusNotification {
   time_to_first_token_ms?: number;
   total_ms?: number;
   stop_reason?: string;
+  /** "model" | "cache" for a suggestion shown; "none" (with `reason`) when nothing was; "chat" for chat. */
+  source?: string;
+  reason?: string;
+  /** The last answered completion's and chat's total time; null while there was none. */
+  last_completion_ms?: number | null;
+  last_chat_ms?: number | null;
 }
 
 export interface StatusView {
   /** Status bar text; `$(...)` are codicons. The words "Code Llama ready" mark readiness. */
   text: string;
   tooltip: string;
-  kind: 'starting' | 'loading' | 'ready' | 'error';
+  kind: 'starting' | 'loading' | 'ready' | 'error' | 'restricted' | 'restarting';
+}
+
+/** A latency the user actually waited for: a completion that produced a suggestion (from the model or
+ * the typing-along cache). Empty answers (`not_ready`, cancelled, ...) and chat answers are not one. */
+export function completionLatency(n: StatusNotification): number | undefined {
+  if (typeof n.total_ms !== 'number' || !Number.isFinite(n.total_ms)) return undefined;
+  if (n.reason || n.source === 'none' || n.source === 'chat') return undefined;
+  return n.total_ms;
 }
 
 export class StatusModel {
@@ -31,10 +45,12 @@ export class StatusModel {
   private message = '';
   private last: StatusNotification = {};
   private latencyMs: number | undefined;
+  private lastCompletion: StatusNotification | undefined;
+  private chatMs: number | undefined;
 
   /** The server process is up and initialized; the model may still be loading. */
   started(): void {
-    if (this.kind === 'starting') this.kind = 'loading';
+    if (this.kind === 'starting' || this.kind === 'restarting' || this.kind === 'restricted') this.kind = 'loading';
   }
 
   progress(kind: 'begin' | 'report' | 'end', percentage?: number, message?: string): void {
@@ -61,7 +77,32 @@ export class StatusModel {
       this.percent = undefined;
       if (n.message) this.message = n.message;
     }
-    if (typeof n.total_ms === 'number') this.latencyMs = n.total_ms;
+    const latency = completionLatency(n);
+    if (latency !== undefined) this.lastCompletion = { ...n };
+    if ('last_completion_ms' in n) {
+      // The server's own record (kept across notifications): null until a completion was answered.
+      this.latencyMs = typeof n.last_completion_ms === 'number' ? n.last_completion_ms : undefined;
+    } else if (latency !== undefined) {
+      this.latencyMs = latency;
+    }
+    if (typeof n.last_chat_ms === 'number') this.chatMs = n.last_chat_ms;
+  }
+
+  /** The folder is not trusted: the server (which runs code from the settings) is not started. */
+  restricted(): void {
+    this.kind = 'restricted';
+    this.message = 'Restricted Mode: Code Llama starts its server only in a trusted folder. Click to manage trust.';
+  }
+
+  /** A restart on purpose (settings or the command): not an error. */
+  restarting(): void {
+    this.kind = 'restarting';
+    this.percent = undefined;
+    this.message = 'restarting the server';
+  }
+
+  get state(): StatusView['kind'] {
+    return this.kind;
   }
 
   error(message: string): void {
@@ -71,19 +112,21 @@ export class StatusModel {
 
   view(): StatusView {
     const l = this.last;
+    const c = this.lastCompletion;
     const details = [
       l.model && `model: ${l.model}`,
       l.device && `device: ${l.device}`,
       l.quantization && `quantization: ${l.quantization}`,
       this.message && `${this.message}`,
     ].filter(Boolean) as string[];
-    if (typeof l.total_ms === 'number') {
+    if (c && typeof c.total_ms === 'number') {
       details.push(
-        `last completion: ${fmtMs(l.total_ms)} total, ${fmtMs(l.time_to_first_token_ms)} to first token, ` +
-          `${l.prompt_tokens ?? '?'} prompt tokens (${l.reused_tokens ?? 0} reused), ` +
-          `${l.generated_tokens ?? '?'} generated` + (l.stop_reason ? `, stopped: ${l.stop_reason}` : ''),
+        `last completion: ${fmtMs(c.total_ms)} total, ${fmtMs(c.time_to_first_token_ms)} to first token, ` +
+          `${c.prompt_tokens ?? '?'} prompt tokens (${c.reused_tokens ?? 0} reused), ` +
+          `${c.generated_tokens ?? '?'} generated` + (c.stop_reason ? `, stopped: ${c.stop_reason}` : ''),
       );
     }
+    if (this.chatMs !== undefined) details.push(`last chat answer: ${fmtMs(this.chatMs)}`);
     const tooltip = details.join('\n') || 'Code Llama language server';
     switch (this.kind) {
       case 'starting':
@@ -92,6 +135,10 @@ export class StatusModel {
         const pct = this.percent === undefined ? '' : ` ${this.percent}%`;
         return { kind: 'loading', text: `$(sync~spin) Code Llama loading${pct}`, tooltip };
       }
+      case 'restricted':
+        return { kind: 'restricted', text: '$(shield) Code Llama: Restricted Mode', tooltip: this.message };
+      case 'restarting':
+        return { kind: 'restarting', text: '$(sync~spin) Code Llama restarting', tooltip };
       case 'error':
         return { kind: 'error', text: '$(error) Code Llama error', tooltip: `${this.message}\n${tooltip}` };
       case 'ready': {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { expandHome, serverExecutable } from '../src/serverCommand';
+import { expandHome, findExecutable, missingServerMessage, serverExecutable } from '../src/serverCommand';
 
 test('default command runs `codellama-lsp serve` with no transport flag', () => {
   assert.deepEqual(serverExecutable({ command: '', python: '', args: [] }), { command: 'codellama-lsp', args: ['serve'] });
@@ -24,4 +24,14 @@ test('expandHome only touches a leading tilde', () => {
   assert.equal(expandHome('~/x', '/h'), '/h/x');
   assert.equal(expandHome('/a/~/b', '/h'), '/a/~/b');
   assert.equal(expandHome('~user/x', '/h'), '~user/x');
+});
+
+test('a server program that is not there is found missing before spawning, and the message names the setting', async () => {
+
+  assert.equal(findExecutable('codellama-lsp-surely-missing', '/usr/bin:/bin'), undefined);
+  assert.equal(findExecutable('sh', '/usr/bin:/bin') !== undefined, true);
+  assert.equal(findExecutable('/nonexistent/python3'), undefined);
+  const msg = missingServerMessage({ command: 'codellama-lsp', python: '', args: [] }, 'codellama-lsp');
+  assert.match(msg, /codellama\.server\.python/);
+  assert.match(missingServerMessage({ command: '', python: '/x/python', args: [] }, '/x/python'), /codellama\.server\.python/);
 });
