@@ -7,6 +7,7 @@ inserted must parse). The runtime directory is a fresh temporary one, so the fir
 resident process; it is stopped at the end.
 
     python bench/cli_latency.py                    # writes bench/results/cli_latency.{json,md}
+    python bench/cli_latency.py --model "$(python -m codellama_lsp.engine.gguf_convert)" --stem cli_latency_gguf
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--warm", type=int, default=10, help="calls answered by the resident process")
     p.add_argument("--in-process", type=int, default=3, help="calls with --no-resident")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    p.add_argument("--stem", default="cli_latency", help="result file name (e.g. cli_latency_gguf for a GGUF model)")
     return p.parse_args(argv)
 
 
@@ -94,8 +96,8 @@ def main(argv=None) -> int:
         "calls": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cli_latency.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-    (args.out / "cli_latency.md").write_text(markdown(record))
+    (args.out / f"{args.stem}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    (args.out / f"{args.stem}.md").write_text(markdown(record))
     print(markdown(record))
     return 0
 

@@ -454,14 +454,19 @@ def _xllamacpp_version() -> str:
         return "?"
 
 
-def remote_targets(summary: dict, outputs: dict) -> dict:
+def remote_targets(summary: dict, outputs: dict, *, paced: bool = False) -> dict:
+    """The issue's targets against a server. Identity is judged on the unpaced run only: at human pace the runs
+    answer different keystrokes (the naive one falls behind and is superseded), so the typing-along cache of the
+    language server serves different continuations and the same version can legitimately differ."""
     n, o = summary["naive"], summary["optimised"]
-    return {
+    out = {
         "prefill tokens per LSP request <= 15% of naive (server counters)":
             n["prefill_tokens_per_lsp_request"] > 0
             and o["prefill_tokens_per_lsp_request"] <= 0.15 * n["prefill_tokens_per_lsp_request"],
-        "same suggestions as with cache_prompt off": outputs["compared"] > 0 and outputs["different"] == 0,
     }
+    if not paced:
+        out["same suggestions as with cache_prompt off"] = outputs["compared"] > 0 and outputs["different"] == 0
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -517,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.remote:
         record["device"] = f"llama.cpp server (xllamacpp {_xllamacpp_version()}, {args.server_threads} thread(s))"
         record["configs"] = REMOTE_CONFIGS
-    record["targets"] = remote_targets(summary, record["outputs"]) if args.remote else targets(summary)
+    record["targets"] = (remote_targets(summary, record["outputs"], paced=not args.unpaced) if args.remote
+                         else targets(summary))
     record["per_request"] = {label: {name: run["records"] for name, run in r["runs"].items()}
                              for label, r in results.items()}
     out = Path(args.out)

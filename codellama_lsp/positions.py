@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import errno
 import re
+import threading
 from dataclasses import dataclass
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
@@ -51,7 +52,7 @@ def _chars_for_units(line: str, count: int, encoding: str) -> int:
     return len(line)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LineIndex:
     """Start offsets of every line of one text, so several conversions share one scan."""
 
@@ -60,12 +61,37 @@ class LineIndex:
 
     @classmethod
     def of(cls, text: str) -> "LineIndex":
-        return cls(text, (0, *(m.end() for m in _LINE_END.finditer(text))))
+        """The index of ``text``; the few most recent ones are remembered, so the edit, the completion
+        and the warm-up of one keystroke share one (a 20 MB file has ~800 000 lines)."""
+        cached = _recent_index(text)
+        if cached is not None:
+            return cached
+        return _remember(cls(text, _line_starts(text)))
+
+    def after_edit(self, begin: int, finish: int, new_text: str, result: str) -> "LineIndex":
+        """The index of ``result`` = this text with ``[begin, finish)`` replaced by ``new_text``, from
+        this one: only the lines of the edit are scanned (the rest shift), so typing in a big file does
+        not rescan it. A ``\r`` near the edit (a ``\r\n`` may form or split) rescans everything."""
+        text = self.text
+        if "\r" in new_text or "\r" in text[max(0, begin - 1) : finish + 1]:
+            return LineIndex.of(result)
+        first = bisect.bisect_right(self.starts, begin) - 1
+        last = bisect.bisect_right(self.starts, finish) - 1
+        inner = [begin + m.end() for m in _LINE_END.finditer(new_text)]
+        delta = len(new_text) - (finish - begin)
+        starts = self.starts
+        if isinstance(starts, tuple):
+            new_starts = starts[: first + 1] + tuple(inner) + tuple(s + delta for s in starts[last + 1 :])
+        else:  # a numpy array (big texts): shifting the rest is one vectorised add
+            import numpy as np
+
+            new_starts = np.concatenate([starts[: first + 1], np.asarray(inner, dtype=np.int64), starts[last + 1 :] + delta])
+        return _remember(LineIndex(result, new_starts))
 
     def line_text(self, line: int) -> str:
         """Line ``line`` without its line ending."""
-        start = self.starts[line]
-        end = self.starts[line + 1] if line + 1 < len(self.starts) else len(self.text)
+        start = int(self.starts[line])
+        end = int(self.starts[line + 1]) if line + 1 < len(self.starts) else len(self.text)
         return _LINE_END.sub("", self.text[start:end], count=1) if end > start else ""
 
     def offset_at(self, line: int, character: int, encoding: str) -> int:
@@ -76,15 +102,58 @@ class LineIndex:
         if line >= len(self.starts):
             return len(self.text)
         content = self.line_text(line)
-        return self.starts[line] + _chars_for_units(content, max(character, 0), encoding)
+        return int(self.starts[line]) + _chars_for_units(content, max(character, 0), encoding)
 
     def position_at(self, offset: int, encoding: str) -> tuple[int, int]:
         """LSP (line, character) of an offset into ``text``."""
         offset = max(0, min(offset, len(self.text)))
         line = bisect.bisect_right(self.starts, offset) - 1
         content = self.line_text(line)
-        column = min(offset - self.starts[line], len(content))
+        column = min(offset - int(self.starts[line]), len(content))
         return line, units(content[:column], encoding)
+
+
+# Texts this long keep their line starts in a numpy array: an edit shifts them in one vectorised add.
+_ARRAY_FROM_CHARS = 1_000_000
+_RECENT: list[LineIndex] = []
+_RECENT_LOCK = threading.Lock()
+_RECENT_MAX, _RECENT_MAX_CHARS = 4, 48_000_000
+# str.splitlines also breaks at these, which are not LSP line ends: texts holding one use the regex.
+_NOT_LSP_BREAKS = "\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _line_starts(text: str):
+    if len(text) < _ARRAY_FROM_CHARS:
+        return (0, *(m.end() for m in _LINE_END.finditer(text)))
+    import itertools
+
+    import numpy as np
+
+    if any(ch in text for ch in _NOT_LSP_BREAKS):
+        ends = (m.end() for m in _LINE_END.finditer(text))
+    else:  # C-speed: splitlines breaks exactly at \r\n, \r and \n here
+        ends = itertools.accumulate(map(len, text.splitlines(True)))
+    starts = np.fromiter(itertools.chain((0,), ends), dtype=np.int64)
+    if len(starts) > 1 and starts[-1] == len(text) and not text.endswith(("\n", "\r")):
+        starts = starts[:-1]  # splitlines' last piece has no line end
+    return starts
+
+
+def _recent_index(text: str) -> LineIndex | None:
+    with _RECENT_LOCK:
+        for index in _RECENT:
+            if index.text is text:
+                return index
+    return None
+
+
+def _remember(index: LineIndex) -> LineIndex:
+    """Keep ``index`` among the recent ones (a handful, and not too many characters of text alive)."""
+    with _RECENT_LOCK:
+        _RECENT.insert(0, index)
+        while len(_RECENT) > _RECENT_MAX or (len(_RECENT) > 1 and sum(len(i.text) for i in _RECENT) > _RECENT_MAX_CHARS):
+            _RECENT.pop()
+    return index
 
 
 def offset_at(text: str, line: int, character: int, encoding: str) -> int:
@@ -100,7 +169,9 @@ def apply_change(text: str, start: tuple[int, int], end: tuple[int, int], new_te
     index = LineIndex.of(text)
     begin = index.offset_at(*start, encoding)
     finish = max(begin, index.offset_at(*end, encoding))
-    return text[:begin] + new_text + text[finish:]
+    result = text[:begin] + new_text + text[finish:]
+    index.after_edit(begin, finish, new_text, result)  # remembered: the next LineIndex.of(result) is free
+    return result
 
 
 def install_document_model(workspace) -> None:

@@ -44,6 +44,9 @@ def clean(completion: str, *, prefix: str, suffix: str, language: str | None, mu
     line_prefix = prefix[prefix.rfind("\n") + 1:]
     if not line_prefix.strip() and suffix.split("\n", 1)[0].strip():
         return _new_lines_above(text, prefix, suffix, language, multiline, validate)
+    text = drop_line_start_repeat(text, line_prefix)
+    if not text.strip():
+        return ""
     if not multiline:
         text = first_line(text, prefix)
     else:
@@ -60,10 +63,53 @@ def clean(completion: str, *, prefix: str, suffix: str, language: str | None, mu
     if not text.strip():
         return ""
     if validate:
-        checked = syntax.validate(prefix, text, suffix, language)
-        if checked != text:
-            text = checked.rstrip()
+        fitted = python_fit(prefix, text, suffix) if language == "python" else None
+        if fitted is not None:
+            text = fitted
+        else:
+            checked = syntax.validate(prefix, text, suffix, language)
+            if checked != text:
+                text = checked.rstrip()
     return text if text.strip() else ""
+
+
+PYTHON_FIT_MAX_CHARS = 200_000  # documents longer than this are judged by tree-sitter alone
+_PY_HEADER = re.compile(r"\s*(if|elif|else|for|while|with|def|class|try|except|finally|async\s+(?:def|for|with))\b")
+
+
+def python_fit(prefix: str, completion: str, suffix: str) -> str | None:
+    """A Python completion that leaves the file compilable: itself, else its longest cut at a line end (or that
+    cut closed by the ``:`` a compound statement's header needs) with which the file compiles; None when none
+    does (the file may not compile for other reasons: tree-sitter's validation judges then). Tree-sitter
+    forgives what Python does not (a wrong dedent), which is what a small model gets wrong most."""
+    if len(prefix) + len(suffix) > PYTHON_FIT_MAX_CHARS:
+        return None
+    if _compiles(prefix + completion + suffix):
+        return completion
+    line_prefix = prefix[prefix.rfind("\n") + 1:]
+    ends = [len(completion)] + [i for i in range(len(completion) - 1, 0, -1) if completion[i] == "\n"][:12]
+    for end in ends:
+        cut = completion[:end].rstrip(" \t")
+        if not cut.strip():
+            continue
+        header = _PY_HEADER.match(line_prefix + cut.split("\n", 1)[0]) and "\n" not in cut
+        for candidate in ([cut, cut + ":"] if header and not cut.endswith(":") else [cut]):
+            if _compiles(prefix + candidate + suffix):
+                return candidate
+    return None
+
+
+def _compiles(source: str) -> bool:
+    import ast
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ast.parse(source)
+        return True
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return False
 
 
 def _new_lines_above(text: str, prefix: str, suffix: str, language: str | None, multiline: bool,
@@ -145,6 +191,19 @@ def _cut_below(text: str, line_prefix: str, floor: int, language: str | None) ->
 
 def drop_blank(completion: str) -> str:
     return completion if completion and completion.strip() else ""
+
+
+def drop_line_start_repeat(completion: str, line_prefix: str) -> str:
+    """A completion that writes the cursor's line again from its start (``if `` + ``    if not x:``) is
+    shown without that repeat: the text before the cursor is never suggested twice."""
+    typed = line_prefix.strip()
+    if not typed:
+        return completion
+    m = re.match(r"[ \t]*" + re.escape(typed) + r"(?![A-Za-z0-9_])", completion)
+    if m is None:
+        return completion
+    rest = completion[m.end():]
+    return rest[1:] if line_prefix[-1:] in (" ", "\t") and rest[:1] in (" ", "\t") else rest
 
 
 def first_line(completion: str, prefix: str) -> str:

@@ -47,6 +47,9 @@ MAX_RECENT_EDITS = 16
 # A request made while the model loads waits this long for it (the client shows the load's progress)
 # instead of being answered empty: the keystroke that asked is not lost.
 LOAD_WAIT_S = 120.0
+# Documents longer than this get no incremental syntax tree: re-parsing one costs seconds per keystroke at
+# 20 MB; the prompt then parses only the cursor's neighbourhood (as for any document without a tree).
+MAX_TREE_CHARS = 2_000_000
 WARM_AFTER_S = 0.4  # a pause in typing this long prefills the KV cache for the cursor
 
 
@@ -486,6 +489,11 @@ class CodeLlamaServer(LanguageServer):
                           kind: str = "inline") -> tuple[CompletionOutcome, LineIndex]:
         """Complete at an LSP position; a newer request of the same ``kind`` for the same document
         supersedes this one (an inline and a completion request for one keystroke both get answered)."""
+        if not getattr(self.engine, "ready", False):
+            # Wait for the model first, then read the document: a request can come before the editor's
+            # didOpen (Neovim asks while its client still initializes), and the text it is about is the one
+            # the editor has sent by the time the model is loaded.
+            await self.wait_ready()
         doc = self.workspace.get_text_document(uri)
         try:
             text = doc.source
@@ -818,6 +826,9 @@ def _update_tree(ls: CodeLlamaServer, uri: str) -> None:
     try:
         text = doc.source
     except (OSError, UnicodeDecodeError):  # a change for a document never opened, not readable (or refused)
+        return
+    if len(text) > MAX_TREE_CHARS:
+        ls.trees.close(uri)
         return
     try:
         ls.trees.update(uri, text, language)

@@ -153,7 +153,13 @@ class TLSProxy:
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self.loop.run_forever()
+        tasks = asyncio.all_tasks(self.loop)  # the open connections' pipes: end them while the loop still runs
+        for task in tasks:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         server.close()
+        self.loop.run_until_complete(server.wait_closed())
+        self.loop.close()
 
     def __enter__(self) -> "TLSProxy":
         self._thread.start()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from codellama_lsp.config import DEFAULT_MODEL, Settings
-from codellama_lsp.engine import loading
+from codellama_lsp.engine import loading, resolve
 from codellama_lsp.engine.backend import GenerationParams, ModelLoadError
 from codellama_lsp.engine.loading import resolve_model
 
@@ -65,7 +65,7 @@ def test_default_model_absent_falls_back_to_demo_with_notice(hub_cache, monkeypa
     demo = tmp_path / "demo"
     demo.mkdir()
     (demo / "config.json").write_text("{}")
-    monkeypatch.setattr(loading, "DEMO_DIR", demo)
+    monkeypatch.setattr(resolve, "DEMO_DIR", demo)
     resolved = resolve_model(DEFAULT_MODEL, explicit=False)
     assert resolved.is_demo and resolved.path == demo
     assert "using the bundled demo model" in resolved.notice
@@ -77,7 +77,7 @@ def test_default_model_absent_falls_back_to_demo_with_notice(hub_cache, monkeypa
 
 
 def test_default_model_absent_and_no_demo_is_an_error(hub_cache, monkeypatch, tmp_path):
-    monkeypatch.setattr(loading, "DEMO_DIR", tmp_path / "missing-demo")
+    monkeypatch.setattr(resolve, "DEMO_DIR", tmp_path / "missing-demo")
     with pytest.raises(ModelLoadError, match=f"codellama-lsp pull {DEFAULT_MODEL}"):
         resolve_model(DEFAULT_MODEL, explicit=False)
 

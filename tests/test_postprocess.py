@@ -151,3 +151,22 @@ def test_cut_suffix_repeat(completion, prefix, suffix, expected):
 )
 def test_right_answers_survive_the_clean_up(completion, prefix, suffix, expected):
     assert clean(completion, prefix=prefix, suffix=suffix, language="python", multiline=True) == expected
+
+
+def test_a_completion_never_repeats_the_line_start():
+    assert clean("            if not item_i:", prefix="def f(items):\n    for item_i in items:\n        if ",
+                 suffix="\n            continue\n", language="python", multiline=False) == "not item_i:"
+    from codellama_lsp.postprocess import drop_line_start_repeat
+
+    assert drop_line_start_repeat("if_ready:", "    if ") == "if_ready:"  # another word, not a repeat
+
+
+def test_python_completions_are_fitted_to_compile():
+    """Tree-sitter forgives a wrong dedent, Python does not: the longest cut that compiles is kept, with the
+    ``:`` a compound statement's header needs when the model stopped before it."""
+    prefix = "def f(xs):\n    for x in xs:\n        if "
+    suffix = "\n            print(x)\n    return xs\n"
+    got = clean("x > 1:\n            y = 2\n      else:\n", prefix=prefix, suffix=suffix, language="python",
+                multiline=True)
+    assert got == "x > 1:\n            y = 2"
+    assert clean("x > 1", prefix=prefix, suffix=suffix, language="python", multiline=False) == "x > 1:"

@@ -186,6 +186,9 @@ def test_backend_messages_for_refused_connection_and_unknown_model(smol_model, l
     with pytest.raises(ModelLoadError, match="does not serve model 'codellama-70b'"):
         loading.load_backend(Settings(model=str(smol_model), model_explicit=True, backend="openai", endpoint=llama.url,
                                       remote_model="codellama-70b"))
+    # a local tokenizer of another model: its ids would mean other tokens on the server
+    with pytest.raises(ModelLoadError, match="49152-token vocabulary but the local tokenizer"):
+        loading.load_backend(Settings(model="demo", backend="openai", endpoint=llama.url))
 
 
 def test_detection_and_context_overflow_message(smol_model, tmp_path):
@@ -339,3 +342,34 @@ def test_https_with_a_ca_bundle_and_an_untrusted_certificate(smol_model, llama, 
             assert result.text.startswith("13") and backend.server.dialect == "llamacpp-server"
         finally:
             backend.close()
+
+
+def test_typing_replay_slice_reuses_the_server_cache_and_matches_cache_prompt_off(tmp_path):
+    """36 real keystrokes (typing, typos deleted again, cursor jumps) against a llama.cpp server serving the demo
+    model as GGUF, every request awaited: consecutive keystrokes are served from the server's prefix cache (its own
+    counters), and the suggestions are those of the same prompts with ``cache_prompt`` off, request by request."""
+    import sys
+
+    from codellama_lsp.engine.gguf_convert import demo_gguf
+
+    from shared_data import REPO
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import typing_replay
+
+    name, session = next((n, s) for n, s in typing_replay.load_sessions(["encodings_cp850"]))
+    sessions = [(name, dict(session, events=session["events"][:36]))]
+    gguf = demo_gguf(tmp_path / "gguf")
+    results = {}
+    for label, config in (("cached", {"reuseCache": True}), ("uncached", {"reuseCache": False})):
+        with LlamaServer(gguf) as server:
+            results[label] = typing_replay.run_config(
+                str(gguf), {"backend": "llamacpp-server", "endpoint": server.url, "fimMode": "spm", **config},
+                sessions, home=tmp_path / label, paced=False, max_tokens=12, context_tokens=256)
+    cached = [s for s in results["cached"]["runs"][name]["statuses"] if s.get("source") == "model"]
+    uncached = [s for s in results["uncached"]["runs"][name]["statuses"] if s.get("source") == "model"]
+    assert results["cached"]["tracebacks"] == [] == results["uncached"]["tracebacks"]
+    assert len(cached) >= 5 and sum(s["reused_tokens"] > 0 for s in cached[1:]) >= 0.8 * len(cached[1:]), cached
+    assert all(s["reused_tokens"] == 0 and s["prefill_tokens"] == s["prompt_tokens"] for s in uncached)
+    outputs = typing_replay.compare_outputs(results["uncached"], results["cached"])
+    assert outputs["compared"] == 36 and outputs["different"] == 0, outputs["examples"]

@@ -355,13 +355,19 @@ def _empty_block_body(prefix: str, suffix: str, language: str | None) -> bool:
     before = prefix.rstrip()
     after = suffix.lstrip()
     if language == "python":
-        lines = before.split("\n")
-        header = lines[-1] if lines else ""
+        header = before[before.rfind("\n") + 1 :]  # no split of the whole prefix: files can be megabytes
         if not _strip_line_comment(header, language).rstrip().endswith(":"):
             return False
-        nxt = next((ln for ln in suffix.split("\n")[1:] if ln.strip()), None)
         if suffix.split("\n", 1)[0].strip():
             return False
+        nxt, pos = None, suffix.find("\n")
+        while pos >= 0:  # the next non-blank line
+            end = suffix.find("\n", pos + 1)
+            line = suffix[pos + 1 : end if end >= 0 else len(suffix)]
+            if line.strip():
+                nxt = line
+                break
+            pos = end
         return nxt is None or len(_indent_of(nxt)) <= len(_indent_of(header))
     if language == "bash":
         return bool(re.search(r"(^|[;\s])(then|do|else|\{)$", before)) and bool(

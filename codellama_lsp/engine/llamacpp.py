@@ -48,7 +48,7 @@ def _pick(directory: Path, gguf_file: str, what: str) -> Path:
 
 def hub_gguf_snapshot(repo_id: str) -> Path | None:
     """The newest snapshot directory of ``repo_id`` in the local Hugging Face cache that holds GGUF files."""
-    from .loading import hub_cache_dir
+    from .resolve import hub_cache_dir
 
     if repo_id.count("/") != 1:
         return None
@@ -129,7 +129,7 @@ def load_llamacpp_backend(settings: Any, path: Path, *, name: str, is_demo: bool
 
 
 def _window(config: dict[str, Any]) -> int:
-    from .loading import context_window
+    from .resolve import context_window
 
     return context_window(config)
 

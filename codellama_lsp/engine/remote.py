@@ -53,6 +53,7 @@ class ServerInfo:
     prefix_cache: bool = False
     slots: int = 0  # llama.cpp's parallel slots (0 = unknown)
     degraded: str = ""  # why answers may differ from the local backend's, shown in doctor and the status
+    vocab_size: int = 0  # the served model's vocabulary (llama.cpp reports it; 0 = unknown)
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
@@ -208,8 +209,10 @@ def detect_server(client: Any, endpoint: str, *, dialect: str = "openai", model:
     if dialect == "llamacpp-server":
         settings = (props or {}).get("default_generation_settings") or {}
         window = int(settings.get("n_ctx") or 0)
+        entry = next((e for e in entries if e.get("id") == chosen), entries[0] if entries else {})
+        vocab = int((entry.get("meta") or {}).get("n_vocab") or 0)
         return ServerInfo("llamacpp-server", chosen, window, accepts_ids=True, returns_ids=True, prefix_cache=True,
-                          slots=int((props or {}).get("total_slots") or 0))
+                          slots=int((props or {}).get("total_slots") or 0), vocab_size=vocab)
     if dialect == "vllm":
         entry = next((e for e in entries if e.get("id") == chosen), {})
         return ServerInfo("vllm", chosen, int(entry.get("max_model_len") or 0), accepts_ids=True, returns_ids=True,
@@ -307,13 +310,14 @@ class RemoteBackend(TokenizerText):
                 body["grammar"] = heal_grammar(params.heal_prefix)
             return "/completion", body
         body = {"prompt": ids, "max_tokens": params.max_new_tokens, "stream": True,
-                "stream_options": {"include_usage": True, "continuous_usage_stats": True}, **sampling}
+                "stream_options": {"include_usage": True}, **sampling}
         if self.server.model:
             body["model"] = self.server.model
         if params.stop_strings:  # checked here too; the server stopping itself saves its work
             body["stop"] = [s for s in params.stop_strings if s][:4]  # the OpenAI API takes at most four
         if dialect == "vllm":
             body.update(return_token_ids=True, skip_special_tokens=False, cache_salt=self.salt)
+            body["stream_options"]["continuous_usage_stats"] = True  # reuse counts even when we stop reading early
             if params.stop_token_ids:
                 body["stop_token_ids"] = [int(i) for i in params.stop_token_ids]
             if not params.reuse_cache:  # the naive baseline: a fresh salt per request misses every cached block
@@ -465,7 +469,7 @@ def _local_tokenizer(settings: Any) -> tuple[Any, dict[str, Any], Any]:
     """(resolved model, config, tokenizer) from the ``model`` setting: a model directory or cached id, or the same
     GGUF file the server runs (its tokenizer and config are read from the file; no weights are loaded)."""
     from .gguf_file import config_from_metadata, is_gguf, load_gguf_tokenizer, read_metadata
-    from .loading import ResolvedModel, load_tokenizer_for, read_config, resolve_model
+    from .resolve import ResolvedModel, load_tokenizer_for, read_config, resolve_model
 
     path = Path(os.path.expanduser(settings.model or ""))
     if path.is_file() and is_gguf(path):
@@ -480,7 +484,7 @@ def _local_tokenizer(settings: Any) -> tuple[Any, dict[str, Any], Any]:
 
 def load_remote_backend(settings: Any, progress: Any = None) -> RemoteBackend:
     """Tokenizer and template from the local ``model`` directory; generation at ``settings.endpoint``."""
-    from .loading import context_window
+    from .resolve import context_window
     from .templates import template_for
 
     report = progress or (lambda _pct, _msg: None)
@@ -501,6 +505,11 @@ def load_remote_backend(settings: Any, progress: Any = None) -> RemoteBackend:
     except RemoteError as exc:
         client.close()
         raise ModelLoadError(str(exc)) from None
+    if server.vocab_size and server.vocab_size != tokenizer.vocab_size:  # ids would mean other tokens there
+        client.close()
+        raise ModelLoadError(f"the server at {settings.endpoint} runs a model with a {server.vocab_size}-token "
+                             f"vocabulary but the local tokenizer ('{settings.model}') has {tokenizer.vocab_size}; set "
+                             "`model` to the served model's tokenizer (or its GGUF file)")
     window = context_window(config)
     if server.context_window:
         window = min(window, server.context_window)

@@ -281,9 +281,12 @@ def _on_loop(progress: ProgressFn | None) -> ProgressFn | None:
 
 
 def _free_accelerator_memory() -> None:
-    try:
-        import torch
+    import sys
 
+    torch = sys.modules.get("torch")  # nothing to free where torch was never loaded (the GGUF path)
+    if torch is None:
+        return
+    try:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     except Exception:  # noqa: BLE001

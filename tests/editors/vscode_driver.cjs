@@ -51,9 +51,12 @@ async function setSetting(page, key, value) {
   await page.keyboard.type(key);
   const input = page.locator(`.settings-editor .settings-tree-container input[aria-label="${key}"]`).first();
   await input.waitFor(WAIT);
-  await input.click();
-  await page.keyboard.press('Control+A');
-  await page.keyboard.type(value);
+  // Typed as a user does; on a loaded machine the editor may re-render the row mid-typing, so check
+  // what the box holds and type again if it is not the value.
+  for (let attempt = 0; attempt < 3 && (await input.inputValue()) !== value; attempt++) {
+    await input.selectText();
+    await page.keyboard.type(value);
+  }
   await page.keyboard.press('Enter');
   await until(() => { // written to the user's settings file
     try { return JSON.parse(fs.readFileSync(plan.settingsFile, 'utf8'))[key] === (/^\d+$/.test(value) ? Number(value) : value); } catch { return false; }
