@@ -1011,8 +1011,7 @@ class WorkspaceIndex:
                 consumed += 1
                 if self._stopping.is_set():
                     break
-                if publish:
-                    self._yield_to_requests()
+                self._yield_to_requests()  # a no-op unless a request holds busy(): rescans yield too
                 if st is None or path in seen or (publish and path in self._files):
                     continue
                 full = ("file_cap" if base + len(seen) >= self.max_files
