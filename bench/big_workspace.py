@@ -123,7 +123,7 @@ def generate_repo(root: Path, n_files: int, seed: int = 0) -> dict:
     for i in range(n_py):
         pkg, rest = divmod(i, per_pkg)
         depth = 1 + (pkg % 4)  # nested 1..4 levels under src/
-        parts = [f"p{pkg // 400}", f"g{pkg // 40}", f"pk{pkg}", f"s{pkg % 3}"][:depth] + [f"m{rest}"]
+        parts = [f"p{pkg // 400}", f"g{pkg // 40}", f"s{pkg % 3}"][:depth - 1] + [f"pk{pkg}", f"m{rest}"]
         modules.append(".".join(parts))
     holes = []
     for i, dotted in enumerate(modules):
@@ -567,6 +567,8 @@ def main() -> int:
     parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "big_workspace")
     parser.add_argument("--keep", action="store_true", help="keep the generated trees")
+    parser.add_argument("--only-keystrokes", action="store_true",
+                        help="only the keystroke measurement (4) for --sizes; no home-like tree")
     parser.add_argument("--child", nargs=4, metavar=("ROOT", "CACHE", "FOCUS", "RESTART"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -592,6 +594,14 @@ def main() -> int:
         info = generate_repo(repo, size)
         gen_s = time.perf_counter() - t0
         focus = repo / info["holes"][0]["file"]
+        if args.only_keystrokes:
+            workdir = Path(tempfile.mkdtemp(prefix="bench-bigws-server-"))
+            row = {"size": size, "keystrokes": asyncio.run(keystroke_run(repo, focus, workdir, args.keystrokes)),
+                   "load_average": [round(x, 1) for x in os.getloadavg()]}
+            shutil.rmtree(workdir, ignore_errors=True)
+            report["repos"].append(row)
+            print(json.dumps(row), flush=True)
+            continue
         cache = Path(tempfile.mkdtemp(prefix="bench-bigws-cache-"))
         cold = run_child(str(repo), str(cache), str(focus), "0")
         warm = run_child(str(repo), str(cache), str(focus), "1")
@@ -604,7 +614,7 @@ def main() -> int:
                "recall": rec, "load_average": [round(x, 1) for x in os.getloadavg()]}
         report["repos"].append(row)
         print(json.dumps(row), flush=True)
-    if args.home_files:
+    if args.home_files and not args.only_keystrokes:
         tree = args.base / f"home-{args.home_files}"
         generate_home(tree, args.home_files)
         open_file = tree / "src/projects/app/app/main.py"
@@ -621,9 +631,24 @@ def main() -> int:
         shutil.rmtree(args.base, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    text = markdown_keystrokes(report) if args.only_keystrokes else markdown(report)
+    args.out.with_suffix(".md").write_text(text)
+    print(text)
     return 0
+
+
+def markdown_keystrokes(r: dict) -> str:
+    out = [f"# Big workspaces: keystrokes during the cold index\n\n`{r['command']}` — {r['date']}, {r['machine']}; "
+           f"load average at start {r['load_average_at_start']} (shared machine).\n",
+           "| files | server index ready s | p50/p95 ms during cold index (n) | idle (n) | ratio p50/p95 | "
+           "server RSS MB | load average after |", "|---|---|---|---|---|---|---|"]
+    for row in r["repos"]:
+        k = row["keystrokes"]
+        out.append(f"| {row['size']:,} | {k['server_index_ready_s']} | {k.get('during_cold_p50_ms')}/"
+                   f"{k.get('during_cold_p95_ms')} ({k.get('during_cold_n')}) | {k.get('idle_p50_ms')}/"
+                   f"{k.get('idle_p95_ms')} ({k.get('idle_n')}) | {k.get('p50_ratio')}/{k.get('p95_ratio')} | "
+                   f"{k.get('server_rss_mb')} | {row['load_average']} |")
+    return "\n".join(out) + "\n"
 
 
 def markdown(r: dict) -> str:

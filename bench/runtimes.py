@@ -234,7 +234,9 @@ def markdown(record: dict) -> str:
             f"| {r['model']} | {r['runtime']} | {r['file']} | {r['import_s']} | {r['load_s']} | {r['prefill_tok_s']} "
             f"| {r['decode_tok_s']} | {r.get('own_decode_tok_s', '')} | {overhead} "
             f"| {r.get('own_tokens_equal_ours', '')} | {r['peak_rss_mib']} |")
-    lines += ["", "Speed-ups of llama.cpp over transformers (same model, same run):", ""]
+    lines += ["", "Peak RSS of a llama.cpp row includes the baseline (llama.cpp's own `Llama` object, a second copy of"
+              " the model in the same process), so it overstates what our runtime alone needs.", "",
+              "Speed-ups of llama.cpp over transformers (same model, same run):", ""]
     by = {(r["model"], r["runtime"]): r for r in record["runs"] if "error" not in r}
     for model in dict.fromkeys(r["model"] for r in record["runs"]):
         t, c = by.get((model, "transformers")), by.get((model, "llamacpp"))

@@ -98,6 +98,16 @@ class _Shown:
     alternatives: list[str] | None = None  # the other suggestions; None: an automatic request asked for none
 
 
+def suggestion_edit(lead: str, completion: str, suffix: str, replace_end: int) -> tuple[str, int]:
+    """The text and range end of a suggestion. Closers the completion ends with that already follow the
+    cursor are replaced (the range grows over them); but with a menu item selected (``lead``), VS Code
+    keeps that item's range and would insert them a second time, so they are left out of the text."""
+    overlap = closer_overlap(completion, suffix)
+    if lead and overlap:
+        return lead + completion[:-overlap], replace_end
+    return lead + completion, replace_end + overlap
+
+
 def closer_overlap(completion: str, suffix: str) -> int:
     """How many characters right after the cursor the completion replaces: the longest run of
     auto-paired closers at the start of ``suffix`` (same line) that ``completion`` ends with."""
@@ -278,15 +288,14 @@ class CompletionService:
             return
         suffix = virtual[voffset:]
         replace_end = outcome.replace_end
-        outcome.text = lead + completion
-        outcome.replace_end = replace_end + closer_overlap(completion, suffix)
+        outcome.text, outcome.replace_end = suggestion_edit(lead, completion, suffix, replace_end)
         outcome.source = "model"
         shown = _Shown(virtual[:voffset], suffix, completion, getattr(plan, "language", "") or "")
         if uri:
             self._shown[uri] = shown
         if wanted and not cancel.cancelled:
             others = await self._alternatives(plan, virtual[:voffset], suffix, completion, wanted, cancel, outcome)
-            outcome.alternatives = [(lead + text, replace_end + closer_overlap(text, suffix)) for text in others]
+            outcome.alternatives = [suggestion_edit(lead, text, suffix, replace_end) for text in others]
             shown.alternatives = others
 
     async def _alternatives(self, plan, prefix: str, suffix: str, first: str, wanted: int, cancel: CancelToken,

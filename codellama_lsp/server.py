@@ -489,6 +489,11 @@ class CodeLlamaServer(LanguageServer):
                           kind: str = "inline") -> tuple[CompletionOutcome, LineIndex]:
         """Complete at an LSP position; a newer request of the same ``kind`` for the same document
         supersedes this one (an inline and a completion request for one keystroke both get answered)."""
+        if not getattr(self.engine, "ready", False):
+            # Wait for the model first, then read the document: a request can come before the editor's
+            # didOpen (Neovim asks while its client still initializes), and the text it is about is the one
+            # the editor has sent by the time the model is loaded.
+            await self.wait_ready()
         doc = self.workspace.get_text_document(uri)
         try:
             text = doc.source

@@ -110,6 +110,16 @@ def test_code_llama_vocabulary_as_gguf_matches_sentencepiece(tmp_path):
         # Meta's encode_infilling: encode "☺" + text and drop the leading "▁☺" pieces
         assert ours.encode(text, leading_space=False) == sp.encode("☺" + text)[2:], text
 
+    # whole FIM prompts, both layouts, on 300 random splits of real files: Meta's construction
+    from test_templates import make_splits, ref_fim
+
+    from codellama_lsp.engine.templates import template_for
+
+    template = template_for(ours, model_name="codellama/CodeLlama-7b-hf")
+    for prefix, _middle, suffix in make_splits(300, seed=21):
+        for mode in ("spm", "psm"):
+            assert template.fim_ids(prefix, suffix, mode) == ref_fim(sp, prefix, suffix, suffix_first=mode == "spm")
+
 
 @needs_smollm2
 def test_smollm2_tokenizer_from_its_gguf():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from codellama_lsp.completion import _Shown, closer_overlap, typed_along
+from codellama_lsp.completion import _Shown, closer_overlap, suggestion_edit, typed_along
 
 
 @pytest.mark.parametrize(
@@ -56,3 +56,11 @@ def test_a_changed_suffix_misses_but_an_auto_closed_bracket_is_allowed():
 def test_an_edit_before_the_cursor_misses():
     text = "# edited\n" + SHOWN.prefix + "a" + SHOWN.suffix
     assert typed_along(SHOWN, text, len(text) - 1) is None
+
+
+def test_closers_after_the_cursor_are_replaced_or_with_a_selected_menu_item_left_out():
+    # `min(items, key=lambda i: i.pr|)`: the model completes "ices)"; the ")" is already there.
+    assert suggestion_edit("", "ices)", ")\n", 40) == ("ices)", 41)  # the range grows over ")"
+    # The suggest widget's item "price" is selected: VS Code keeps the item's range, so no second ")".
+    assert suggestion_edit("price", "s)", ")\n", 40) == ("prices", 40)
+    assert suggestion_edit("price", "s", ")\n", 40) == ("prices", 40)

@@ -264,4 +264,35 @@ async def test_server_with_root_slash_indexes_the_open_documents_project(tiny_mo
         assert "index_broad_roots" in shown
         save = lsp.DidSaveTextDocumentParams(text_document=lsp.TextDocumentIdentifier(uri=app.as_uri()))
         client.text_document_did_save(save)
+        await client.notes.wait_ready()  # leave only once the model is loaded (a shutdown mid-load can hang)
     assert sum("file-system root" in m for m in client.notes.shown) == 1
+
+
+def test_snippet_selection_stays_stable_while_the_index_fills(tmp_path):
+    """Files the background indexer adds must not reset the prompt order (the prompt prefix and its KV cache
+    stay while the user types in one scope); an edit to an indexed file does."""
+    root = tmp_path / "loose"  # no project markers: indexed around open files, growing as files open
+    write(root, "a/util.py", "def parse_record(line):\n    return line.split(',')\n")
+    app = write(root, "a/app.py", "from util import parse_record\n\n\ndef run(rows):\n    for row in rows:\n"
+                                  "        parse_record(row)\n")
+    for i in range(20):
+        write(root, f"b/mod{i}.py", f"def record_{i}(line):\n    return line.split(',')[{i}]\n")
+    index = WorkspaceIndex([root], tmp_path / "cache", broad_roots=False, focus=[app], watch=False)
+    retriever = Retriever(index)
+    index.start_background()
+    assert index.wait_ready(300)
+    text = app.read_text()
+    offset = len(text)
+
+    def order() -> list[tuple[str, int]]:
+        snippets = retriever.snippets(str(app), text, offset, budget_tokens=400, count_tokens=lambda t: len(t.split()))
+        return [(s.path, s.start_line) for s in snippets]
+
+    first = order()
+    generation, edits = index.generation, index.edits
+    index.focus_on(root / "b" / "mod3.py")  # another folder opened: its 20 files arrive in the background
+    assert index.wait_ready(300) and index.generation > generation and index.edits == edits
+    second = order()
+    kept = [key for key in second if key in first]
+    assert kept == [key for key in first if key in second] and second[:len(kept)] == kept
+    assert retriever._last[0][2] == edits

@@ -491,7 +491,9 @@ class Retriever:
             cands += self._similar_candidates(path, open_documents, query)
 
         scope_line, scope_text = _scope_key(lines, cursor_line)
-        scope = (path, (scope_line + first_line, scope_text), self.index.generation if self.index else 0)
+        # Files the background indexer adds do not change the scope: the selection (and so the prompt prefix and
+        # its KV cache) stays stable while the index fills; edits to indexed files do.
+        scope = (path, (scope_line + first_line, scope_text), self.index.edits if self.index else 0)
         previous = set(self._last[1]) if self._last and self._last[0] == scope else set()
         for c in cands:
             if c.key in previous:

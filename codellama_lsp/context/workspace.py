@@ -532,7 +532,8 @@ class WorkspaceIndex:
         self._stopping = threading.Event()
         self._cached: dict[str, FileEntry] = {}  # the persisted index, while building
         self._cached_roots: set[str] = set()
-        self.generation = 0
+        self.generation = 0  # bumped by every change, background additions included
+        self.edits = 0  # bumped only when indexed files changed or went (not as the index fills)
         self.stats = {"files": 0, "parsed": 0, "from_cache": 0, "seconds": 0.0}
 
     # -------------------------------------------------------------- lifecycle
@@ -625,17 +626,16 @@ class WorkspaceIndex:
         working file watcher, re-index the file itself."""
         try:
             real = os.path.realpath(os.fspath(path))
-            found = [s for root in list(self.broad) for s in focus_roots(root, [real])]
+            with self._lock:  # atomic with _plan_scope: either it sees this document or we see its decision
+                if real not in self._focus:
+                    self._focus.append(real)
+                found = [s for root in list(self.broad) for s in focus_roots(root, [real])]
+                added = [scope for scope in dict.fromkeys(found) if not any(
+                    scope == s or scope.startswith(s.rstrip(os.sep) + os.sep) for s in self.scan_roots)]
+                self.scan_roots = self.scan_roots + added
         except (ValueError, OSError):  # a path no file can have (NUL): nothing to index around
             return
-        with self._lock:
-            if real not in self._focus:
-                self._focus.append(real)
-        added = [scope for scope in dict.fromkeys(found)
-                 if not any(scope == s or scope.startswith(s.rstrip(os.sep) + os.sep) for s in self.scan_roots)]
         if added:
-            with self._lock:
-                self.scan_roots = self.scan_roots + added
             if self.watch and self.watching:
                 self._start_watching(added)
             if self._started:
@@ -762,6 +762,10 @@ class WorkspaceIndex:
 
     def _plan_scope(self) -> None:
         """Decide the directories to index (``scan_roots``) and the notices that go with the decision."""
+        with self._lock:
+            self._plan_scope_locked()
+
+    def _plan_scope_locked(self) -> None:
         scan: list[str] = []
         self.broad, self.notices = {}, []
         for root in self.roots:
@@ -986,10 +990,10 @@ class WorkspaceIndex:
         (background building); otherwise build aside and swap at the end (a full (re)scan). Returns the paths
         that changed."""
         seen: dict[str, FileEntry] = {}
+        missing = [r for r in roots if r not in self._cached_roots] if self.persist else []
+        loaded = self._load_cache(missing) if missing else {}  # outside the lock: queries go on meanwhile
         with self._lock:
-            missing = [r for r in roots if r not in self._cached_roots] if self.persist else []
-            if missing:
-                self._cached.update(self._load_cache(missing))
+            self._cached.update(loaded)
             cached = self._cached
             base = len(self._files) if publish else 0
             budget_used = self._bytes if publish else 0
@@ -1052,6 +1056,7 @@ class WorkspaceIndex:
             self._files = seen
             self._bytes = budget_used
             self._rebuild_names()
+            self.edits += 1
             self.stats["files"] = len(seen)
         return changed
 
@@ -1141,18 +1146,33 @@ class WorkspaceIndex:
                     continue
                 if old is not None:
                     self._bytes -= _entry_cost(old)
+                    self._forget_names(old)
                 if entry is None:
                     self._files.pop(path, None)
                 else:
                     self._files[path] = entry
                     self._bytes += _entry_cost(entry)
+                    for d in entry.definitions:
+                        self._by_name.setdefault(d.name, []).append(d)
                 changed.append(path)
         if changed:
-            with self._lock:
-                self._rebuild_names()
+            with self._lock:  # names were updated per file: no O(index) rebuild under the lock on every save
+                self._module_files = None
+                self.generation += 1
+                self.edits += 1
                 self.stats["files"] = len(self._files)
             self._notify(changed)
         return changed
+
+    def _forget_names(self, entry: FileEntry) -> None:
+        for d in entry.definitions:
+            same = self._by_name.get(d.name)
+            if same is not None:
+                kept = [x for x in same if x.path != entry.path]
+                if kept:
+                    self._by_name[d.name] = kept
+                else:
+                    del self._by_name[d.name]
 
     def _notify(self, changed: list[str]) -> None:
         with self._lock:

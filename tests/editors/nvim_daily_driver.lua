@@ -91,15 +91,15 @@ end
 
 local scenarios = {}
 
---- Item 3: the user types while the model loads; the suggestion appears when it is loaded, with no
---- further keystroke. The model load is held back until the keystroke's request has gone out.
+--- Item 3: the user types while the model loads (right after opening the file); the suggestion appears
+--- when it is loaded, with no further keystroke. The model load is held back until the request has gone out.
 function scenarios.loading()
-  poll('the model to start loading', 60000, function()
-    return cl.client() and cl.status.state == 'loading'
-  end, function()
-    step('loading')
+  -- Typed as soon as the file is open: the plugin's client may still be initializing (its didOpen not yet
+  -- sent), as when a user starts typing right away.
+  poll('the client', 60000, function() return cl.client() end, function()
+    step('typing')
     vim.api.nvim_win_set_cursor(0, { tonumber(env.CODELLAMA_TEST_LINE), 0 })
-    keys('A' .. env.CODELLAMA_TEST_TYPE, 'nt')
+    keys('A' .. env.CODELLAMA_TEST_TYPE .. ' = ', 'nt')
     poll('the request', 30000, function() return #report.requests > 0 end, function()
       step('requested')
       local f = assert(io.open(env.CODELLAMA_TEST_LOAD_GATE, 'w')) -- now let the load finish
