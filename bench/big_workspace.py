@@ -559,7 +559,7 @@ def recall(repo: Path, holes: list[dict], n: int, tokenizer_dir: Path, seed: int
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", type=int, default=[1000, 10000, 100000])
+    parser.add_argument("--sizes", nargs="*", type=int, default=[1000, 10000, 100000])
     parser.add_argument("--home-files", type=int, default=200_000)
     parser.add_argument("--base", type=Path, default=Path(tempfile.gettempdir()) / "codellama-big-workspace")
     parser.add_argument("--holes", type=int, default=40)

@@ -1011,8 +1011,7 @@ class WorkspaceIndex:
                 consumed += 1
                 if self._stopping.is_set():
                     break
-                if publish:
-                    self._yield_to_requests()
+                self._yield_to_requests()  # a no-op unless a request holds busy(): rescans yield too
                 if st is None or path in seen or (publish and path in self._files):
                     continue
                 full = ("file_cap" if base + len(seen) >= self.max_files
@@ -1090,6 +1089,9 @@ class WorkspaceIndex:
         self.stats["seconds"] = time.perf_counter() - t0
         with self._lock:
             self._cached = {}  # only needed while building
+            rescan = self._rescan
+        if rescan and not self._stopping.is_set():
+            self._flush()  # a rescan asked for while building
         if self.persist and not self._stopping.is_set():
             self._save_cache()
         self._set_state("ready")
@@ -1244,6 +1246,8 @@ class WorkspaceIndex:
         """Collect changed paths; a timer started by the first event flushes them ``debounce_s`` later."""
         with self._lock:
             for path in paths:
+                if any(part in SKIP_DIRS for part in Path(path).parts):
+                    continue  # .git, node_modules, build output: never indexed, so never a reason to rescan
                 if is_directory:
                     # a directory appearing, vanishing or moving can carry files that send no events of their own
                     if event_type in ("created", "deleted", "moved"):
@@ -1263,8 +1267,14 @@ class WorkspaceIndex:
     def _flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, set()
-            rescan, self._rescan = self._rescan, False
+            rescan = self._rescan
+            building = self._worker is not None
+            if not (rescan and building):
+                self._rescan = False
             self._timer = None
+        if rescan and building:  # one full rescan when the build ends, never one racing it
+            self.refresh(pending)
+            return
         if rescan:
             self._ignore.clear()
             with self._lock:
