@@ -46,6 +46,8 @@ local.LocalBackend.generate = generate
 '''
 
 CODE = "import os\n\n\ndef read_config(path):\n    with open(path) as fh:\n        return "
+# After the cursor: enough lines that the prompt fills its budget, so the retry's half budget is visibly smaller
+LONG_CODE = CODE + "\n\n" + "\n".join(f"SETTING_{i} = read_config('part_{i}.cfg')" for i in range(400)) + "\n"
 
 
 def broken_models(tiny_model_dir: Path, tmp: Path) -> tuple[Path, Path]:
@@ -100,7 +102,7 @@ async def test_worker_death_and_out_of_memory_are_survived(tiny_model_dir, tmp_p
         notes = client.notes
         await notes.wait_ready()
         uri = (tmp_path / "home" / "workspace" / "cfg.py").as_uri()
-        open_document(client, uri, CODE)
+        open_document(client, uri, LONG_CODE)
 
         # 1: the worker thread dies -> answered empty, reported, a new thread takes over
         assert not (await asyncio.wait_for(inline(client, uri, 5, 15), 120)).items
