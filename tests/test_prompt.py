@@ -178,10 +178,12 @@ def test_no_prompt_inside_an_identifier(template, tokenizer):
     assert plan_for(template, tokenizer, text=text, offset=text.index("pute")) is None
 
 
-def test_an_invoked_completion_inside_an_identifier_gets_the_rest_of_the_line(template, tokenizer):
+def test_an_invoked_completion_inside_an_identifier_gets_a_prompt_that_may_span_lines(template, tokenizer):
+    # the user asked: the rest of the line is completed, and (issue 18) the answer may go on to further lines
     text = "value = compute(1)\n"
     plan = plan_for(template, tokenizer, text=text, offset=text.index("pute"), invoked=True)
-    assert plan is not None and not plan.multiline
+    assert plan is not None and plan.multiline
+    assert plan.prefix.endswith("value = com") and "mid-line" in plan.reason
 
 
 def test_left_to_right_models_get_prefix_only(tokenizer):
