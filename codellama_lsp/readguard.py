@@ -28,6 +28,8 @@ def _roots(workspace) -> list[str]:
 
 def disk_read_refusal(path: str, workspace) -> str | None:
     """Why ``path`` must not be read for a request (None when it may be)."""
+    if "\0" in path:  # no file has such a name; os.path.realpath would raise ValueError
+        return "not a valid file path"
     real = os.path.realpath(path)
     if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in _roots(workspace)):
         return "outside the workspace folders"

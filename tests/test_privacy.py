@@ -158,3 +158,14 @@ async def test_full_session_sends_nothing_and_leaks_nothing(tiny_model_dir, tmp_
     log = log_file(home).read_text(encoding="utf-8")
     assert DOC_MARKER not in log and OPENAI_KEY not in log, "document text reached the log file"
     assert "completion" in log  # the log was written at all
+
+
+def test_a_request_naming_a_path_with_a_nul_byte_is_refused_not_raised():
+    """A chat or action request for ``file:///a%00b.py`` used to end in ValueError from os.path.realpath."""
+    from types import SimpleNamespace
+
+    from codellama_lsp.readguard import disk_read_refusal
+
+    workspace = SimpleNamespace(folders={}, root_path="/tmp")
+    assert disk_read_refusal("/tmp/a\0b.py", workspace) == "not a valid file path"
+    assert disk_read_refusal("/tmp/ab.py", workspace) is None
