@@ -192,3 +192,24 @@ def test_help_works_without_a_plugin_manager(version, tmp_path):
                    env=env, capture_output=True, timeout=60)
     assert (fresh / "tags").read_text() == (plugin / "doc" / "tags").read_text(), \
         "editors/nvim/doc/tags is out of date: run :helptags editors/nvim/doc"
+
+
+def test_a_20_mb_file_gets_a_suggestion_from_a_bounded_prompt(server_command, tmp_path):
+    """Item 7, in the editor: a 20 MB .py file is opened and typed in (while the model loads, so the one
+    request is answered when it is loaded); the suggestion comes from one request whose prompt stays within the
+    token budget, and the log stays clean. Per-keystroke cost against file size is measured by bench/big_file.py."""
+    nvim = _nvim("0.11")
+    env, out, home = _setup(tmp_path, server_command, "loading")
+    src = Path(env["CODELLAMA_TEST_FILE"])
+    filler = "".join(f"\n\ndef helper_{i}(value):\n    return value * {i % 97} + {i % 13}\n" for i in range(400_000))
+    src.write_text(SOURCE + filler)
+    assert src.stat().st_size > 20_000_000
+    gated_load_env(tmp_path, env)
+    report = _run(nvim, env, out, home)
+    assert len(report["requests"]) == 1, report["requests"]
+    assert report["ghost"]["text"], report
+    log = _server_log(home, report["status"]["pid"])
+    prompts = [int(part.split("+")[0]) for part in
+               (line.split(", ")[1] for line in log.splitlines() if "completion model:" in line)]
+    assert prompts and max(prompts) <= 4096, prompts
+    assert "ERROR" not in log and "Traceback" not in log, log[-4000:]
