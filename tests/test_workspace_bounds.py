@@ -3,6 +3,7 @@ indexing that yields to requests, the persisted index, and the watcher's fallbac
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import shutil
@@ -296,3 +297,50 @@ def test_snippet_selection_stays_stable_while_the_index_fills(tmp_path):
     kept = [key for key in second if key in first]
     assert kept == [key for key in first if key in second] and second[:len(kept)] == kept
     assert retriever._last[0][2] == edits
+
+
+def test_watcher_ignores_the_index_reading_files(tmp_path):
+    """Reading files (the index, the retriever, directory listings) sends the watcher nothing: unfiltered,
+    inotify reports every open and close, and on a big tree that flooded its queue; watchdog then re-walked the
+    whole tree on each overflow and the CPU never settled (``index_broad_roots`` on a 200,000-file tree)."""
+    home = home_like_tree(tmp_path, dirs=8, per_dir=10)
+    index = WorkspaceIndex([home], tmp_path / "cache", focus=[home / "code/proj/proj/app.py"])
+    retriever = Retriever(index)
+    index.start_background()
+    assert index.wait_ready(300) and index.watching
+    before = index.stats["watch_events"]
+    for path in index.files():
+        Path(path).read_bytes()
+    for _ in os.walk(home):
+        pass
+    retriever.warm()
+    seen = threading.Event()
+    target = home / "area0/dir0/sub1/mod1.py"
+    index.add_listener(lambda paths: seen.set() if str(target) in paths else None)
+    target.write_text("def changed():\n    return 2\n", encoding="utf-8")
+    assert seen.wait(60)  # a real change is seen; events come in order, so any from the reads came before it
+    assert len(index.definitions("changed")) == 1
+    assert 0 < index.stats["watch_events"] - before <= 6  # the write's own (modified, closed), nothing else
+    index.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_server_on_a_broad_root_settles_after_the_capped_set(tiny_model_dir, tmp_path):
+    """``index_broad_roots`` on a tree bigger than the cap: once the status says the index is ready, the server
+    process uses (almost) no CPU: no indexing, rescanning or watching work is left."""
+    home = home_like_tree(tmp_path, dirs=40, per_dir=30)
+    app = home / "code/proj/proj/app.py"
+    async with lsp_session(tmp_path / "session", model=tiny_model_dir, root=home,
+                           init_options={"indexMaxFiles": 300, "indexBroadRoots": True}) as client:
+        await client.notes.wait_ready()
+        open_document(client, app.as_uri(), app.read_text(), "python")
+        status = await client.notes.wait_status(
+            lambda s: (s.get("index") or {}).get("state") == "ready" and s["index"]["files"] == 300, timeout=300)
+        assert status["index"]["stopped_early"] == "file_cap" and status["index"]["watching"]
+        server = psutil.Process(client._server.pid)
+        before = server.cpu_times()
+        await asyncio.sleep(3.0)  # the measuring window (nothing waits on it)
+        after = server.cpu_times()
+        used = (after.user + after.system) - (before.user + before.system)
+        assert used < 0.5, f"{used:.2f} s of CPU in 3 s after the index was ready"

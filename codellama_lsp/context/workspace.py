@@ -534,7 +534,7 @@ class WorkspaceIndex:
         self._cached_roots: set[str] = set()
         self.generation = 0  # bumped by every change, background additions included
         self.edits = 0  # bumped only when indexed files changed or went (not as the index fills)
-        self.stats = {"files": 0, "parsed": 0, "from_cache": 0, "seconds": 0.0}
+        self.stats = {"files": 0, "parsed": 0, "from_cache": 0, "seconds": 0.0, "watch_events": 0}
 
     # -------------------------------------------------------------- lifecycle
 
@@ -1191,7 +1191,9 @@ class WorkspaceIndex:
         """Watch ``roots`` (recursively). Where the system refuses (inotify's ``max_user_watches`` or
         ``max_user_instances`` reached, no watchdog), fall back to updates on open and save, and say so once."""
         try:
-            from watchdog.events import FileSystemEventHandler
+            from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileClosedEvent,
+                                         FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
+                                         FileSystemEventHandler)
             from watchdog.observers import Observer
         except Exception as exc:
             self._watch_failed(exc)
@@ -1200,6 +1202,7 @@ class WorkspaceIndex:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:  # watchdog thread
+                index.stats["watch_events"] += 1
                 if event.event_type in ("opened", "closed_no_write"):
                     return
                 paths = [event.src_path, getattr(event, "dest_path", "") or ""]
@@ -1213,7 +1216,12 @@ class WorkspaceIndex:
                 observer.daemon = True
             for root in roots:
                 if os.path.isdir(root):
-                    observer.schedule(Handler(), root, recursive=True)
+                    # Only changes: without a filter inotify also reports every open and close-without-write, so
+                    # the index's own reads (and every directory listing) flood the kernel queue; on overflow
+                    # watchdog re-walks the whole tree, which floods it again: a core busy for good.
+                    observer.schedule(Handler(), root, recursive=True, event_filter=[
+                        FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent,
+                        DirCreatedEvent, DirDeletedEvent, DirMovedEvent])
             if fresh:
                 observer.start()
                 self._observer = observer
