@@ -200,7 +200,7 @@ def install_document_model(workspace) -> None:
                                    sync_kind=self._sync_kind, position_codec=self._position_codec)
 
         def get_text_document(self, doc_uri):
-            from .readguard import disk_read_refusal
+            from .lsp.readguard import disk_read_refusal
 
             doc = super().get_text_document(doc_uri)
             if doc._source is None and doc.path:  # not opened by the editor: would be read from disk

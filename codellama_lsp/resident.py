@@ -325,7 +325,7 @@ def settings_from(values: dict) -> Any:
 async def complete_file(engine: Any, settings: Any, retriever: Any, text: str, offset: int, path: Path) -> dict:
     """One invoked completion of a file on disk, described as ``complete --json`` prints it (both the
     resident process and the in-process path of `complete` answer through here)."""
-    from .completion import INVOKED, CompletionService
+    from .features.completion import INVOKED, CompletionService
     from .context.syntax import language_for
 
     service = CompletionService(engine, settings, retriever=retriever)
