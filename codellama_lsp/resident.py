@@ -322,22 +322,6 @@ def settings_from(values: dict) -> Any:
     return settings
 
 
-async def complete_file(engine: Any, settings: Any, retriever: Any, text: str, offset: int, path: Path) -> dict:
-    """One invoked completion of a file on disk, described as ``complete --json`` prints it (both the
-    resident process and the in-process path of `complete` answer through here)."""
-    from .features.completion import INVOKED, CompletionService
-    from .context.syntax import language_for
-
-    service = CompletionService(engine, settings, retriever=retriever)
-    try:
-        outcome = await service.complete(text, offset, uri=path.as_uri(), path=str(path),
-                                         language_id=language_for(None, str(path)) or "", trigger=INVOKED,
-                                         use_cache=False)
-        return service.describe(outcome)
-    finally:
-        service.close()
-
-
 def _same_user(sock: socket.socket | None) -> bool:
     if sock is None or not hasattr(socket, "SO_PEERCRED"):
         return sock is not None  # the 0700 directory is the guard where peer credentials are not available
