@@ -30,7 +30,8 @@ from ..config import Settings
 from ..engine.backend import CancelToken
 from ..features.completion import AUTOMATIC, INVOKED, CompletionOutcome, CompletionService, Selected
 from ..logs import EditorLogHandler, document_text, set_level
-from ..positions import LineIndex, install_document_model, normalize_encoding, units
+from ..positions import LineIndex, normalize_encoding, units
+from .documents import install_document_model
 
 log = logging.getLogger(__name__)
 
