@@ -284,6 +284,7 @@ class Resident:
             writer.close()
 
     async def _answer(self, request: dict) -> dict:
+        from .commands.complete import complete_file
         from .engine.backend import EngineError
 
         await asyncio.shield(self._loaded)
