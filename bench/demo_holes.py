@@ -94,7 +94,7 @@ def document(hole: dict) -> str:
 
 
 async def run(args) -> dict:
-    from codellama_lsp.completion import INVOKED, CompletionService
+    from codellama_lsp.features.completion import INVOKED, CompletionService
     from codellama_lsp.config import Settings
     from codellama_lsp.engine.worker import Engine
 
