@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 from . import add_runtime_arguments, runtime_values
@@ -178,7 +179,6 @@ async def _complete(settings, text: str, offset: int, path: Path, root: Path) ->
     import asyncio
 
     from ..engine.worker import Engine
-    from ..resident import complete_file
 
     engine = Engine(settings)
     loading = asyncio.ensure_future(engine.load(None))
@@ -196,6 +196,22 @@ async def _complete(settings, text: str, offset: int, path: Path, root: Path) ->
         if index is not None:
             index.stop()
         engine.close()
+
+
+async def complete_file(engine: Any, settings: Any, retriever: Any, text: str, offset: int, path: Path) -> dict:
+    """One invoked completion of a file on disk, described as ``complete --json`` prints it (both the
+    resident process and the in-process path of `complete` answer through here)."""
+    from ..context.syntax import language_for
+    from ..features.completion import INVOKED, CompletionService
+
+    service = CompletionService(engine, settings, retriever=retriever)
+    try:
+        outcome = await service.complete(text, offset, uri=path.as_uri(), path=str(path),
+                                         language_id=language_for(None, str(path)) or "", trigger=INVOKED,
+                                         use_cache=False)
+        return service.describe(outcome)
+    finally:
+        service.close()
 
 
 def _print_model_notice(settings) -> None:

@@ -60,18 +60,23 @@ _GENERATED_MARKERS = re.compile(
 )
 
 
+# each list as one compiled pattern: these run once per candidate file (100,000 in a big repository)
+_SECRET_NAME = re.compile("|".join(fnmatch.translate(p) for p in _SECRET_NAME_PATTERNS))
+_GENERATED_NAME = re.compile("|".join(fnmatch.translate(p) for p in _GENERATED_NAME_PATTERNS))
+_SECRET_DIRS = frozenset((".ssh", ".gnupg", ".aws", ".docker"))
+
+
 def is_secret_path(path: str | os.PathLike) -> bool:
     """True for file names that conventionally hold credentials; such files are never read into a prompt."""
-    parts = Path(path).parts
-    name = parts[-1].lower() if parts else ""
-    if any(p in (".ssh", ".gnupg", ".aws", ".docker") for p in parts[:-1]):
+    text = os.fspath(path)
+    parts = text.split(os.sep)
+    if any(p in _SECRET_DIRS for p in parts[:-1]):
         return True
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in _SECRET_NAME_PATTERNS)
+    return _SECRET_NAME.match(parts[-1].lower()) is not None
 
 
 def is_generated_name(path: str | os.PathLike) -> bool:
-    name = os.path.basename(os.fspath(path))
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in _GENERATED_NAME_PATTERNS)
+    return _GENERATED_NAME.match(os.path.basename(os.fspath(path))) is not None
 
 
 # ------------------------------------------------------------------ secret lines
@@ -507,6 +512,7 @@ class WorkspaceIndex:
         self._module_files: dict[str, list[str]] | None = None
         self._ignore = _IgnoreRules()
         self._listeners: list[Listener] = []
+        self._persisters: list[Callable[[bool], None]] = []
         self._pending: set[str] = set()
         self._rescan = False
         self._timer: threading.Timer | None = None
@@ -534,7 +540,7 @@ class WorkspaceIndex:
         self._cached_roots: set[str] = set()
         self.generation = 0  # bumped by every change, background additions included
         self.edits = 0  # bumped only when indexed files changed or went (not as the index fills)
-        self.stats = {"files": 0, "parsed": 0, "from_cache": 0, "seconds": 0.0}
+        self.stats = {"files": 0, "parsed": 0, "from_cache": 0, "seconds": 0.0, "watch_events": 0}
 
     # -------------------------------------------------------------- lifecycle
 
@@ -547,7 +553,7 @@ class WorkspaceIndex:
         self.stats["seconds"] = time.perf_counter() - t0
         self._cached = {}  # only needed while building
         if self.persist:
-            self._save_cache()
+            self._save_cache(complete=True)
         if self.watch:
             self._start_watching(self.scan_roots)
         self._started = True
@@ -596,6 +602,18 @@ class WorkspaceIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def add_persister(self, persister: Callable[[bool], None]) -> None:
+        """``persister(complete)`` is called whenever the index saves its cache (``complete``: a full build has
+        just ended; else the index is stopping): the retriever saves its BM25 windows next to it."""
+        with self._lock:
+            self._persisters.append(persister)
+
+    def bm25_store_path(self) -> Path:
+        """Where the retriever keeps the BM25 windows of this set of roots (see ``bm25_store``)."""
+        base = self.cache_dir or default_cache_dir()
+        key = "\0".join(sorted(self.roots)).encode("utf-8", "surrogatepass")
+        return base / f"{hashlib.sha1(key).hexdigest()[:20]}.bm25"
 
     def add_listener(self, listener: Listener) -> None:
         with self._lock:
@@ -1093,7 +1111,7 @@ class WorkspaceIndex:
         if rescan and not self._stopping.is_set():
             self._flush()  # a rescan asked for while building
         if self.persist and not self._stopping.is_set():
-            self._save_cache()
+            self._save_cache(complete=True)
         self._set_state("ready")
 
     def _set_state(self, state: str) -> None:
@@ -1191,7 +1209,9 @@ class WorkspaceIndex:
         """Watch ``roots`` (recursively). Where the system refuses (inotify's ``max_user_watches`` or
         ``max_user_instances`` reached, no watchdog), fall back to updates on open and save, and say so once."""
         try:
-            from watchdog.events import FileSystemEventHandler
+            from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileClosedEvent,
+                                         FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
+                                         FileSystemEventHandler)
             from watchdog.observers import Observer
         except Exception as exc:
             self._watch_failed(exc)
@@ -1200,6 +1220,7 @@ class WorkspaceIndex:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:  # watchdog thread
+                index.stats["watch_events"] += 1
                 if event.event_type in ("opened", "closed_no_write"):
                     return
                 paths = [event.src_path, getattr(event, "dest_path", "") or ""]
@@ -1213,7 +1234,12 @@ class WorkspaceIndex:
                 observer.daemon = True
             for root in roots:
                 if os.path.isdir(root):
-                    observer.schedule(Handler(), root, recursive=True)
+                    # Only changes: without a filter inotify also reports every open and close-without-write, so
+                    # the index's own reads (and every directory listing) flood the kernel queue; on overflow
+                    # watchdog re-walks the whole tree, which floods it again: a core busy for good.
+                    observer.schedule(Handler(), root, recursive=True, event_filter=[
+                        FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent,
+                        DirCreatedEvent, DirDeletedEvent, DirMovedEvent])
             if fresh:
                 observer.start()
                 self._observer = observer
@@ -1311,7 +1337,17 @@ class WorkspaceIndex:
                     continue
         return out
 
-    def _save_cache(self) -> None:
+    def _save_cache(self, complete: bool = False) -> None:
+        self._save_files()
+        with self._lock:
+            persisters = list(self._persisters)
+        for persister in persisters:
+            try:
+                persister(complete)
+            except Exception:  # a cache that cannot be written costs the next start time, nothing else
+                pass
+
+    def _save_files(self) -> None:
         with self._lock:
             files = dict(self._files)
             roots = list(self.scan_roots)
