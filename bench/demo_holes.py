@@ -101,7 +101,7 @@ def parses(text: str) -> bool:
 
 
 async def run(args) -> dict:
-    from codellama_lsp.completion import INVOKED, CompletionService
+    from codellama_lsp.features.completion import INVOKED, CompletionService
     from codellama_lsp.config import Settings
     from codellama_lsp.engine.worker import Engine
 

@@ -10,7 +10,7 @@ Runs the real server (``python -m codellama_lsp serve``) over stdio, like an edi
    event loop) are sent one after another. Their round-trip times show whether the model work really
    stays off the loop. Target: every ping under 50 ms.
 2. **Server overhead per inline request, excluding model time.** Inline requests at many positions of
-   a real source file (this repository's ``codellama_lsp/server.py``), one generated token each. For
+   a real source file (this repository's ``codellama_lsp/lsp/server.py``), one generated token each. For
    each request: the client's round-trip time minus the model's own time on the worker
    (``generation_ms`` from ``codellama/status``). What remains is JSON-RPC, position conversion, prompt
    building (tree-sitter, retrieval, tokenizing), post-processing and the answer.
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from lsprotocol import types as lsp  # noqa: E402
 from pygls.lsp.client import LanguageClient  # noqa: E402
 
-DOCUMENT = ROOT / "codellama_lsp" / "server.py"
+DOCUMENT = ROOT / "codellama_lsp" / "lsp" / "server.py"
 
 
 def percentile(values: list[float], q: float) -> float:

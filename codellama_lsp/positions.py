@@ -13,7 +13,6 @@ UTF-16 units (the LSP default; Neovim 0.7, VS Code) or code points (UTF-32, Emac
 from __future__ import annotations
 
 import bisect
-import errno
 import re
 import threading
 from dataclasses import dataclass
@@ -172,40 +171,3 @@ def apply_change(text: str, start: tuple[int, int], end: tuple[int, int], new_te
     result = text[:begin] + new_text + text[finish:]
     index.after_edit(begin, finish, new_text, result)  # remembered: the next LineIndex.of(result) is free
     return result
-
-
-def install_document_model(workspace) -> None:
-    """Make a pygls ``Workspace`` apply incremental edits with these rules (LSP line ends, no
-    off-by-one clamping) instead of its own; documents opened afterwards use them."""
-    from pygls.workspace import TextDocument, Workspace
-
-    class LspTextDocument(TextDocument):
-        def _apply_incremental_change(self, change) -> None:
-            encoding = normalize_encoding(self.position_codec.encoding)
-            r = change.range
-            self._source = apply_change(self.source, (r.start.line, r.start.character),
-                                        (r.end.line, r.end.character), change.text, encoding)
-
-        refused: str | None = None  # set for unopened documents the server must not read (readguard)
-
-        @property
-        def source(self) -> str:
-            if self.refused and self._source is None:
-                raise PermissionError(errno.EACCES, f"not read: {self.refused}", self.path)
-            return super().source
-
-    class LspWorkspace(Workspace):
-        def _create_text_document(self, doc_uri, source=None, version=None, language_id=None):
-            return LspTextDocument(doc_uri, source=source, version=version, language_id=language_id,
-                                   sync_kind=self._sync_kind, position_codec=self._position_codec)
-
-        def get_text_document(self, doc_uri):
-            from .readguard import disk_read_refusal
-
-            doc = super().get_text_document(doc_uri)
-            if doc._source is None and doc.path:  # not opened by the editor: would be read from disk
-                doc.refused = disk_read_refusal(doc.path, self)
-            return doc
-
-    if isinstance(workspace, Workspace) and not isinstance(workspace, LspWorkspace):
-        workspace.__class__ = LspWorkspace

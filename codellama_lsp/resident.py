@@ -284,6 +284,7 @@ class Resident:
             writer.close()
 
     async def _answer(self, request: dict) -> dict:
+        from .commands.complete import complete_file
         from .engine.backend import EngineError
 
         await asyncio.shield(self._loaded)
@@ -320,22 +321,6 @@ def settings_from(values: dict) -> Any:
     settings, _ = Settings().updated({k: v for k, v in values.items() if k != "model_explicit"})
     settings.model_explicit = bool(values.get("model_explicit"))
     return settings
-
-
-async def complete_file(engine: Any, settings: Any, retriever: Any, text: str, offset: int, path: Path) -> dict:
-    """One invoked completion of a file on disk, described as ``complete --json`` prints it (both the
-    resident process and the in-process path of `complete` answer through here)."""
-    from .completion import INVOKED, CompletionService
-    from .context.syntax import language_for
-
-    service = CompletionService(engine, settings, retriever=retriever)
-    try:
-        outcome = await service.complete(text, offset, uri=path.as_uri(), path=str(path),
-                                         language_id=language_for(None, str(path)) or "", trigger=INVOKED,
-                                         use_cache=False)
-        return service.describe(outcome)
-    finally:
-        service.close()
 
 
 def _same_user(sock: socket.socket | None) -> bool:

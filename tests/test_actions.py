@@ -12,9 +12,9 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types as lsp
 
-from codellama_lsp import actions, edits
-from codellama_lsp.targets import enclosing_scope, find_target
-from codellama_lsp.testgen import plan_tests
+from codellama_lsp.features import actions, edits
+from codellama_lsp.features.targets import enclosing_scope, find_target
+from codellama_lsp.features.testgen import plan_tests
 
 from scripted_model import TOKENIZER_DIR
 

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types as lsp
 
-from codellama_lsp.chat import (
+from codellama_lsp.features.chat import (
     SYSTEM_PROMPT,
     ChatParamsError,
     ChatService,
@@ -240,7 +240,7 @@ async def test_chat_about_a_missing_file_is_a_clear_error(client, tmp_path):
 
 
 async def test_a_separate_chat_model_is_loaded_once_and_shared(scripted_model_dir, tiny_model_dir):
-    from codellama_lsp.chat import ChatEngines
+    from codellama_lsp.features.chat import ChatEngines
     from codellama_lsp.engine.worker import Engine
 
     settings, _ = Settings().updated({"model": str(tiny_model_dir), "chatModel": str(scripted_model_dir)})

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lsprotocol import types as lsp
 
-from codellama_lsp import edits
+from codellama_lsp.features import edits
 
 ENCODINGS = ("utf-8", "utf-16", "utf-32")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from codellama_lsp.postprocess import (
+from codellama_lsp.features.postprocess import (
     balance_brackets,
     clean,
     cut_at_block_end,
@@ -125,7 +125,7 @@ def test_new_lines_above_existing_code(completion, prefix, suffix, multiline, ex
     ],
 )
 def test_cut_suffix_repeat(completion, prefix, suffix, expected):
-    from codellama_lsp.postprocess import cut_suffix_repeat
+    from codellama_lsp.features.postprocess import cut_suffix_repeat
 
     assert cut_suffix_repeat(completion, prefix, suffix) == expected
 
@@ -156,7 +156,7 @@ def test_right_answers_survive_the_clean_up(completion, prefix, suffix, expected
 def test_a_completion_never_repeats_the_line_start():
     assert clean("            if not item_i:", prefix="def f(items):\n    for item_i in items:\n        if ",
                  suffix="\n            continue\n", language="python", multiline=False) == "not item_i:"
-    from codellama_lsp.postprocess import drop_line_start_repeat
+    from codellama_lsp.features.postprocess import drop_line_start_repeat
 
     assert drop_line_start_repeat("if_ready:", "    if ") == "if_ready:"  # another word, not a repeat
 

@@ -164,7 +164,7 @@ def test_a_request_naming_a_path_with_a_nul_byte_is_refused_not_raised():
     """A chat or action request for ``file:///a%00b.py`` used to end in ValueError from os.path.realpath."""
     from types import SimpleNamespace
 
-    from codellama_lsp.readguard import disk_read_refusal
+    from codellama_lsp.lsp.readguard import disk_read_refusal
 
     workspace = SimpleNamespace(folders={}, root_path="/tmp")
     assert disk_read_refusal("/tmp/a\0b.py", workspace) == "not a valid file path"

@@ -30,14 +30,14 @@ def flush() -> None:
 
 
 def test_the_log_file_is_created_and_written(log_path):
-    logging.getLogger("codellama_lsp.server").info("model ready")
+    logging.getLogger("codellama_lsp.lsp.server").info("model ready")
     flush()
     assert "model ready" in log_path.read_text()
 
 
 def test_message_bodies_logged_by_pygls_are_redacted(log_path):
     logging.getLogger("pygls.protocol").warning("Failed to handle request %s", {"text": SECRET})
-    logging.getLogger("codellama_lsp.server").info("completion: %s", document_text(SECRET))
+    logging.getLogger("codellama_lsp.lsp.server").info("completion: %s", document_text(SECRET))
     flush()
     content = log_path.read_text()
     assert SECRET not in content
@@ -58,7 +58,7 @@ def test_third_party_lines_keep_ids_instead_of_placeholders(log_path):
 
 def test_document_text_is_logged_when_the_user_turns_it_on(log_path):
     set_level("debug", log_document_text=True)
-    logging.getLogger("codellama_lsp.server").debug("completion: %s", document_text(SECRET))
+    logging.getLogger("codellama_lsp.lsp.server").debug("completion: %s", document_text(SECRET))
     logging.getLogger("pygls.protocol").warning("params %s", SECRET)
     flush()
     assert log_path.read_text().count(SECRET) == 2

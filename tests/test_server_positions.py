@@ -79,7 +79,7 @@ def test_incremental_edits_land_where_the_client_meant(encoding):
     from lsprotocol import types as lsp
     from pygls.workspace import Workspace
 
-    from codellama_lsp.positions import install_document_model
+    from codellama_lsp.lsp.documents import install_document_model
 
     workspace = Workspace(None, position_encoding=encoding)
     install_document_model(workspace)

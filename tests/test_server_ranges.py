@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from codellama_lsp.completion import _Shown, closer_overlap, suggestion_edit, typed_along
+from codellama_lsp.features.completion import _Shown, closer_overlap, suggestion_edit, typed_along
 
 
 @pytest.mark.parametrize(

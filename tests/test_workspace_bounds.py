@@ -3,6 +3,7 @@ indexing that yields to requests, the persisted index, and the watcher's fallbac
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import shutil
@@ -296,3 +297,175 @@ def test_snippet_selection_stays_stable_while_the_index_fills(tmp_path):
     kept = [key for key in second if key in first]
     assert kept == [key for key in first if key in second] and second[:len(kept)] == kept
     assert retriever._last[0][2] == edits
+
+
+def test_watcher_ignores_the_index_reading_files(tmp_path):
+    """Reading files (the index, the retriever, directory listings) sends the watcher nothing: unfiltered,
+    inotify reports every open and close, and on a big tree that flooded its queue; watchdog then re-walked the
+    whole tree on each overflow and the CPU never settled (``index_broad_roots`` on a 200,000-file tree)."""
+    home = home_like_tree(tmp_path, dirs=8, per_dir=10)
+    index = WorkspaceIndex([home], tmp_path / "cache", focus=[home / "code/proj/proj/app.py"])
+    retriever = Retriever(index)
+    index.start_background()
+    assert index.wait_ready(300) and index.watching
+    before = index.stats["watch_events"]
+    for path in index.files():
+        Path(path).read_bytes()
+    for _ in os.walk(home):
+        pass
+    retriever.warm()
+    seen = threading.Event()
+    target = home / "area0/dir0/sub1/mod1.py"
+    index.add_listener(lambda paths: seen.set() if str(target) in paths else None)
+    target.write_text("def changed():\n    return 2\n", encoding="utf-8")
+    assert seen.wait(60)  # a real change is seen; events come in order, so any from the reads came before it
+    assert len(index.definitions("changed")) == 1
+    assert 0 < index.stats["watch_events"] - before <= 6  # the write's own (modified, closed), nothing else
+    index.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_server_on_a_broad_root_settles_after_the_capped_set(tiny_model_dir, tmp_path):
+    """``index_broad_roots`` on a tree bigger than the cap: once the status says the index is ready, the server
+    process uses (almost) no CPU: no indexing, rescanning or watching work is left."""
+    home = home_like_tree(tmp_path, dirs=40, per_dir=30)
+    app = home / "code/proj/proj/app.py"
+    async with lsp_session(tmp_path / "session", model=tiny_model_dir, root=home,
+                           init_options={"indexMaxFiles": 300, "indexBroadRoots": True}) as client:
+        await client.notes.wait_ready()
+        open_document(client, app.as_uri(), app.read_text(), "python")
+        status = await client.notes.wait_status(
+            lambda s: (s.get("index") or {}).get("state") == "ready" and s["index"]["files"] == 300, timeout=300)
+        assert status["index"]["stopped_early"] == "file_cap" and status["index"]["watching"]
+        server = psutil.Process(client._server.pid)
+        before = server.cpu_times()
+        await asyncio.sleep(3.0)  # the measuring window (nothing waits on it)
+        after = server.cpu_times()
+        used = (after.user + after.system) - (before.user + before.system)
+        assert used < 0.5, f"{used:.2f} s of CPU in 3 s after the index was ready"
+
+
+def _index_with_retriever(root: Path, cache: Path) -> tuple[WorkspaceIndex, Retriever]:
+    index = WorkspaceIndex([root], cache, watch=False)
+    retriever = Retriever(index)
+    index.start_background()
+    assert index.wait_ready(300)
+    return index, retriever
+
+
+def _top_windows(retriever: Retriever, text: str) -> list:
+    from codellama_lsp.context.retrieval import split_terms
+
+    return [(round(score, 6), w) for score, w in retriever._bm25.search(split_terms(text), k=10)]
+
+
+def test_restart_rereads_only_changed_files_and_the_rest_comes_from_the_store(tmp_path):
+    home = home_like_tree(tmp_path, dirs=6, per_dir=12)
+    first, retriever = _index_with_retriever(home, tmp_path / "cache")
+    assert retriever.stats["read"] == first.count() and retriever.stats["from_store"] == 0
+    first.stop()
+    assert first.bm25_store_path().is_file()
+    changed = home / "area1/dir1/sub2/mod2.py"
+    changed.write_text("def func_1_2(x):\n    return x + zebra_quantum_marker\n", encoding="utf-8")
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    second, restarted = _index_with_retriever(home, tmp_path / "cache")
+    assert restarted.stats == {"read": 1, "from_store": second.count() - 1}
+    assert _top_windows(restarted, "zebra_quantum_marker")[0][1].path == str(changed)
+    # the same windows and scores as a cold build over the same files
+    cold, built = _index_with_retriever(home, tmp_path / "cold-cache")
+    for query in ("func_3_5 return", "zebra_quantum_marker", "core_helper", "func_0 x"):
+        assert _top_windows(restarted, query) == _top_windows(built, query)
+    second.stop()
+    cold.stop()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip"])
+def test_a_damaged_store_falls_back_to_reading_the_files(tmp_path, caplog, damage):
+    home = home_like_tree(tmp_path, dirs=3, per_dir=8)
+    first, _ = _index_with_retriever(home, tmp_path / "cache")
+    first.stop()
+    store = first.bm25_store_path()
+    data = store.read_bytes()
+    if damage == "truncate":
+        store.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        store.write_bytes(os.urandom(len(data)))
+    else:
+        store.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
+    with caplog.at_level("WARNING", logger="codellama_lsp.context.retrieval"):
+        second, retriever = _index_with_retriever(home, tmp_path / "cache")
+    lines = [r for r in caplog.records if "BM25 store" in r.getMessage()]
+    assert len(lines) == 1 and "re-reading" in lines[0].getMessage()
+    assert retriever.stats == {"read": second.count(), "from_store": 0}
+    assert _top_windows(retriever, "func_2_5")[0][1].path.endswith("dir2/sub2/mod5.py")
+    second.stop()  # and a good store is written again
+    third, again = _index_with_retriever(home, tmp_path / "cache")
+    assert again.stats["from_store"] == third.count()
+    third.stop()
+
+
+def test_the_store_is_bounded_on_disk(tmp_path, caplog):
+    home = home_like_tree(tmp_path, dirs=3, per_dir=8)
+    first, retriever = _index_with_retriever(home, tmp_path / "cache")
+    assert retriever.store_limit_bytes >= 64 * 2**20  # the index's memory budget, at least 64 MB
+    first.stop()
+    store = first.bm25_store_path()
+    size = store.stat().st_size
+    assert 0 < size < 64 * 2**20
+    index = WorkspaceIndex([home], tmp_path / "cache", watch=False)
+    retriever = Retriever(index)
+    retriever.store_limit_bytes = size - 1
+    (home / "code/proj/proj/core.py").write_text("def core_helper():\n    return 2\n", encoding="utf-8")
+    with caplog.at_level("INFO", logger="codellama_lsp.context.retrieval"):
+        index.start_background()
+        assert index.wait_ready(300)
+    assert retriever.stats["read"] == 1
+    assert not store.exists()  # too big for the limit: not written, and the stale one is gone
+    assert sum("not written" in r.getMessage() for r in caplog.records) == 1
+    index.stop()
+
+
+def test_a_full_cap_makes_room_for_a_newly_opened_far_away_folder(tmp_path):
+    repo = tmp_path / "mono"
+    write(repo, "pyproject.toml", "[project]\nname = 'mono'\n")
+    for team in range(6):
+        for i in range(8):
+            write(repo, f"team{team}/svc/m{i}.py", f"def team{team}_m{i}():\n    return {i}\n")
+    near = repo / "team0/svc/m0.py"
+    write(repo, "far/away/lib/clock.py", "def now():\n    return 0\n")
+    far = write(repo, "far/away/app/main.py", "from ..lib.clock import now\n\nnow()\n")
+    write(repo, "far/away/app/helpers.py", "def helper():\n    return 1\n")
+    index = WorkspaceIndex([repo], tmp_path / "cache", max_files=20, focus=[near], watch=False)
+    retriever = Retriever(index)
+    index.start_background()
+    assert index.wait_ready(300)
+    assert index.count() == 20 and str(far) not in index.files()
+    before = set(index.files())
+    index.focus_on(far)  # the editor opens a file the capped walk never reached
+    assert index.wait_ready(300)
+    files = set(index.files())
+    assert index.count() == 20  # the cap still holds...
+    assert {str(far), str(far.parent / "helpers.py"), str(repo / "far/away/lib/clock.py")} <= files  # ...and it is in
+    assert {str(p) for p in near.parent.glob("*.py")} <= files  # the first document's folder stayed
+    evicted = before - files
+    assert len(evicted) == 3 and index.stats["evicted"] == 3
+    assert all("/team0/" not in p for p in evicted)  # the farthest from both documents went
+    assert set(retriever._bm25.paths()) == files and len(index.definitions("now")) == 1
+    index.focus_on(far)  # opening it again changes nothing
+    assert index.wait_ready(300) and set(index.files()) == files
+    index.stop()
+
+
+def test_opening_documents_below_the_caps_starts_no_work(tmp_path):
+    repo = tmp_path / "small"
+    write(repo, "pyproject.toml", "")
+    docs = [write(repo, f"pkg{i}/m.py", f"def f{i}():\n    return {i}\n") for i in range(3)]
+    index = WorkspaceIndex([repo], tmp_path / "cache", watch=False)
+    index.start_background()
+    assert index.wait_ready(300)
+    states = []
+    index.on_state = lambda: states.append(index.state)
+    for doc in docs:
+        index.focus_on(doc)
+    assert states == [] and index._worker is None  # everything is indexed already: no job, no state change

@@ -1,6 +1,6 @@
 """`codellama-lsp chat "question" [--file F --lines A-B]`: ask the model, streaming the answer to stdout.
 
-The same :class:`~codellama_lsp.chat.ChatService` as the editor's chat and "Explain this": the same
+The same :class:`~codellama_lsp.features.chat.ChatService` as the editor's chat and "Explain this": the same
 system prompt, code context (the lines, the function/class around them, repository snippets) and
 Instruct template, so what you see here is what an editor gets.
 """
@@ -64,8 +64,8 @@ def run(args) -> int:
         if args.workspace and not Path(args.workspace).is_dir():
             raise UsageError(f"--workspace {args.workspace} is not a directory")
         if args.file:
-            from ..chat import CodeContext
-            from ..targets import language_name
+            from ..features.chat import CodeContext
+            from ..features.targets import language_name
 
             path = Path(args.file)
             text = read_document(path)
@@ -88,7 +88,7 @@ def run(args) -> int:
 
     import asyncio
 
-    from ..chat import ChatError
+    from ..features.chat import ChatError
     from ..engine.backend import EngineError
 
     root = None
@@ -107,7 +107,7 @@ def run(args) -> int:
 
 
 async def _ask(settings, question: str, context, root: Path | None):
-    from ..chat import ChatEngines, ChatService
+    from ..features.chat import ChatEngines, ChatService
     from ..engine.worker import Engine
     from .complete import _print_model_notice, _retriever
 

@@ -43,7 +43,7 @@ def run(args) -> int:
     settings, errors = load_settings(cli, Path(args.config) if args.config else None)
 
     from ..logs import setup_logging
-    from ..server import create_server
+    from ..lsp.server import create_server
 
     log_path = setup_logging(settings.log_level, log_document_text=settings.log_document_text,
                              log_file=Path(args.log_file) if args.log_file else None)

@@ -21,6 +21,7 @@ successive prompts share a long token prefix and the KV cache is reused.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -34,6 +35,8 @@ from typing import Any, Callable, Iterable, Sequence
 from . import syntax
 from .prompt import Snippet
 from .workspace import Definition, Import, WorkspaceIndex, import_lines, parse_imports, redact_secrets
+
+log = logging.getLogger(__name__)
 
 WINDOW_LINES = 20
 WINDOW_STRIDE = 10
@@ -107,7 +110,8 @@ class BM25Windows:
         self._lock = threading.RLock()
         self._windows: list[Window | None] = []
         self._lengths = array("I")
-        self._by_path: dict[str, tuple[array, tuple[str, ...]]] = {}  # path -> (window ids, its distinct terms)
+        # path -> (window ids, its distinct terms; None when loaded from the store)
+        self._by_path: dict[str, tuple[array, tuple[str, ...] | None]] = {}
         self._postings: dict[str, tuple[array, array]] = {}  # term -> (window ids, term frequencies)
         self._arrays: dict[str, tuple[Any, Any]] = {}
         self._total_len = 0
@@ -177,8 +181,85 @@ class BM25Windows:
             self._lengths[wid] = 0
             self._windows[wid] = None
             self._live -= 1
+        if terms is None:  # loaded from the store, which keeps no per-file term list: drop every cached array
+            self._arrays.clear()
+            return
         for term in terms:
             self._arrays.pop(term, None)
+
+    def export_state(self, keys: dict[str, Any]) -> dict[str, Any]:
+        """The live windows of the files in ``keys`` (path -> what to store with it), compacted (dead windows
+        and postings dropped, ids renumbered), as ``bm25_store`` writes it. Copies under the lock, works outside."""
+        import numpy as np
+
+        empty = array("I")
+        with self._lock:
+            paths = list(keys)  # files without any window too (their key says so)
+            wid_lists = [self._by_path[p][0] if p in self._by_path else empty for p in paths]
+            windows = list(self._windows)
+            lengths = np.array(self._lengths, dtype=np.int64)
+            terms = list(self._postings)
+            counts = np.fromiter((len(self._postings[t][0]) for t in terms), dtype=np.int64, count=len(terms))
+            ids, tfs = array("I"), array("H")
+            for t in terms:
+                ids.extend(self._postings[t][0])
+                tfs.extend(self._postings[t][1])
+        order = np.concatenate([np.frombuffer(w, dtype=np.uintc) for w in wid_lists]).astype(np.int64) \
+            if wid_lists else np.zeros(0, dtype=np.int64)
+        remap = np.full(len(windows), -1, dtype=np.int64)
+        remap[order] = np.arange(len(order))
+        old_ids = np.frombuffer(ids, dtype=np.uintc).astype(np.int64)
+        new_ids = remap[old_ids] if len(old_ids) else old_ids
+        keep = new_ids >= 0
+        term_of = np.repeat(np.arange(len(terms)), counts)
+        kept_counts = np.bincount(term_of[keep], minlength=len(terms))
+        present = kept_counts > 0
+        return {
+            "window_lines": self.window_lines, "stride": self.stride,
+            "paths": paths, "keys": [keys[p] for p in paths],
+            "win_path": np.repeat(np.arange(len(paths)), [len(w) for w in wid_lists]),
+            "win_start": np.array([windows[w].start_line for w in order], dtype=np.int64),
+            "win_end": np.array([windows[w].end_line for w in order], dtype=np.int64),
+            "win_len": lengths[order],
+            "terms": [t for t, here in zip(terms, present) if here],
+            "term_counts": kept_counts[present],
+            "post_ids": new_ids[keep], "post_tfs": np.frombuffer(tfs, dtype=np.ushort)[keep],
+        }
+
+    def import_state(self, state: dict[str, Any]) -> bool:
+        """Take the windows of a stored state (``export_state``'s, read back by ``bm25_store``); only into an
+        empty instance with the same window shape. Returns whether it did."""
+        if (state["window_lines"], state["stride"]) != (self.window_lines, self.stride):
+            return False
+        paths = [sys.intern(p) for p in state["paths"]]
+        win_path = state["win_path"]
+        windows = [Window(paths[p], s, e) for p, s, e in zip(win_path, state["win_start"], state["win_end"])]
+        by_path: dict[str, tuple[array, tuple[str, ...] | None]] = {}
+        first = 0
+        for i, path in enumerate(paths):
+            last = first
+            while last < len(win_path) and win_path[last] == i:
+                last += 1
+            by_path[path] = (array("I", range(first, last)), None)
+            first = last
+        postings: dict[str, tuple[array, array]] = {}
+        ids_view, tfs_view = memoryview(state["post_ids"]).cast("B"), memoryview(state["post_tfs"]).cast("B")
+        pos = 0
+        for term, n in zip(state["terms"], state["term_counts"]):
+            ids, tfs = array("I"), array("H")
+            ids.frombytes(ids_view[pos * 4:(pos + n) * 4])
+            tfs.frombytes(tfs_view[pos * 2:(pos + n) * 2])
+            postings[sys.intern(term)] = (ids, tfs)
+            pos += n
+        lengths = array("I", state["win_len"])
+        with self._lock:
+            if self._by_path or self._windows:
+                return False
+            self._windows, self._lengths, self._by_path, self._postings = windows, lengths, by_path, postings
+            self._arrays = {}
+            self._total_len = sum(lengths)
+            self._live = len(windows)
+        return True
 
     def _term_arrays(self, term: str) -> tuple[Any, Any] | None:
         import numpy as np
@@ -387,7 +468,7 @@ class Retriever:
         # An index still empty (the server's, about to fill in the background) feeds the BM25 windows through its
         # notifications from the start; a built one is read whole by ``warm()``.
         self._built = index is None or index.count() == 0
-        self._build_lock = threading.Lock()
+        self._build_lock = threading.RLock()
         self._texts = _TextCache(index)
         self._token_counts: OrderedDict[str, int] = OrderedDict()
         self._last: tuple[Any, list[tuple[str, int, int]]] | None = None
@@ -397,35 +478,122 @@ class Retriever:
         self._usage: Counter = Counter()
         self._usage_key: tuple | None = None
         self._usage_cache: tuple[Counter, Counter, set[str]] = (Counter(), Counter(), set())
+        # The persisted windows (bm25_store): path -> (mtime_ns, size) of the text its windows came from; paths
+        # loaded from the store stay "unconfirmed" until the index reports the same key (else they are re-read).
+        self._keys: dict[str, tuple[int, int]] = {}
+        self._unconfirmed: set[str] = set()
+        self._store = index.bm25_store_path() if index is not None and index.persist else None
+        self._store_checked = False
+        self._dirty = False
+        # bounded on disk by about the index's memory budget (the windows are part of what that budget estimates)
+        self.store_limit_bytes = max(64 * 2**20, int(index.memory_budget)) if index is not None else 0
+        self.stats = {"read": 0, "from_store": 0}
         if index is not None:
             index.add_listener(self._on_change)
+            index.add_persister(self._persist)
 
     # -------------------------------------------------------------- index upkeep
 
     def warm(self) -> "Retriever":
-        """Build the BM25 windows of every indexed file now (otherwise done on the first request)."""
+        """Build the BM25 windows of every indexed file now (otherwise done on the first request); files whose
+        stored windows are still current come from the store."""
         with self._build_lock:
             if self._built or self.index is None:
                 self._built = True
                 return self
+            self._load_store()
             for path in self.index.files():
-                self._bm25.set_file(path, self._read_indexed(path))
+                self._update(path)
+            self._drop_unconfirmed()
             self._built = True
         return self
 
-    def _read_indexed(self, path: str) -> str | None:
+    def _load_store(self) -> None:
+        """Load the persisted windows once, into the still empty BM25 index; a store that cannot be used is
+        logged in one line and the windows are built from the files (a cold start)."""
+        with self._build_lock:
+            if self._store_checked or self._store is None:
+                return
+            self._store_checked = True
+            from . import bm25_store
+
+            try:
+                state = bm25_store.load(self._store)
+                if state is None or not self._bm25.import_state(state):
+                    return
+            except Exception as exc:  # StoreError, or a store that decodes but does not fit: a cold start
+                log.warning("BM25 store %s unusable (%s): re-reading the indexed files", self._store, exc)
+                self._bm25 = BM25Windows(self._bm25.window_lines, self._bm25.stride)
+                return
+            self._keys = {p: (int(k[0]), int(k[1])) for p, k in zip(state["paths"], state["keys"])}
+            self._unconfirmed = set(self._keys)
+
+    def _update(self, path: str) -> None:
+        """Bring ``path``'s windows in line with the index: removed, kept from the store, or re-read."""
+        entry = self.index.entry(path) if self.index is not None else None
+        if entry is None:
+            if path in self._keys or path in self._unconfirmed:
+                self._keys.pop(path, None)
+                self._unconfirmed.discard(path)
+                self._dirty = True
+            self._bm25.set_file(path, None)
+            return
+        if path in self._unconfirmed:
+            self._unconfirmed.discard(path)
+            if self._keys.get(path) == (entry.mtime_ns, entry.size):
+                self.stats["from_store"] += 1
+                return
+        text, key = self._read_indexed(path)
+        self._bm25.set_file(path, text)
+        self.stats["read"] += 1
+        self._dirty = True
+        if key is None:
+            self._keys.pop(path, None)
+        else:
+            self._keys[path] = key
+
+    def _drop_unconfirmed(self) -> None:
+        """After a full build: stored windows of files the index no longer has (or that changed) go."""
+        for path in list(self._unconfirmed):
+            self._update(path)
+
+    def _read_indexed(self, path: str) -> tuple[str | None, tuple[int, int] | None]:
+        """The redacted text of ``path`` and the (mtime_ns, size) of what was read."""
         try:
             with open(path, "rb") as fh:
-                return redact_secrets(fh.read().decode("utf-8", "replace"))
+                st = os.fstat(fh.fileno())
+                return redact_secrets(fh.read().decode("utf-8", "replace")), (st.st_mtime_ns, st.st_size)
         except OSError:
-            return None
+            return None, None
 
     def _on_change(self, paths: list[str]) -> None:
         if not self._built or self.index is None:
             return
+        self._load_store()
         for path in paths:  # on the indexing thread: keystrokes go first
             self.index.yield_to_requests()
-            self._bm25.set_file(path, self._read_indexed(path) if self.index.entry(path) else None)
+            self._update(path)
+
+    def _persist(self, complete: bool) -> None:
+        """Called by the index when it saves its own cache (``complete``: a full build just ended)."""
+        if self._store is None or not self._built:
+            return
+        if complete:
+            self._drop_unconfirmed()
+        if not self._dirty:
+            return
+        from . import bm25_store
+
+        limit = self.store_limit_bytes
+        try:
+            size = bm25_store.save(self._store, self._bm25.export_state(dict(self._keys)), limit)
+        except (OSError, ValueError) as exc:
+            log.warning("BM25 store %s not written (%s)", self._store, exc)
+            return
+        self._dirty = False
+        if size < 0:
+            log.info("BM25 store not written: larger than %.0f MB (index_memory_mb); restarts re-read the files",
+                     limit / 2**20)
 
     def close(self) -> None:
         if self.index is not None:

@@ -219,7 +219,7 @@ def oracle_fill(task, oracle: str, overrun: str | None = None) -> str:
     if oracle == "empty":
         return ""
     from ..context import syntax
-    from ..postprocess import clean
+    from ..features.postprocess import clean
 
     decision = syntax.analyze(task.document, len(task.prompt), "python", force=True)  # the harness invokes
     if not decision.complete:

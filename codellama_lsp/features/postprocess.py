@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from .context import syntax
+from ..context import syntax
 
 OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {")": "(", "]": "[", "}": "{"}

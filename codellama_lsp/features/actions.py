@@ -22,7 +22,7 @@ from lsprotocol import types as lsp
 
 from . import edits
 from .chat import ChatError, ChatParamsError, CodeContext, document_context, encoding_of, plain, run_chat, service_for
-from .engine.backend import CancelToken
+from ..engine.backend import CancelToken
 from .targets import find_target, language_name
 from .testgen import plan_tests, supports_tests
 

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from .config import Settings
-from .engine.backend import CancelToken, EngineError, GenerationParams, GenerationResult, GenerationStats
+from ..config import Settings
+from ..engine.backend import CancelToken, EngineError, GenerationParams, GenerationResult, GenerationStats
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +412,7 @@ class CompletionService:
         if window and settings.context_tokens > window:
             # never pack more than the model handles well: past its window it only gets slower and worse
             settings = dataclasses.replace(settings, context_tokens=window)
-        from .context.prompt import build_prompt
+        from ..context.prompt import build_prompt
 
         kwargs = dict(
             text=text, offset=offset, path=path, language_id=language_id, template=backend.template,

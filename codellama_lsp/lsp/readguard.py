@@ -34,7 +34,7 @@ def disk_read_refusal(path: str, workspace) -> str | None:
     if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in _roots(workspace)):
         return "outside the workspace folders"
     try:
-        from .context.workspace import is_secret_path
+        from ..context.workspace import is_secret_path
     except ImportError:
         return None
     if is_secret_path(real):

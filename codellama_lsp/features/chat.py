@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .engine.backend import CancelToken, EngineError, GenerationParams, GenerationResult, GenerationStats
+from ..engine.backend import CancelToken, EngineError, GenerationParams, GenerationResult, GenerationStats
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class ChatEngines:
             if self._chat_engine is not None and self._chat_model != self.settings.chat_model:
                 self.close()  # chat_model changed: replace it
             if self._chat_engine is None:
-                from .engine.worker import Engine
+                from ..engine.worker import Engine
 
                 chat_settings = dataclasses.replace(self.settings, model=self.settings.chat_model, model_explicit=True)
                 engine = Engine(chat_settings)

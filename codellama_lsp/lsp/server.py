@@ -25,12 +25,13 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
-from . import __version__
-from .completion import AUTOMATIC, INVOKED, CompletionOutcome, CompletionService, Selected
-from .config import Settings
-from .engine.backend import CancelToken
-from .logs import EditorLogHandler, document_text, set_level
-from .positions import LineIndex, install_document_model, normalize_encoding, units
+from .. import __version__
+from ..config import Settings
+from ..engine.backend import CancelToken
+from ..features.completion import AUTOMATIC, INVOKED, CompletionOutcome, CompletionService, Selected
+from ..logs import EditorLogHandler, document_text, set_level
+from ..positions import LineIndex, normalize_encoding, units
+from .documents import install_document_model
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class CodeLlamaServer(LanguageServer):
         self.settings = settings
         self._init_options: dict[str, Any] = {}
         if engine is None:
-            from .engine.worker import Engine
+            from ..engine.worker import Engine
 
             engine = Engine(settings)
         self.engine = engine
@@ -441,8 +442,8 @@ class CodeLlamaServer(LanguageServer):
         """(Re)build the workspace index for the current folders. It fills on a background thread within the
         ``index_*`` caps; completions use what is there meanwhile and never wait for it."""
         try:
-            from .context.retrieval import Retriever
-            from .context.workspace import WorkspaceIndex
+            from ..context.retrieval import Retriever
+            from ..context.workspace import WorkspaceIndex
         except ImportError:
             return
         old, roots = self.index, self.workspace_roots()
@@ -625,7 +626,7 @@ def _fs_path(uri: str) -> str | None:
 
 def _make_trees():
     try:
-        from .context.syntax import DocumentTrees
+        from ..context.syntax import DocumentTrees
     except ImportError:
         return None
     try:
@@ -637,7 +638,7 @@ def _make_trees():
 
 def _language_of(doc) -> str:
     try:
-        from .context.syntax import language_for
+        from ..context.syntax import language_for
     except ImportError:
         return doc.language_id or ""
     return language_for(doc.language_id or "", doc.path) or ""
@@ -804,7 +805,7 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
         os._exit(0 if ls.protocol._shutdown else 1)
 
     for feature in ("actions", "chat"):
-        module = __import__(f"codellama_lsp.{feature}", fromlist=["register"])
+        module = __import__(f"codellama_lsp.features.{feature}", fromlist=["register"])
         module.register(server)
     return server
 

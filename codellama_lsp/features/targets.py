@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .context import syntax
+from ..context import syntax
 
 # node types that make a meaningful unit to explain/fix/document
 _SCOPES = {
