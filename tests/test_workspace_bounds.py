@@ -424,3 +424,48 @@ def test_the_store_is_bounded_on_disk(tmp_path, caplog):
     assert not store.exists()  # too big for the limit: not written, and the stale one is gone
     assert sum("not written" in r.getMessage() for r in caplog.records) == 1
     index.stop()
+
+
+def test_a_full_cap_makes_room_for_a_newly_opened_far_away_folder(tmp_path):
+    repo = tmp_path / "mono"
+    write(repo, "pyproject.toml", "[project]\nname = 'mono'\n")
+    for team in range(6):
+        for i in range(8):
+            write(repo, f"team{team}/svc/m{i}.py", f"def team{team}_m{i}():\n    return {i}\n")
+    near = repo / "team0/svc/m0.py"
+    write(repo, "far/away/lib/clock.py", "def now():\n    return 0\n")
+    far = write(repo, "far/away/app/main.py", "from ..lib.clock import now\n\nnow()\n")
+    write(repo, "far/away/app/helpers.py", "def helper():\n    return 1\n")
+    index = WorkspaceIndex([repo], tmp_path / "cache", max_files=20, focus=[near], watch=False)
+    retriever = Retriever(index)
+    index.start_background()
+    assert index.wait_ready(300)
+    assert index.count() == 20 and str(far) not in index.files()
+    before = set(index.files())
+    index.focus_on(far)  # the editor opens a file the capped walk never reached
+    assert index.wait_ready(300)
+    files = set(index.files())
+    assert index.count() == 20  # the cap still holds...
+    assert {str(far), str(far.parent / "helpers.py"), str(repo / "far/away/lib/clock.py")} <= files  # ...and it is in
+    assert {str(p) for p in near.parent.glob("*.py")} <= files  # the first document's folder stayed
+    evicted = before - files
+    assert len(evicted) == 3 and index.stats["evicted"] == 3
+    assert all("/team0/" not in p for p in evicted)  # the farthest from both documents went
+    assert set(retriever._bm25.paths()) == files and len(index.definitions("now")) == 1
+    index.focus_on(far)  # opening it again changes nothing
+    assert index.wait_ready(300) and set(index.files()) == files
+    index.stop()
+
+
+def test_opening_documents_below_the_caps_starts_no_work(tmp_path):
+    repo = tmp_path / "small"
+    write(repo, "pyproject.toml", "")
+    docs = [write(repo, f"pkg{i}/m.py", f"def f{i}():\n    return {i}\n") for i in range(3)]
+    index = WorkspaceIndex([repo], tmp_path / "cache", watch=False)
+    index.start_background()
+    assert index.wait_ready(300)
+    states = []
+    index.on_state = lambda: states.append(index.state)
+    for doc in docs:
+        index.focus_on(doc)
+    assert states == [] and index._worker is None  # everything is indexed already: no job, no state change

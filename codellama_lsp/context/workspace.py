@@ -459,6 +459,16 @@ MAX_PAUSE_S = 5.0  # a request that never ends must not stop indexing for good
 BATCH = 16  # files per listener notification while building
 
 
+AROUND_MAX_FILES = 256  # files brought in for one opened document when the caps are reached
+
+
+@dataclass(frozen=True)
+class _Around:
+    """A queued job: make room for an opened document's neighbourhood (see ``_index_around``)."""
+
+    path: str
+
+
 def _entry_cost(entry: "FileEntry") -> int:
     return int(COST_PER_FILE + COST_PER_DEFINITION * len(entry.definitions) + COST_PER_BYTE * entry.size)
 
@@ -513,6 +523,7 @@ class WorkspaceIndex:
         self._ignore = _IgnoreRules()
         self._listeners: list[Listener] = []
         self._persisters: list[Callable[[bool], None]] = []
+        self._unindexable: set[str] = set()  # files an opened document's neighbourhood could not add
         self._pending: set[str] = set()
         self._rescan = False
         self._timer: threading.Timer | None = None
@@ -641,7 +652,8 @@ class WorkspaceIndex:
 
     def focus_on(self, path: str | os.PathLike) -> None:
         """An editor opened ``path``: inside a broad root, index around it too (in the background); without a
-        working file watcher, re-index the file itself."""
+        working file watcher, re-index the file itself; when the caps were reached, its folder and imports take
+        the place of the indexed files farthest from the open documents (``_index_around``)."""
         try:
             real = os.path.realpath(os.fspath(path))
             with self._lock:  # atomic with _plan_scope: either it sees this document or we see its decision
@@ -660,6 +672,8 @@ class WorkspaceIndex:
                 self._enqueue(added)
         elif self._started and not self.watching:
             self.refresh([real])
+        if self._started and self._needs_room(real):
+            self._enqueue([_Around(real)])  # after any new folder: at the caps, make room for this one's
 
     def saved(self, path: str | os.PathLike) -> None:
         """An editor saved ``path``: re-index it when no file watcher does."""
@@ -840,36 +854,45 @@ class WorkspaceIndex:
             if not doc.startswith(prefix):
                 continue
             exact.add(doc)
-            language = syntax.language_for(None, doc)
-            try:
-                with open(doc, "rb") as fh:
-                    text = fh.read(self.max_file_bytes).decode("utf-8", "replace")
-            except OSError:
-                continue
-            for imp in parse_imports(import_lines(text), language):
-                if language == "python":
-                    dots = len(imp.module) - len(imp.module.lstrip("."))
-                    parts = [p for p in imp.module[dots:].split(".") if p]
-                    if dots:
-                        base = os.path.dirname(doc)
-                        for _ in range(dots - 1):
-                            base = os.path.dirname(base)
-                        stems = [os.path.join(base, *parts)] + [os.path.join(base, *parts, n) for _, n in imp.names]
-                        for stem in stems:
-                            exact.update((stem + ".py", os.path.join(stem, "__init__.py")))
-                    elif parts:
-                        stems = [parts] + [parts + [n] for _, n in imp.names]
-                        for stem in stems:
-                            suffixes.add(os.sep + os.path.join(*stem) + ".py")
-                            suffixes.add(os.sep + os.path.join(*stem, "__init__.py"))
-                elif language in ("javascript", "typescript", "tsx") and imp.module.startswith("."):
-                    base = os.path.normpath(os.path.join(os.path.dirname(doc), imp.module))
-                    exact.update(base + ext for ext in (".ts", ".tsx", ".js", ".jsx", ".mjs", "/index.ts",
-                                                        "/index.js", ""))
+            more, ends = self._import_targets(doc)
+            exact |= more
+            suffixes |= ends
         if not exact and not suffixes:
             return set()
         ends = tuple(suffixes)
         return {p for p in listed if p in exact or (ends and p.endswith(ends))}
+
+    def _import_targets(self, doc: str) -> tuple[set[str], set[str]]:
+        """Files ``doc`` imports: exact paths (relative imports) and path suffixes (absolute Python imports)."""
+        exact: set[str] = set()
+        suffixes: set[str] = set()
+        language = syntax.language_for(None, doc)
+        try:
+            with open(doc, "rb") as fh:
+                text = fh.read(self.max_file_bytes).decode("utf-8", "replace")
+        except OSError:
+            return exact, suffixes
+        for imp in parse_imports(import_lines(text), language):
+            if language == "python":
+                dots = len(imp.module) - len(imp.module.lstrip("."))
+                parts = [p for p in imp.module[dots:].split(".") if p]
+                if dots:
+                    base = os.path.dirname(doc)
+                    for _ in range(dots - 1):
+                        base = os.path.dirname(base)
+                    stems = [os.path.join(base, *parts)] + [os.path.join(base, *parts, n) for _, n in imp.names]
+                    for stem in stems:
+                        exact.update((stem + ".py", os.path.join(stem, "__init__.py")))
+                elif parts:
+                    stems = [parts] + [parts + [n] for _, n in imp.names]
+                    for stem in stems:
+                        suffixes.add(os.sep + os.path.join(*stem) + ".py")
+                        suffixes.add(os.sep + os.path.join(*stem, "__init__.py"))
+            elif language in ("javascript", "typescript", "tsx") and imp.module.startswith("."):
+                base = os.path.normpath(os.path.join(os.path.dirname(doc), imp.module))
+                exact.update(base + ext for ext in (".ts", ".tsx", ".js", ".jsx", ".mjs", "/index.ts",
+                                                    "/index.js", ""))
+        return exact, suffixes
 
     def _name_problem(self, root: str, path: str) -> str | None:
         if syntax.language_for(None, path) is None:
@@ -1077,6 +1100,96 @@ class WorkspaceIndex:
             self.stats["files"] = len(seen)
         return changed
 
+    def _capped(self) -> bool:
+        with self._lock:
+            return bool(len(self._files) >= self.max_files or self._bytes >= self.memory_budget
+                        or self.skipped.get("file_cap") or self.skipped.get("memory_budget"))
+
+    def _needs_room(self, doc: str) -> bool:
+        """Whether an opened document's neighbourhood is missing from an index that is (or may become) capped."""
+        worker = self._worker
+        if not (self._capped() or (worker is not None and worker.is_alive())):
+            return False
+        root = self.root_of(doc)
+        if root is None or not self._in_scope(doc):
+            return False
+        return any(self.entry(p) is None and p not in self._unindexable for p in self._around(root, doc))
+
+    def _index_around(self, doc: str) -> None:
+        """An opened document when the caps were reached: its folder and the files it imports go in, taking the
+        place of the indexed files farthest from every open document. Without this, a far-away folder opened
+        after the cap filled would get no context at all (the walk stopped before it)."""
+        root = self.root_of(doc)
+        if not self._capped() or root is None or not self._in_scope(doc):
+            return
+        wanted = [p for p in self._around(root, doc) if self.entry(p) is None and p not in self._unindexable]
+        wanted = wanted[:AROUND_MAX_FILES]
+        if not wanted:
+            return
+        focus_dirs = [os.path.dirname(p) for p in self._focus]
+        keep = set(wanted) | set(self._focus)
+        with self._lock:
+            indexed = list(self._files)
+        evictable = [p for p in nearest_first(indexed, focus_dirs) if p not in keep]  # outside the lock: O(index)
+        added: list[str] = []
+        for path in wanted:
+            if self._stopping.is_set():
+                break
+            self._yield_to_requests()
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            entry = self._index_file(path, st, None)
+            if entry is None:  # binary, minified, too big...: not tried again for the next opened document
+                if len(self._unindexable) > 10_000:
+                    self._unindexable.clear()
+                self._unindexable.add(path)
+                continue
+            cost = _entry_cost(entry)
+            with self._lock:
+                while evictable and (len(self._files) >= self.max_files or self._bytes + cost > self.memory_budget):
+                    gone = self._files.pop(evictable.pop(), None)  # the farthest one left
+                    if gone is not None:
+                        self._bytes -= _entry_cost(gone)
+                        self._forget_names(gone)
+                        added.append(gone.path)
+                        self.stats["evicted"] = self.stats.get("evicted", 0) + 1
+                if len(self._files) >= self.max_files or self._bytes + cost > self.memory_budget:
+                    break  # nothing left to make room with
+                self._files[path] = entry
+                self._bytes += cost
+                for d in entry.definitions:
+                    self._by_name.setdefault(d.name, []).append(d)
+                added.append(path)
+        if added:
+            with self._lock:
+                self._module_files = None
+                self.generation += 1
+                self.stats["files"] = len(self._files)
+            self._notify(added)
+
+    def _around(self, root: str, doc: str) -> list[str]:
+        """Indexable files next to ``doc`` and those it imports (that exist on disk), the imports first."""
+        exact, suffixes = self._import_targets(doc)
+        found = [p for p in sorted(exact) if os.path.isfile(p)]
+        bases = [root, os.path.join(root, "src")]
+        found += [os.path.join(b, s.lstrip(os.sep)) for s in sorted(suffixes) for b in bases
+                  if os.path.isfile(os.path.join(b, s.lstrip(os.sep)))]
+        directory = os.path.dirname(doc)
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            names = []
+        found += [os.path.join(directory, n) for n in names]
+        out = []
+        for path in dict.fromkeys(found):
+            if path == doc or not path.startswith(root.rstrip(os.sep) + os.sep) or not os.path.isfile(path):
+                continue
+            if self._name_problem(root, path) is None and not self._ignore.ignored(root, path, is_dir=False):
+                out.append(path)
+        return [doc] + out if os.path.isfile(doc) and self._name_problem(root, doc) is None else out
+
     def _publish(self, batch: list[str]) -> None:
         with self._lock:
             self.generation += 1
@@ -1101,7 +1214,10 @@ class WorkspaceIndex:
                     break
                 root = self._todo.pop(0)
             try:
-                self._index_roots([root], publish=True)
+                if isinstance(root, _Around):
+                    self._index_around(root.path)
+                else:
+                    self._index_roots([root], publish=True)
             except Exception:  # an unreadable corner of a tree must not end indexing
                 continue
         self.stats["seconds"] = time.perf_counter() - t0
