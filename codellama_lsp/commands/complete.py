@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 
+from ..config import choices
 from . import add_runtime_arguments, runtime_values
 
 
@@ -20,9 +21,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("target", metavar="FILE:LINE:COL", help="position to complete at (1-based line and column)")
     parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
     add_runtime_arguments(parser)
-    parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"))
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
-    parser.add_argument("--fim-mode", choices=("psm", "spm"), help="infilling prompt order (default spm)")
+    parser.add_argument("--quantization", choices=choices("quantization"))
+    parser.add_argument("--device", choices=choices("device"))
+    parser.add_argument("--fim-mode", choices=choices("fim_mode"), help="infilling prompt order (default spm)")
     parser.add_argument("--max-tokens", type=int, metavar="N", help="most tokens to generate")
     parser.add_argument("--context-tokens", type=int, metavar="N", help="token budget of the whole prompt")
     parser.add_argument("--no-repo-context", action="store_true", help="use only the file itself, no other files")
