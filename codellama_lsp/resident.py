@@ -39,10 +39,6 @@ from typing import Any
 
 from . import __version__
 
-#: Settings that decide what is loaded: a different value needs a different resident process.
-LOAD_KEYS = ("model", "model_explicit", "draft_model", "quantization", "device", "dtype", "template", "fim",
-             "speculation", "reuse_cache", "kv_cache", "backend", "endpoint", "runtime", "gguf_file", "n_threads",
-             "n_gpu_layers")
 #: How long the client waits for a newly started process to listen (it binds before importing torch).
 START_TIMEOUT_S = 60.0
 MAX_LINE = 64 * 1024 * 1024  # a request carries a whole document
@@ -73,8 +69,7 @@ def runtime_dir() -> Path:
 
 def key_of(settings: Any) -> str:
     """Which resident process serves these settings: the loading settings, this package and interpreter."""
-    values = settings.as_dict()
-    spec = {k: values.get(k) for k in LOAD_KEYS}
+    spec = {**settings.load_spec(), "model_explicit": settings.model_explicit}  # what is loaded (config.py)
     spec.update(version=__version__, package=str(Path(__file__).resolve().parent), python=sys.executable)
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -354,6 +354,22 @@ def test_complete_with_a_gguf_never_imports_torch(no_torch_env, demo_path, tmp_p
     assert "Traceback" not in proc.stderr
 
 
+def test_complete_with_a_gguf_loads_in_process_by_default(no_torch_env, demo_path, tmp_path):
+    """Default options (what a user types): no resident process is started for a GGUF, and no torch."""
+    runtime = tmp_path / "run"
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), XDG_CONFIG_HOME=str(tmp_path / "config"),
+               XDG_STATE_HOME=str(tmp_path / "state"), CODELLAMA_LSP_RESIDENT="1",
+               CODELLAMA_LSP_RUNTIME_DIR=str(runtime))
+    proc = subprocess.run(
+        [sys.executable, "-m", "codellama_lsp", "complete", "examples/stats.py:20:5", "--model", str(demo_path),
+         "--threads", "1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() and "resident" not in proc.stderr
+    assert not list(runtime.glob("*.sock")) if runtime.exists() else True
+    assert no_torch_env.read_text() == ""
+
+
 def test_bad_gguf_on_the_command_line_is_one_line_and_exit_2(tmp_path, demo_path):
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(demo_path.read_bytes()[:4096])

@@ -144,6 +144,24 @@ async def test_changing_the_model_reloads_it_without_a_restart(client, tmp_path_
     assert (await inline(client, uri, 0, 13)).items
 
 
+async def test_switching_speculation_to_draft_from_the_editor_loads_the_draft_model(tiny_model_dir, tmp_path):
+    """``speculation = "draft"`` decodes with ``draft_model``, which is loaded with the model: switching it on
+    from the editor must reload (before, the server kept the model without a draft and decoding fell back to
+    prompt lookup without a word)."""
+    caps = capabilities(configuration=False)  # the pushed settings are the ones applied
+    start = {**SHORT, "draftModel": str(tiny_model_dir), "speculation": "prompt_lookup"}
+    async with lsp_session(tmp_path / "home", model=tiny_model_dir, caps=caps, init_options=start) as c:
+        await c.notes.wait_ready()
+        statuses = len(c.notes.statuses)
+        c.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(
+            settings={"codellama": {**start, "speculation": "draft"}}))
+        await c.notes.wait_status(lambda s: s.get("state") == "loading", after=statuses, timeout=60)
+        ready = await c.notes.wait_status(lambda s: s.get("state") in ("ready", "error"), after=statuses)
+        assert ready["state"] == "ready", ready
+        messages = [getattr(r, "message", None) or "" for reports in c.progress_reports.values() for r in reports]
+        assert any(m.startswith("loading draft model") for m in messages), messages
+
+
 async def test_completion_fallback_is_one_labelled_item_with_a_text_edit(client):
     text = "alpha beta gamma "
     uri = "file:///tmp/codellama-lsp-tests/fallback.txt"

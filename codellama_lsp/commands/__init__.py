@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import choices
+
 
 def add_runtime_arguments(parser) -> None:
     """The options that choose and tune the runtime, shared by serve, complete and doctor."""
-    parser.add_argument("--runtime", choices=("auto", "transformers", "llamacpp"),
+    parser.add_argument("--runtime", choices=choices("runtime"),
                         help="what runs the model (auto: llama.cpp for a GGUF file, transformers otherwise)")
     parser.add_argument("--gguf-file", metavar="NAME", help="which .gguf of a directory or cached Hub repo holding several")
     parser.add_argument("--threads", type=int, metavar="N", help="llama.cpp threads (default: all cores but one)")

@@ -10,14 +10,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..config import choices
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("question", help="what to ask")
     parser.add_argument("--file", "-f", metavar="F", help="a file the question is about")
     parser.add_argument("--lines", "-l", metavar="A-B", help="1-based inclusive line range of --file (default: all)")
     parser.add_argument("--model", help="model directory, Hugging Face id in the local cache, or 'demo'")
-    parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"))
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--quantization", choices=choices("quantization"))
+    parser.add_argument("--device", choices=choices("device"))
     parser.add_argument("--max-tokens", type=int, metavar="N", help="most tokens to generate (default chat_max_tokens)")
     parser.add_argument("--no-repo-context", action="store_true", help="use only the file itself, no other files")
     parser.add_argument("--workspace", metavar="DIR", help="repository root for context (default: enclosing git root)")

@@ -16,15 +16,16 @@ from pathlib import Path
 from typing import Any
 
 
+from ..config import choices
 from . import add_runtime_arguments, runtime_values
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
     add_runtime_arguments(parser)
-    parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"))
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
-    parser.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"))
+    parser.add_argument("--quantization", choices=choices("quantization"))
+    parser.add_argument("--device", choices=choices("device"))
+    parser.add_argument("--dtype", choices=choices("dtype"))
     parser.add_argument("--context-tokens", type=int, metavar="N", help="context length for the KV-cache estimate")
     parser.add_argument("--no-load", action="store_true", help="only inspect; do not load the model")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 
+from ..config import choices
 from . import add_runtime_arguments, runtime_values
 
 
@@ -14,9 +15,9 @@ def add_arguments(parser) -> None:
     transport.add_argument("--tcp", metavar="HOST:PORT", help="listen on a TCP port instead (one client; for debugging)")
     parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
     add_runtime_arguments(parser)
-    parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"))
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
-    parser.add_argument("--log-level", choices=("error", "warning", "info", "debug"))
+    parser.add_argument("--quantization", choices=choices("quantization"))
+    parser.add_argument("--device", choices=choices("device"))
+    parser.add_argument("--log-level", choices=choices("log_level"))
     parser.add_argument("--log-file", help="log file (default: server.log in the platform log directory)")
     parser.add_argument("--config", help="TOML settings file (default: config.toml in the platform config directory)")
 

@@ -30,6 +30,10 @@ from .backend import EngineError, ModelLoadError
 from .step import Cancelled, ModelStep
 
 ABORTABLE_PREFILL = 64  # prefills at least this long run with the abort callback installed
+# Tokens llama.cpp computes per graph (its physical batch, n_ubatch). The abort callback runs between graph
+# nodes, so a smaller graph stops a cancelled prefill sooner; on this CPU 128 prefills as fast as 512
+# (demo: 3,800-4,200 tok/s for all three sizes; SmolLM2: within noise).
+UBATCH = 128
 _log_lines: list[str] = []  # llama.cpp's recent warnings/errors, for one-line load errors
 _log_callback: Any = None
 
@@ -37,7 +41,7 @@ _log_callback: Any = None
 def import_llama_cpp() -> Any:
     """``llama_cpp``, or a ModelLoadError saying how to install it."""
     try:
-        import llama_cpp
+        llama_cpp = _low_level_module()
     except ImportError:
         raise ModelLoadError(
             "GGUF models need llama-cpp-python: run `pip install \"codellama-lsp[gguf]\"` (it compiles llama.cpp, "
@@ -47,6 +51,35 @@ def import_llama_cpp() -> Any:
         raise ModelLoadError(f"llama-cpp-python is installed but does not load ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}); reinstall it") from None
     return llama_cpp
+
+
+def _low_level_module() -> Any:
+    """``llama_cpp.llama_cpp`` (the ctypes bindings of ``llama.h``) without running the package's
+    ``__init__``, which also imports the high-level ``Llama`` class, its chat formats, jinja2 and numpy
+    (0.1-0.9 s on a 2-core CPU; the first `complete` waits for it). The package is stood in for by an
+    unexecuted module only while the submodule loads, then removed, so a later ``import llama_cpp`` anywhere
+    runs the real ``__init__``, which picks up the same, already loaded bindings."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if "llama_cpp" in sys.modules:  # imported already (or blocked: None), the usual way
+        if sys.modules["llama_cpp"] is None:
+            raise ImportError("llama_cpp is blocked")
+        return importlib.import_module("llama_cpp.llama_cpp")
+    loaded = sys.modules.get("llama_cpp.llama_cpp")
+    if loaded is not None:
+        return loaded
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError("No module named 'llama_cpp'")
+    stand_in = importlib.util.module_from_spec(spec)  # a package with its __path__, __init__ not run
+    sys.modules["llama_cpp"] = stand_in
+    try:
+        return importlib.import_module("llama_cpp.llama_cpp")
+    finally:
+        if sys.modules.get("llama_cpp") is stand_in:
+            del sys.modules["llama_cpp"]
 
 
 def _quiet_logs(llama_cpp: Any) -> None:
@@ -136,13 +169,15 @@ class LlamaCppStep(ModelStep):
 
     runtime = "llamacpp"
 
-    def __init__(self, model: LlamaCppModel, *, n_ctx: int = 4096, n_threads: int = 0, n_batch: int = 512) -> None:
+    def __init__(self, model: LlamaCppModel, *, n_ctx: int = 4096, n_threads: int = 0, n_batch: int = 512,
+                 n_ubatch: int = UBATCH) -> None:
         super().__init__()
         lib = model.lib
         self.lib, self.model = lib, model
         params = lib.llama_context_default_params()
         params.n_ctx = int(n_ctx)
-        params.n_batch = params.n_ubatch = int(n_batch)
+        params.n_batch = int(n_batch)
+        params.n_ubatch = min(int(n_ubatch or n_batch), int(n_batch))
         params.n_seq_max = 1
         threads = int(n_threads) or default_threads()
         params.n_threads = params.n_threads_batch = threads
@@ -162,6 +197,15 @@ class LlamaCppStep(ModelStep):
         self.n_threads = threads
         self.n_vocab = model.n_vocab
         self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
+        batch = self._batch
+        # the batch's arrays, looked up once (a ctypes attribute read per token adds up); every token is in
+        # sequence 0 only, so those two arrays are filled once here
+        self._tokens, self._pos, self._flags = batch.token, batch.pos, batch.logits
+        for i in range(self.n_batch):
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+        self._llama_decode, self._logits_ith = lib.llama_decode, lib.llama_get_logits_ith
+        self._row_bytes = self.n_vocab * 4
         self._check: Callable[[], None] | None = None
         self._stopped: Cancelled | None = None
         self._abort = lib.ggml_abort_callback(self._should_abort)
@@ -187,18 +231,33 @@ class LlamaCppStep(ModelStep):
             raise EngineError(f"the prompt ({len(self.ids) + len(ids)} tokens) does not fit the llama.cpp context "
                                  f"of {self.n_ctx}; lower the `context_tokens` setting")
         rows = np.empty((logits_to_keep, self.n_vocab), dtype=np.float32)
-        row_bytes = self.n_vocab * 4
+        address, row_bytes = rows.__array_interface__["data"][0], self._row_bytes
         first_kept, kept = len(ids) - logits_to_keep, 0
         for start in range(0, len(ids), self.n_batch):
             chunk = ids[start : start + self.n_batch]
             flags = [start + i >= first_kept for i in range(len(chunk))]
             self._decode(chunk, flags)
-            get = self.lib.llama_get_logits_ith
             for i, flag in enumerate(flags):
                 if flag:  # one copy out of llama.cpp's buffer, which the next decode overwrites
-                    ctypes.memmove(rows[kept].ctypes.data, get(self.ctx, i), row_bytes)
+                    ctypes.memmove(address + kept * row_bytes, self._logits_ith(self.ctx, i), row_bytes)
                     kept += 1
         return rows
+
+    def decode_one(self, token: int) -> np.ndarray:
+        """``forward([token], 1)[-1]`` without its generality: the per-token path of the decode loop, where
+        Python's own cost is compared with llama.cpp's (bench/runtimes.py: our loop's overhead)."""
+        base = len(self.ids)
+        if base + 1 > self.n_ctx:
+            return self.forward([token], 1)[-1]  # raises the one-line "does not fit" error
+        self._tokens[0], self._pos[0], self._flags[0] = token, base, 1
+        self._batch.n_tokens = 1
+        rc = self._llama_decode(self.ctx, self._batch)
+        if rc != 0:
+            self._failed(rc, [token], base)
+        self.ids.append(token)
+        row = np.empty(self.n_vocab, dtype=np.float32)
+        ctypes.memmove(row.__array_interface__["data"][0], self._logits_ith(self.ctx, 0), self._row_bytes)
+        return row
 
     def prefill(self, ids: Sequence[int], check: Callable[[], None] = lambda: None) -> Any:
         """Short runs as one forward; long ones with the abort callback installed, so that ``check`` stops them
@@ -244,18 +303,22 @@ class LlamaCppStep(ModelStep):
 
     def _decode(self, chunk: list[int], flags: list[bool]) -> None:
         batch, base, n = self._batch, len(self.ids), len(chunk)
-        token, pos, n_seq, seq, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
+        token, pos, logits = self._tokens, self._pos, self._flags
         for i, t in enumerate(chunk):
             token[i] = t
             pos[i] = base + i
-            n_seq[i] = 1
-            seq[i][0] = 0
             logits[i] = flags[i]
         batch.n_tokens = n
-        rc = self.lib.llama_decode(self.ctx, batch)
+        rc = self._llama_decode(self.ctx, batch)
         if rc == 0:
             self.ids.extend(chunk)
             return
+        self._failed(rc, chunk, base)
+
+    def _failed(self, rc: int, chunk: list[int], base: int) -> None:
+        """After ``llama_decode`` returned ``rc`` != 0 for ``chunk`` fed at ``base``: keep what it finished,
+        then raise (``Cancelled`` for an abort)."""
+        n = len(chunk)
         if rc == 2 or rc < -1:  # aborted (or failed) part-way: the finished ubatches stay in the cache
             done = int(self.lib.llama_memory_seq_pos_max(self.mem, 0)) + 1
             done = max(base, min(done, base + n))

@@ -26,12 +26,15 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
 from .. import __version__
-from ..config import Settings
+from ..config import Settings, reload_reasons
 from ..engine.backend import CancelToken
+from ..errors import RequestError
 from ..features.completion import AUTOMATIC, INVOKED, CompletionOutcome, CompletionService, Selected
 from ..logs import EditorLogHandler, document_text, set_level
 from ..positions import LineIndex, normalize_encoding, units
+from . import actions, chat, ranges
 from .documents import install_document_model
+from .errors import jsonrpc_error
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +42,6 @@ STATUS = "codellama/status"
 PROMPT = "codellama/prompt"
 PING = "codellama/ping"
 CONFIG_SECTION = "codellama"
-# Settings whose change needs the model loaded again.
-RELOAD_KEYS = ("model", "quantization", "device", "dtype", "template", "fim", "backend", "endpoint",
-               "draft_model", "kv_cache", "runtime", "gguf_file", "n_threads", "n_gpu_layers",
-               "remote_model", "api_key_env", "api_key_file", "ca_bundle", "connect_timeout_s", "read_timeout_s",
-               "cache_salt")
 MAX_RECENT_EDITS = 16
 # A request made while the model loads waits this long for it (the client shows the load's progress)
 # instead of being answered empty: the keystroke that asked is not lost.
@@ -212,6 +210,7 @@ class CodeLlamaServer(LanguageServer):
         self.trees = _make_trees()
         self.index = None
         self.retriever = None
+        self.chat_service = None  # lsp/chat.py's, created on first use
         self.completion = CompletionService(engine, settings, trees=self.trees)
         self.completion.report = self._report_outcome
         self.state = "starting"
@@ -340,7 +339,7 @@ class CodeLlamaServer(LanguageServer):
             self.spawn(self.restart_index())
         if changed:
             self.completion.forget()
-            if self.state != "starting" and any(getattr(old, k) != getattr(new, k) for k in RELOAD_KEYS):
+            if self.state != "starting" and reload_reasons(old, new):
                 self.spawn(self.load_model(reload=True))
         return errors
 
@@ -502,12 +501,11 @@ class CodeLlamaServer(LanguageServer):
             return CompletionOutcome(reason="unknown_document", uri=uri), LineIndex.of("")
         encoding = normalize_encoding(self.workspace.position_encoding)
         lines = LineIndex.of(text)
-        offset = lines.offset_at(position.line, position.character, encoding)
+        offset = ranges.offset(text, position, encoding)
         chosen = None
         if selected is not None:
-            chosen = Selected(lines.offset_at(selected.range.start.line, selected.range.start.character, encoding),
-                              lines.offset_at(selected.range.end.line, selected.range.end.character, encoding),
-                              selected.text)
+            chosen = Selected(ranges.offset(text, selected.range.start, encoding),
+                              ranges.offset(text, selected.range.end, encoding), selected.text)
         self.stop_warming()
         token = CancelToken()
         key = f"{kind} {uri}"
@@ -532,9 +530,7 @@ class CodeLlamaServer(LanguageServer):
         return outcome, lines
 
     def to_range(self, lines: LineIndex, start: int, end: int) -> lsp.Range:
-        encoding = normalize_encoding(self.workspace.position_encoding)
-        (sl, sc), (el, ec) = lines.position_at(start, encoding), lines.position_at(end, encoding)
-        return lsp.Range(start=lsp.Position(line=sl, character=sc), end=lsp.Position(line=el, character=ec))
+        return ranges.to_range(lines.text, start, end, normalize_encoding(self.workspace.position_encoding))
 
     def note_edit(self, path: str, start_line: int, end_line: int) -> None:
         """Remember where the user edits (retrieval shows the model code around recent edits)."""
@@ -573,8 +569,7 @@ class CodeLlamaServer(LanguageServer):
             text = doc.source
         except (OSError, UnicodeDecodeError):
             return
-        offset = LineIndex.of(text).offset_at(position.line, position.character,
-                                              normalize_encoding(self.workspace.position_encoding))
+        offset = ranges.offset(text, position, normalize_encoding(self.workspace.position_encoding))
         try:
             plan = await self.completion.off_loop(
                 self.completion.build_plan, text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "",
@@ -599,10 +594,6 @@ class CodeLlamaServer(LanguageServer):
     def cancel_all(self, reason: str) -> None:
         for token in list(self._inflight.values()):
             token.cancel(reason)
-
-
-def _request_failed(message: str) -> JsonRpcException:
-    return JsonRpcException.from_error(lsp.ResponseError(code=lsp.LSPErrorCodes.RequestFailed, message=message))
 
 
 def _section(values: Any) -> dict[str, Any]:
@@ -762,16 +753,14 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
     async def prompt(ls: CodeLlamaServer, params: lsp.TextDocumentPositionParams) -> dict[str, Any]:
         """What the model sees (and answers) at a position: the JSON of ``complete --show-prompt --json``."""
         if not await ls.wait_ready():
-            raise _request_failed(f"model not ready ({ls.state})")
+            raise jsonrpc_error(RequestError(f"model not ready ({ls.state})"))
         uri = params.text_document.uri
         doc = ls.workspace.get_text_document(uri)
         try:
             text = doc.source
         except (OSError, UnicodeDecodeError) as exc:
-            raise _request_failed(f"cannot read {uri}: {exc}") from None
-        lines = LineIndex.of(text)
-        offset = lines.offset_at(params.position.line, params.position.character,
-                                 normalize_encoding(ls.workspace.position_encoding))
+            raise jsonrpc_error(RequestError(f"cannot read {uri}: {exc}")) from None
+        offset = ranges.offset(text, params.position, normalize_encoding(ls.workspace.position_encoding))
         return await ls.completion.prompt(text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "",
                                           open_documents=ls.open_documents() if ls.settings.repo_context else None,
                                           recent_edits=list(ls.recent_edits))
@@ -804,9 +793,8 @@ def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
         logging.shutdown()
         os._exit(0 if ls.protocol._shutdown else 1)
 
-    for feature in ("actions", "chat"):
-        module = __import__(f"codellama_lsp.features.{feature}", fromlist=["register"])
-        module.register(server)
+    actions.register(server)
+    chat.register(server)
     return server
 
 
