@@ -13,26 +13,25 @@ from pathlib import Path
 from typing import Any
 
 
-from . import add_runtime_arguments, runtime_values
+from ..config import choices
+from . import CONFIG_HELP, add_model_arguments, runtime_values
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("target", metavar="FILE:LINE:COL", help="position to complete at (1-based line and column)")
-    parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
-    add_runtime_arguments(parser)
-    parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"))
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
-    parser.add_argument("--fim-mode", choices=("psm", "spm"), help="infilling prompt order (default spm)")
+    add_model_arguments(parser)
+    parser.add_argument("--fim-mode", choices=choices("fim_mode"), help="infilling prompt order (default spm)")
     parser.add_argument("--max-tokens", type=int, metavar="N", help="most tokens to generate")
     parser.add_argument("--context-tokens", type=int, metavar="N", help="token budget of the whole prompt")
     parser.add_argument("--no-repo-context", action="store_true", help="use only the file itself, no other files")
     parser.add_argument("--workspace", metavar="DIR", help="repository root for context (default: enclosing git root, else the file's folder)")
     parser.add_argument("--show-prompt", action="store_true", help="also print the exact prompt")
     parser.add_argument("--json", action="store_true", help="print one JSON object (completion, prompt, prompt_ids, fim_mode, model, timings, ...)")
-    parser.add_argument("--config", help="TOML settings file (default: config.toml in the platform config directory)")
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--no-resident", action="store_true",
                         help="load the model in this process and exit with it (default: keep it loaded in a resident"
-                        " process for resident_minutes, so the next call answers at once)")
+                        " process for resident_minutes, so the next call answers at once; a GGUF model always"
+                        " loads in this process, which is quicker)")
 
 
 class UsageError(Exception):
@@ -105,6 +104,7 @@ def run(args) -> int:
            **runtime_values(args)}
     if args.no_repo_context:
         cli["repo_context"] = False
+    cli["alternatives"] = 1  # one suggestion is printed: sampling the others ("next" in an editor) is wasted
     settings, errors = load_settings(cli, Path(args.config) if args.config else None)
     for error in errors:
         print(f"codellama-lsp: warning: {error}", file=sys.stderr)
@@ -137,12 +137,28 @@ def _answer(settings, text: str, offset: int, path: Path, root: Path, *, residen
     from .. import resident as resident_process
 
     _print_model_notice(settings)
-    if resident and resident_process.enabled(settings):
+    if resident and resident_process.enabled(settings) and not _runs_on_llamacpp(settings):
         try:
             return resident_process.complete(settings, text, offset, path, root)
         except resident_process.ResidentUnavailable as exc:
             print(f"codellama-lsp: warning: {exc}; loading the model in this process", file=sys.stderr)
     return asyncio.run(_complete(settings, text, offset, path, root))
+
+
+def _runs_on_llamacpp(settings) -> bool:
+    """Whether the model is a GGUF run in-process by llama.cpp. Then no resident process is used: loading a
+    GGUF in the command (import ~0.1 s, load ~0.1-0.5 s) costs less than starting one and handing the request
+    over a socket (measured on the demo GGUF: 1.1-1.5 s in-process, 2.7-3.9 s for the call that starts it,
+    1.0-1.8 s for later calls; bench/results/cli_latency_gguf.md)."""
+    if getattr(settings, "backend", "local") != "local" or getattr(settings, "runtime", "auto") == "transformers":
+        return False
+    from ..engine.llamacpp import find_gguf
+
+    try:
+        return find_gguf(settings.model, getattr(settings, "gguf_file", "") or "") is not None \
+            or getattr(settings, "runtime", "auto") == "llamacpp"
+    except Exception:  # the load itself reports what is wrong with the model setting
+        return False
 
 
 def _absolute_model_path(settings):
@@ -156,15 +172,23 @@ def _absolute_model_path(settings):
 
 
 async def _complete(settings, text: str, offset: int, path: Path, root: Path) -> dict:
+    import asyncio
+
     from ..engine.worker import Engine
 
     engine = Engine(settings)
+    loading = asyncio.ensure_future(engine.load(None))
     index = None
     try:
-        await engine.load(None)
-        retriever, index = _retriever(root, settings)
+        # the repository is indexed while the model loads (llama.cpp's load runs outside the GIL)
+        retriever, index = await asyncio.to_thread(_retriever, root, settings)
+        await loading
         return await complete_file(engine, settings, retriever, text, offset, path)
     finally:
+        if not loading.done():
+            loading.cancel()
+        elif not loading.cancelled():
+            loading.exception()  # retrieved, so a failed load that lost to another error is not logged at exit
         if index is not None:
             index.stop()
         engine.close()
@@ -188,10 +212,8 @@ async def complete_file(engine: Any, settings: Any, retriever: Any, text: str, o
 
 def _print_model_notice(settings) -> None:
     """The fallback to the bundled demo model is announced on stderr (stdout stays the completion)."""
-    try:
-        from ..engine.loading import resolve_model
-    except ImportError:
-        return
+    from ..engine.loading import resolve_model
+
     try:
         resolved = resolve_model(settings.model, explicit=settings.model_explicit)
     except Exception:
@@ -204,11 +226,9 @@ def _retriever(root: Path, settings):
     """Repository context for one request: an index of ``root`` (no file watching needed)."""
     if not settings.repo_context:
         return None, None
-    try:
-        from ..context.retrieval import Retriever
-        from ..context.workspace import WorkspaceIndex
-    except ImportError:
-        return None, None
+    from ..context.retrieval import Retriever
+    from ..context.workspace import WorkspaceIndex
+
     index = WorkspaceIndex([str(root)], watch=False)
     index.start()
-    return Retriever(index), index
+    return Retriever(index).warm(), index

@@ -12,8 +12,15 @@ none of that without re-tokenizing or re-evaluating. What is used (llama-cpp-pyt
   when left on): a cancel stops the prefill within milliseconds; the ubatches already done stay in the cache,
   ``llama_memory_seq_pos_max`` says how far, and the next request reuses them like any other prefix.
 
-Drafts are verified as straight lines (``tree_ready`` is False): draft trees on llama.cpp need one sequence
-id per branch and a unified KV buffer (``kv_unified``); straight drafts already carry most of the gain here.
+Draft trees: every branch of the tree (a leaf and its ancestors) is its own sequence id in a unified KV
+buffer (``kv_unified``: sequences share cells, so tagging the cached prompt with a branch's id copies nothing).
+A node carries the ids of every branch through it, so it attends to the prompt, its ancestors and itself only,
+at the position its depth gives. After the pass the accepted branch becomes sequence 0 again
+(``llama_memory_seq_cp``) and the other ids are dropped (``llama_memory_seq_rm``). Off by default
+(``LlamaCppStep(trees=True)`` turns them on, tested for identity): on this 2-core CPU a verify pass of up to
+16 nodes costs more than the extra accepted tokens save (typing replay on the demo, same run: decode 2.36 ms
+per token with trees vs 1.34 with straight drafts; 1.54 vs 1.47 tokens per forward pass), so the loop
+proposes straight drafts.
 The context is owned by the engine's single worker thread; nothing here is thread-safe.
 """
 
@@ -26,10 +33,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..errors import named
 from .backend import EngineError, ModelLoadError
-from .step import Cancelled, ModelStep
+from .draft_tree import DraftTree
+from .step import TREE_NODES, Cancelled, ModelStep
 
 ABORTABLE_PREFILL = 64  # prefills at least this long run with the abort callback installed
+# Tokens llama.cpp computes per graph (its physical batch, n_ubatch). The abort callback runs between graph
+# nodes, so a smaller graph stops a cancelled prefill sooner; on this CPU 128 prefills as fast as 512
+# (demo: 3,800-4,200 tok/s for all three sizes; SmolLM2: within noise).
+UBATCH = 128
+TREE_SEQS = TREE_NODES  # sequence ids for draft-tree branches: a tree of TREE_NODES nodes has at most as many leaves
 _log_lines: list[str] = []  # llama.cpp's recent warnings/errors, for one-line load errors
 _log_callback: Any = None
 
@@ -37,16 +51,44 @@ _log_callback: Any = None
 def import_llama_cpp() -> Any:
     """``llama_cpp``, or a ModelLoadError saying how to install it."""
     try:
-        import llama_cpp
+        llama_cpp = _low_level_module()
     except ImportError:
         raise ModelLoadError(
             "GGUF models need llama-cpp-python: run `pip install \"codellama-lsp[gguf]\"` (it compiles llama.cpp, "
             "about 15 minutes on 2 cores; see README, \"GGUF models\"), or use a transformers model directory"
         ) from None
     except Exception as exc:  # a broken native library raises OSError/RuntimeError on import
-        raise ModelLoadError(f"llama-cpp-python is installed but does not load ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}); reinstall it") from None
+        raise ModelLoadError(f"llama-cpp-python is installed but does not load ({named(exc)}); reinstall it") from None
     return llama_cpp
+
+
+def _low_level_module() -> Any:
+    """``llama_cpp.llama_cpp`` (the ctypes bindings of ``llama.h``) without running the package's
+    ``__init__``, which also imports the high-level ``Llama`` class, its chat formats, jinja2 and numpy
+    (0.1-0.9 s on a 2-core CPU; the first `complete` waits for it). The package is stood in for by an
+    unexecuted module only while the submodule loads, then removed, so a later ``import llama_cpp`` anywhere
+    runs the real ``__init__``, which picks up the same, already loaded bindings."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if "llama_cpp" in sys.modules:  # imported already (or blocked: None), the usual way
+        if sys.modules["llama_cpp"] is None:
+            raise ImportError("llama_cpp is blocked")
+        return importlib.import_module("llama_cpp.llama_cpp")
+    loaded = sys.modules.get("llama_cpp.llama_cpp")
+    if loaded is not None:
+        return loaded
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError("No module named 'llama_cpp'")
+    stand_in = importlib.util.module_from_spec(spec)  # a package with its __path__, __init__ not run
+    sys.modules["llama_cpp"] = stand_in
+    try:
+        return importlib.import_module("llama_cpp.llama_cpp")
+    finally:
+        if sys.modules.get("llama_cpp") is stand_in:
+            del sys.modules["llama_cpp"]
 
 
 def _quiet_logs(llama_cpp: Any) -> None:
@@ -136,14 +178,18 @@ class LlamaCppStep(ModelStep):
 
     runtime = "llamacpp"
 
-    def __init__(self, model: LlamaCppModel, *, n_ctx: int = 4096, n_threads: int = 0, n_batch: int = 512) -> None:
+    def __init__(self, model: LlamaCppModel, *, n_ctx: int = 4096, n_threads: int = 0, n_batch: int = 512,
+                 n_ubatch: int = UBATCH, trees: bool = False) -> None:
         super().__init__()
         lib = model.lib
         self.lib, self.model = lib, model
         params = lib.llama_context_default_params()
         params.n_ctx = int(n_ctx)
-        params.n_batch = params.n_ubatch = int(n_batch)
-        params.n_seq_max = 1
+        params.n_batch = int(n_batch)
+        params.n_ubatch = min(int(n_ubatch or n_batch), int(n_batch))
+        self.trees = bool(trees)
+        params.n_seq_max = TREE_SEQS if trees else 1
+        params.kv_unified = self.trees  # one KV buffer for all sequences: branches share the prompt's cells
         threads = int(n_threads) or default_threads()
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
@@ -161,7 +207,18 @@ class LlamaCppStep(ModelStep):
         self.n_batch = int(n_batch)
         self.n_threads = threads
         self.n_vocab = model.n_vocab
-        self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
+        self._batch = lib.llama_batch_init(self.n_batch, 0, TREE_SEQS if trees else 1)
+        self._branch_seqs: list[list[int]] = []  # per row of the last tree pass, the sequence ids it was fed in
+        self._branches = 0  # sequence ids 1.. still tagged by the last tree pass
+        batch = self._batch
+        # the batch's arrays, looked up once (a ctypes attribute read per token adds up); every token is in
+        # sequence 0 only, so those two arrays are filled once here
+        self._tokens, self._pos, self._flags = batch.token, batch.pos, batch.logits
+        for i in range(self.n_batch):
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+        self._llama_decode, self._logits_ith = lib.llama_decode, lib.llama_get_logits_ith
+        self._row_bytes = self.n_vocab * 4
         self._check: Callable[[], None] | None = None
         self._stopped: Cancelled | None = None
         self._abort = lib.ggml_abort_callback(self._should_abort)
@@ -171,15 +228,95 @@ class LlamaCppStep(ModelStep):
 
     def _new_cache(self) -> Any:
         self.lib.llama_memory_clear(self.mem, True)
+        self._branches = 0
         return self.ctx
 
     def reset_cache(self) -> None:
         if self.ctx:
             self.lib.llama_memory_clear(self.mem, True)
+        self._branches = 0
         super().reset_cache()
 
     def _crop(self, keep: int) -> None:
         self.lib.llama_memory_seq_rm(self.mem, 0, keep, -1)
+        self._drop_branches()
+
+    @property
+    def tree_ready(self) -> bool:
+        return self.trees
+
+    def forward_tree(self, last: int, tree: DraftTree) -> np.ndarray:
+        """One pass over ``last`` and the tree's nodes, each branch (leaf to root) in its own sequence; sequence
+        0 is the branch of first children, so a straight accepted prefix is a plain crop of sequence 0."""
+        if not self.trees:
+            raise RuntimeError("draft trees need a context made with trees=True")
+        n, base = len(tree) + 1, len(self.ids)
+        if base + n > self.n_ctx or n > self.n_batch:
+            return self.forward([last, *tree.tokens], n)  # raises the one-line "does not fit" error
+        parent = [-1] + [p + 1 for p in tree.parents]  # by row
+        children: list[list[int]] = [[] for _ in range(n)]
+        for row in range(1, n):
+            children[parent[row]].append(row)
+        first = 0
+        while children[first]:
+            first = children[first][0]
+        leaves = [first] + [row for row in range(n) if not children[row] and row != first]
+        if len(leaves) > TREE_SEQS:
+            raise ValueError(f"a draft tree with {len(leaves)} leaves (at most {TREE_SEQS})")
+        seqs: list[list[int]] = [[] for _ in range(n)]
+        for seq, leaf in enumerate(leaves):
+            row = leaf
+            while row >= 0:
+                seqs[row].append(seq)
+                row = parent[row]
+        lib, mem, batch = self.lib, self.mem, self._batch
+        for seq in range(1, len(leaves)):
+            lib.llama_memory_seq_cp(mem, 0, seq, -1, -1)  # the cached prompt, visible to this branch too
+        self._branches = len(leaves) - 1
+        depths = tree.depths()
+        n_seq, seq_id = batch.n_seq_id, batch.seq_id
+        for row, token in enumerate([last, *tree.tokens]):
+            self._tokens[row], self._pos[row], self._flags[row] = token, base + depths[row], 1
+            n_seq[row] = len(seqs[row])
+            for j, seq in enumerate(seqs[row]):
+                seq_id[row][j] = seq
+        batch.n_tokens = n
+        try:
+            rc = self._llama_decode(self.ctx, batch)
+        finally:
+            for row in range(n):
+                n_seq[row] = 1
+                seq_id[row][0] = 0
+        if rc != 0:
+            said = last_log_error()
+            raise RuntimeError(f"llama_decode failed with status {rc} on a draft tree" + (f" ({said})" if said else ""))
+        self.ids.extend([last, *tree.tokens])
+        self._branch_seqs = seqs
+        rows = np.empty((n, self.n_vocab), dtype=np.float32)
+        address, row_bytes = rows.__array_interface__["data"][0], self._row_bytes
+        for row in range(n):
+            ctypes.memmove(address + row * row_bytes, self._logits_ith(self.ctx, row), row_bytes)
+        return rows
+
+    def _gather(self, base: int, rows: list[int]) -> None:
+        """The accepted path lies on one branch (the lowest sequence id through its last row): that branch's
+        cells become sequence 0's, cut after the path."""
+        seq = min(self._branch_seqs[rows[-1]])
+        lib, mem = self.lib, self.mem
+        if seq != 0:
+            lib.llama_memory_seq_rm(mem, 0, base + 1, -1)
+            lib.llama_memory_seq_cp(mem, seq, 0, base + 1, -1)
+        lib.llama_memory_seq_rm(mem, 0, base + 1 + len(rows), -1)
+        self._drop_branches()
+
+    def keep_rows(self, base: int, rows: Sequence[int]) -> None:
+        super().keep_rows(base, rows)
+        self._drop_branches()  # also when the whole path was kept (no crop)
+
+    def _drop_branches(self) -> None:
+        for seq in range(1, self._branches + 1):
+            self.lib.llama_memory_seq_rm(self.mem, seq, -1, -1)
+        self._branches = 0
 
     def forward(self, ids: Sequence[int], logits_to_keep: int = 1) -> np.ndarray:
         ids = list(ids)
@@ -187,18 +324,33 @@ class LlamaCppStep(ModelStep):
             raise EngineError(f"the prompt ({len(self.ids) + len(ids)} tokens) does not fit the llama.cpp context "
                                  f"of {self.n_ctx}; lower the `context_tokens` setting")
         rows = np.empty((logits_to_keep, self.n_vocab), dtype=np.float32)
-        row_bytes = self.n_vocab * 4
+        address, row_bytes = rows.__array_interface__["data"][0], self._row_bytes
         first_kept, kept = len(ids) - logits_to_keep, 0
         for start in range(0, len(ids), self.n_batch):
             chunk = ids[start : start + self.n_batch]
             flags = [start + i >= first_kept for i in range(len(chunk))]
             self._decode(chunk, flags)
-            get = self.lib.llama_get_logits_ith
             for i, flag in enumerate(flags):
                 if flag:  # one copy out of llama.cpp's buffer, which the next decode overwrites
-                    ctypes.memmove(rows[kept].ctypes.data, get(self.ctx, i), row_bytes)
+                    ctypes.memmove(address + kept * row_bytes, self._logits_ith(self.ctx, i), row_bytes)
                     kept += 1
         return rows
+
+    def decode_one(self, token: int) -> np.ndarray:
+        """``forward([token], 1)[-1]`` without its generality: the per-token path of the decode loop, where
+        Python's own cost is compared with llama.cpp's (bench/runtimes.py: our loop's overhead)."""
+        base = len(self.ids)
+        if base + 1 > self.n_ctx:
+            return self.forward([token], 1)[-1]  # raises the one-line "does not fit" error
+        self._tokens[0], self._pos[0], self._flags[0] = token, base, 1
+        self._batch.n_tokens = 1
+        rc = self._llama_decode(self.ctx, self._batch)
+        if rc != 0:
+            self._failed(rc, [token], base)
+        self.ids.append(token)
+        row = np.empty(self.n_vocab, dtype=np.float32)
+        ctypes.memmove(row.__array_interface__["data"][0], self._logits_ith(self.ctx, 0), self._row_bytes)
+        return row
 
     def prefill(self, ids: Sequence[int], check: Callable[[], None] = lambda: None) -> Any:
         """Short runs as one forward; long ones with the abort callback installed, so that ``check`` stops them
@@ -244,18 +396,22 @@ class LlamaCppStep(ModelStep):
 
     def _decode(self, chunk: list[int], flags: list[bool]) -> None:
         batch, base, n = self._batch, len(self.ids), len(chunk)
-        token, pos, n_seq, seq, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
+        token, pos, logits = self._tokens, self._pos, self._flags
         for i, t in enumerate(chunk):
             token[i] = t
             pos[i] = base + i
-            n_seq[i] = 1
-            seq[i][0] = 0
             logits[i] = flags[i]
         batch.n_tokens = n
-        rc = self.lib.llama_decode(self.ctx, batch)
+        rc = self._llama_decode(self.ctx, batch)
         if rc == 0:
             self.ids.extend(chunk)
             return
+        self._failed(rc, chunk, base)
+
+    def _failed(self, rc: int, chunk: list[int], base: int) -> None:
+        """After ``llama_decode`` returned ``rc`` != 0 for ``chunk`` fed at ``base``: keep what it finished,
+        then raise (``Cancelled`` for an abort)."""
+        n = len(chunk)
         if rc == 2 or rc < -1:  # aborted (or failed) part-way: the finished ubatches stay in the cache
             done = int(self.lib.llama_memory_seq_pos_max(self.mem, 0)) + 1
             done = max(base, min(done, base + n))

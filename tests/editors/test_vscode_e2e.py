@@ -4,7 +4,9 @@ installed, Debian's chromium driven headless by playwright-core, our real server
 One workbench session walks through daily use (``vscode_driver.cjs``, scenario "daily"):
 - keys typed while the server is still starting (its start is held on a FIFO the test owns) get their
   suggestion once it is ready, without another key; the status bar never shows a latency that did not happen;
-- Tab accepts the ghost text, Ctrl+S saves, and the file holds exactly the ghost text, once, at the cursor;
+- that suggestion was asked for (invoked), so the server sent its alternatives: Alt+] ("next inline
+  suggestion") shows the second, Tab accepts it, Ctrl+S saves, and the file holds exactly that ghost text,
+  once, at the cursor;
 - with VS Code's suggest widget open and ghost text extending its selected item, Tab takes both;
 - a failing action shows one message and no modal dialog; Explain shows progress, its heading above its
   answer, and a sign when the answer was cut at the token limit; our code actions say "Code Llama: ...";
@@ -235,8 +237,15 @@ def test_vscode_daily_use(editor_model, tmp_path_factory):
     assert after_load["appeared"] and _shown(after_load).strip(), after_load
     assert not any("· 0 ms" in t for t in after_load["seen"]), after_load["seen"]  # no latency that never happened
 
-    # The happy path: Tab accepted the ghost text, once, at the cursor.
-    shown = _shown(after_load)
+    # Alternatives: that suggestion was asked for (invoked), Alt+] ("next inline suggestion") showed another
+    # one, and Tab accepted the one shown, once, at the cursor.
+    nxt = checks["next"]
+    items = nxt["items"]  # what the provider answered for that request, best first
+    assert len(items) >= 2 and len(set(items)) == len(items), nxt
+    assert nxt["trigger"] == 1, nxt  # VS Code's "explicit": asked for, so the LSP request was "invoked"
+    assert items[0].split("\n")[0] == after_load["first"].replace("\u00a0", " "), (after_load, items)
+    assert nxt["fetchesBefore"] and nxt["second"] and _shown(nxt["second"]) == items[1], nxt
+    shown = items[1]
     before, cursor = _typed_into(SOURCE, LINE, TYPED)
     text_after_tab = before[:cursor] + shown + before[cursor:]
     assert checks["tab"]["saved"] == text_after_tab, (checks["tab"]["saved"], shown)

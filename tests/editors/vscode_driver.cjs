@@ -11,6 +11,7 @@ const { chromium } = require(pwDir);
 const plan = JSON.parse(fs.readFileSync(planPath, 'utf8'));
 
 const report = { steps: [], console: [], checks: {} };
+const fetches = []; // VS Code's inline completion fetches (start, end with the items), in order
 const t0 = Date.now();
 const step = (s) => report.steps.push(`${s}@${((Date.now() - t0) / 1000).toFixed(1)}s`);
 const WAIT = { timeout: 240000 };
@@ -75,10 +76,11 @@ async function gotoLineEnd(page, line) {
 async function ghost(page) {
   return page.evaluate(() => {
     // On the cursor line: one span per token, in order; the part that previews the suggest widget's item
-    // is styled apart (-preview). Further lines are view zones (.ghost-text .view-line).
+    // is styled apart (-preview). Further lines are view zones (.suggest-preview-text .view-line; in older
+    // VS Code versions .ghost-text .view-line).
     const first = [...document.querySelectorAll('.view-line .ghost-text-decoration, .view-line .ghost-text-decoration-preview')]
-      .filter((e) => !e.closest('.ghost-text')).map((e) => e.textContent).join('');
-    const rest = [...document.querySelectorAll('.ghost-text .view-line')].map((e) => e.textContent);
+      .filter((e) => !e.closest('.ghost-text, .suggest-preview-text')).map((e) => e.textContent).join('');
+    const rest = [...document.querySelectorAll('.suggest-preview-text .view-line, .ghost-text .view-line')].map((e) => e.textContent);
     const widget = document.querySelector('.editor-widget.suggest-widget.visible');
     const selected = widget?.querySelector('.monaco-list-row.focused .label-name')?.textContent ?? null;
     return { first, rest, suggestWidget: !!widget, selected };
@@ -154,6 +156,27 @@ async function daily(page) {
   await shot(page, 'after-load');
   step('ghost after load without a key');
   if (!appeared) throw new Error('no suggestion after the model was ready (no key pressed since)');
+
+  // Alternatives: that request was invoked (asked again once ready), so the server sent every distinct
+  // suggestion; "next inline suggestion" (Alt+]) shows the second, and Tab accepts that one. What VS Code
+  // fetched is in its fetch log; the wait ends when the editor draws the second item in full (its further
+  // lines are view zones, drawn after the first line).
+  const shown = (g) => [g.first, ...g.rest].join('\n').replace(/\u00a0/g, ' ');
+  const answered = () => fetches.filter((f) => f.kind === 'end' && f.result.length);
+  const asked = answered().at(-1) || { result: [] };
+  const items = asked.result;
+  const trigger = fetches.find((f) => f.kind === 'start' && f.id === asked.id)?.trigger; // 1: explicit
+  report.checks.next = { fetchesBefore: answered().length, items, trigger };
+  await page.keyboard.press('Alt+BracketRight');
+  step('next (Alt+])');
+  report.checks.next.second = items.length < 2 ? null : await until(async () => {
+    const g = await ghost(page);
+    return shown(g) === items[1] ? g : null;
+  }, 180000, 'the second suggestion drawn after Alt+]').catch(() => null);
+  report.checks.next.shown = await ghost(page);
+  report.checks.next.fetches = fetches;
+  await shot(page, 'next-suggestion');
+  if (!report.checks.next.second) throw new Error('Alt+] did not show the second suggestion');
 
   // The happy path: Tab accepts, Ctrl+S saves; the test compares the file with the ghost text.
   const before = fs.readFileSync(file, 'utf8');
@@ -304,6 +327,14 @@ async function restricted(page) {
   try {
     page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
     page.on('console', (m) => {
+      const logged = m.text().match(/InlineCompletions\.fetch @@ (\{.*\})\s*$/);
+      if (logged) { // editor.inlineSuggest.logFetch: each request to the providers and what they answered
+        try {
+          const f = JSON.parse(logged[1]);
+          fetches.push({ kind: f.kind, id: f.requestId, trigger: f.context?.triggerKind,
+                         result: (f.result || []).map((r) => r.insertText) });
+        } catch {}
+      }
       if (report.console.length < 300) report.console.push(`${m.type()}: ${m.text()}`.slice(0, 400));
     });
     page.setDefaultTimeout(WAIT.timeout);
