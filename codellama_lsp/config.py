@@ -56,8 +56,8 @@ class Settings:
     top_p: float = 0.95
     completion_timeout_s: float = 10.0
     alternatives: int = 3  # suggestions offered for an invoked request ("next"); automatic requests get one
-    # no new alternative is sampled once they took this many times the first suggestion's time (counted as at
-    # least 0.5 s); 0 = only completion_timeout_s bounds them
+    # once there is one alternative, no new sample starts after they took this many times the first
+    # suggestion's time (counted as at least 0.5 s); 0 = only completion_timeout_s bounds them
     alternatives_time_factor: float = 2.0
     debounce_ms: int = 0
     speculation: str = "prompt_lookup"

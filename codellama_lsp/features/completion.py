@@ -42,7 +42,7 @@ def alternatives_window_s(first_s: float, factor: float) -> float | None:
     (at least ``ALTERNATIVES_MIN_FIRST_S``), None for no bound (``factor`` 0). Why: each sample decodes a
     whole answer without speculation, so on a slow CPU ``2 * wanted`` of them reach the completion budget
     (10 s) before the user sees even the first suggestion; this keeps an invoked request within a few times
-    an automatic one. The first sample always runs, so "next" has something to offer."""
+    an automatic one. Sampling goes on until there is one alternative, so "next" has something to offer."""
     if not factor or factor <= 0:
         return None
     return factor * max(first_s, ALTERNATIVES_MIN_FIRST_S)
@@ -319,10 +319,10 @@ class CompletionService:
         Sampled (``ALTERNATIVE_TEMPERATURE``, seeds 1, 2, ...) on the same prompt right after the first answer,
         so the KV cache already holds the prompt: each sample prefills one token (the prompt's last, whose
         logits start the answer), never the prompt again; ``alternative_stats`` (in ``codellama/status``)
-        counts it. At most ``2 * wanted`` samples, within what is left of the completion time budget; after
-        the first sample, new ones start only within :func:`alternatives_window_s` of the first answer
-        (``stopped`` in the stats says what ended the sampling early). A sample cut by the time budget is
-        not offered: it would be a suggestion cut mid-way."""
+        counts it. At most ``2 * wanted`` samples, within what is left of the completion time budget; once
+        there is one alternative, new samples start only within :func:`alternatives_window_s` of the first
+        answer (``stopped`` in the stats says what ended the sampling early). A sample cut by the time
+        budget is not offered: it would be a suggestion cut mid-way."""
         settings = self.settings
         budget = settings.completion_timeout_s or None
         first_done = time.perf_counter()
@@ -341,7 +341,7 @@ class CompletionService:
             if budget is not None and elapsed >= budget:
                 stats["stopped"] = "completion_timeout"
                 break
-            if seed > 1 and window is not None and now - first_done >= window:
+            if order and window is not None and now - first_done >= window:
                 stats["stopped"] = "alternatives_time"
                 break
             params = GenerationParams(
