@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -273,108 +274,20 @@ def run_child(*args: str) -> dict:
 # ---------------------------------------------------------------- the real server
 
 
-class Client:
-    def __init__(self) -> None:
-        from lsprotocol import types as lsp
-        from pygls.lsp.client import LanguageClient
+def _session(workdir: Path, root: Path | None, settings: dict, home: Path | None = None):
+    """The demo model's server with its own config/state/cache under ``workdir`` (and ``HOME``, when given);
+    ``settings`` are its initializationOptions and its answer to configuration pulls."""
+    from codellama_lsp.evaluation.lsp_driver import ServerSession, plain_capabilities, server_env
 
-        self.client = LanguageClient("big-workspace-bench", "1")
-        self.statuses: list[dict] = []
-        self.shown: list[str] = []
-        self.settings: dict = {}
-        self._event = asyncio.Event()
-
-        @self.client.feature("codellama/status")
-        def status(ls, params) -> None:
-            self.statuses.append(_plain(params))
-            self._event.set()
-
-        @self.client.feature(lsp.WINDOW_LOG_MESSAGE)
-        def log_message(ls, params) -> None:
-            pass
-
-        @self.client.feature(lsp.WINDOW_SHOW_MESSAGE)
-        def show_message(ls, params) -> None:
-            self.shown.append(params.message)
-
-        @self.client.feature(lsp.WORKSPACE_CONFIGURATION)
-        def configuration(ls, params):
-            return [self.settings for _ in params.items]
-
-        @self.client.feature(lsp.WINDOW_WORK_DONE_PROGRESS_CREATE)
-        def progress_create(ls, params) -> None:
-            return None
-
-        @self.client.feature(lsp.PROGRESS)
-        def progress(ls, params) -> None:
-            return None
-
-    async def wait_for(self, check, timeout: float = 1800.0):
-        deadline = time.monotonic() + timeout
-        while not (found := check()):
-            self._event.clear()
-            if time.monotonic() > deadline:
-                raise TimeoutError("bench: condition not met")
-            try:
-                await asyncio.wait_for(self._event.wait(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                pass
-        return found
-
-    def index_state(self) -> dict:
-        for s in reversed(self.statuses):
-            if "index" in s:
-                return s["index"]
-        return {}
-
-
-def _plain(value):
-    if hasattr(value, "_asdict"):
-        return {k: _plain(v) for k, v in value._asdict().items()}
-    return value
-
-
-async def start_server(workdir: Path, root: Path | None, settings: dict, home: Path | None = None):
-    from lsprotocol import types as lsp
-
-    c = Client()
-    env = dict(os.environ, XDG_CONFIG_HOME=str(workdir / "config"), XDG_STATE_HOME=str(workdir / "state"),
-               XDG_CACHE_HOME=str(workdir / "cache"), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    env = server_env(workdir)
     if home is not None:
         env["HOME"] = str(home)
-    c.settings = settings
-    await c.client.start_io(sys.executable, "-m", "codellama_lsp", "serve", "--model", "demo",
-                            "--log-file", str(workdir / "server.log"), env=env)
-    caps = lsp.ClientCapabilities(
-        general=lsp.GeneralClientCapabilities(position_encodings=[lsp.PositionEncodingKind.Utf16]),
-        workspace=lsp.WorkspaceClientCapabilities(configuration=True, workspace_folders=True),
-        text_document=lsp.TextDocumentClientCapabilities(inline_completion=lsp.InlineCompletionClientCapabilities(),
-                                                         synchronization=lsp.TextDocumentSyncClientCapabilities(
-                                                             did_save=True)),
-    )
-    folders = [lsp.WorkspaceFolder(uri=root.as_uri(), name=root.name or "root")] if root else []
-    await c.client.initialize_async(lsp.InitializeParams(capabilities=caps, root_uri=root.as_uri() if root else None,
-                                                         workspace_folders=folders,
-                                                         initialization_options=settings))
-    c.client.initialized(lsp.InitializedParams())
-    await c.wait_for(lambda: any(s.get("state") == "ready" for s in c.statuses))
-    return c
+    return ServerSession(workdir, model="demo", env=env, root=root, folders=[root] if root else [],
+                         caps=plain_capabilities(configuration=True, did_save=True), init_options=settings,
+                         settings=settings, ready_timeout_s=1800.0, request_timeout_s=1800.0)
 
 
-def server_pid(c: Client) -> int:
-    return c.client._server.pid
-
-
-async def stop_server(c: Client) -> None:
-    try:
-        await asyncio.wait_for(c.client.shutdown_async(None), 60)
-        c.client.exit(None)
-    except Exception:
-        pass
-    await c.client.stop()
-
-
-async def keystrokes(c: Client, uri: str, line: int, text: str, count: int, gap_s: float,
+async def keystrokes(session, uri: str, line: int, text: str, count: int, gap_s: float,
                      until=None) -> list[tuple[float, str]]:
     """Type ``count`` characters at the end of ``line`` (0-based), each followed by an inline request;
     returns (ms to answer, index state at the answer)."""
@@ -392,24 +305,14 @@ async def keystrokes(c: Client, uri: str, line: int, text: str, count: int, gap_
         if k % len(typed) == 0 and k:
             # start the line again: remove what was typed
             version += 1
-            c.client.text_document_did_change(lsp.DidChangeTextDocumentParams(
-                text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=version),
-                content_changes=[lsp.TextDocumentContentChangePartial(
-                    range=lsp.Range(start=lsp.Position(line=line, character=col0),
-                                    end=lsp.Position(line=line, character=col)), text="")]))
+            session.edit(uri, version, line, col0, col, "")
             col = col0
         version += 1
-        c.client.text_document_did_change(lsp.DidChangeTextDocumentParams(
-            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=version),
-            content_changes=[lsp.TextDocumentContentChangePartial(
-                range=lsp.Range(start=lsp.Position(line=line, character=col),
-                                end=lsp.Position(line=line, character=col)), text=ch)]))
+        session.edit(uri, version, line, col, col, ch)
         col += 1
         start = time.perf_counter()
-        await c.client.text_document_inline_completion_async(lsp.InlineCompletionParams(
-            text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=line, character=col),
-            context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Automatic)))
-        out.append(((time.perf_counter() - start) * 1000, c.index_state().get("state", "")))
+        await session.inline(uri, line, col, trigger=lsp.InlineCompletionTriggerKind.Automatic)
+        out.append(((time.perf_counter() - start) * 1000, session.notes.index_state().get("state", "")))
         await asyncio.sleep(gap_s)  # human typing pace: the index works in the gaps
     return out
 
@@ -426,32 +329,31 @@ async def keystroke_run(repo: Path, focus: Path, workdir: Path, count: int) -> d
     import psutil
     from lsprotocol import types as lsp
 
-    c = await start_server(workdir, None, {"maxTokens": 8})
-    text = focus.read_text()
-    uri = focus.as_uri()
-    c.client.text_document_did_open(lsp.DidOpenTextDocumentParams(
-        text_document=lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
-    line = next(i for i, ln in enumerate(text.split("\n")) if ln.startswith("    return"))
-    await keystrokes(c, uri, line, text, 5, 0.05)  # warm the model's paths before measuring
-    mark = len(c.statuses)
-    t0 = time.perf_counter()
-    c.client.workspace_did_change_workspace_folders(lsp.DidChangeWorkspaceFoldersParams(
-        event=lsp.WorkspaceFoldersChangeEvent(added=[lsp.WorkspaceFolder(uri=repo.as_uri(), name=repo.name)],
-                                              removed=[])))
-    await c.wait_for(lambda: any((s.get("index") or {}).get("state") == "indexing" for s in c.statuses[mark:]))
+    async with _session(workdir, None, {"maxTokens": 8}) as c:
+        notes = c.notes
+        text = focus.read_text()
+        uri = focus.as_uri()
+        c.open(uri, text)
+        line = next(i for i, ln in enumerate(text.split("\n")) if ln.startswith("    return"))
+        await keystrokes(c, uri, line, text, 5, 0.05)  # warm the model's paths before measuring
+        mark = len(notes.statuses)
+        t0 = time.perf_counter()
+        c.client.workspace_did_change_workspace_folders(lsp.DidChangeWorkspaceFoldersParams(
+            event=lsp.WorkspaceFoldersChangeEvent(added=[lsp.WorkspaceFolder(uri=repo.as_uri(), name=repo.name)],
+                                                  removed=[])))
+        await notes.wait_status(lambda s: (s.get("index") or {}).get("state") == "indexing", after=mark, timeout=1800)
 
-    def ready() -> bool:
-        return any((s.get("index") or {}).get("state") == "ready" and (s.get("index") or {}).get("files")
-                   for s in c.statuses[mark:])
+        def ready() -> bool:
+            return any((s.get("index") or {}).get("state") == "ready" and (s.get("index") or {}).get("files")
+                       for s in notes.statuses[mark:])
 
-    cold = await keystrokes(c, uri, line, text, count, 0.15, until=ready)
-    await c.wait_for(ready)
-    ready_s = time.perf_counter() - t0
-    idle = await keystrokes(c, uri, line, text, max(len(cold), 20), 0.15)
-    during = [ms for ms, state in cold if state == "indexing"]
-    idle_ms = [ms for ms, _ in idle]
-    rss = psutil.Process(server_pid(c)).memory_info().rss
-    await stop_server(c)
+        cold = await keystrokes(c, uri, line, text, count, 0.15, until=ready)
+        await notes.wait_for(ready, timeout=1800)
+        ready_s = time.perf_counter() - t0
+        idle = await keystrokes(c, uri, line, text, max(len(cold), 20), 0.15)
+        during = [ms for ms, state in cold if state == "indexing"]
+        idle_ms = [ms for ms, _ in idle]
+        rss = psutil.Process(c.pid).memory_info().rss
     out = {"server_index_ready_s": round(ready_s, 1), "during_cold_n": len(during),
            "during_cold_p50_ms": pct(during, 50), "during_cold_p95_ms": pct(during, 95),
            "idle_n": len(idle_ms), "idle_p50_ms": pct(idle_ms, 50), "idle_p95_ms": pct(idle_ms, 95),
@@ -469,45 +371,39 @@ async def home_run(tree: Path, workdir: Path, label: str, root: Path, settings: 
     from lsprotocol import types as lsp
 
     t0 = time.perf_counter()
-    c = await start_server(workdir, root, {"maxTokens": 8, **settings}, home=home)
-    proc = psutil.Process(server_pid(c))
-    text = open_file.read_text()
-    c.client.text_document_did_open(lsp.DidOpenTextDocumentParams(
-        text_document=lsp.TextDocumentItem(uri=open_file.as_uri(), language_id="python", version=1, text=text)))
-    peak = 0
-    samples = []
+    async with _session(workdir, root, {"maxTokens": 8, **settings}, home=home) as c:
+        proc = psutil.Process(c.pid)
+        c.open(open_file.as_uri(), open_file.read_text())
+        peak = 0
+        samples = []
 
-    def index_ready() -> bool:
-        info = c.index_state()
-        return info.get("state") == "ready" and info.get("files", 0) > 0
+        def index_ready() -> bool:
+            info = c.notes.index_state()
+            return info.get("state") == "ready" and info.get("files", 0) > 0
 
-    while not index_ready():
-        peak = max(peak, proc.memory_info().rss)
-        if time.perf_counter() - t0 > 1800:
-            break
-        c._event.clear()
-        try:
-            await asyncio.wait_for(c._event.wait(), 1.0)
-        except asyncio.TimeoutError:
-            pass
-    ready_s = time.perf_counter() - t0
-    cpu_start = None
-    for second in range(int(window_s)):
-        await asyncio.sleep(1.0)
-        rss = proc.memory_info().rss
-        peak = max(peak, rss)
-        samples.append(round(rss / 2**20))
-        if second == int(window_s) - 11:
-            times = proc.cpu_times()
-            cpu_start = times.user + times.system
-    times = proc.cpu_times()
-    cpu_last10 = (times.user + times.system) - (cpu_start or 0)
-    info = c.index_state()
-    await stop_server(c)
+        while not index_ready():
+            peak = max(peak, proc.memory_info().rss)
+            if time.perf_counter() - t0 > 1800:
+                break
+            with contextlib.suppress(TimeoutError):
+                await c.notes.wait_for(index_ready, timeout=1.0)
+        ready_s = time.perf_counter() - t0
+        cpu_start = None
+        for second in range(int(window_s)):
+            await asyncio.sleep(1.0)
+            rss = proc.memory_info().rss
+            peak = max(peak, rss)
+            samples.append(round(rss / 2**20))
+            if second == int(window_s) - 11:
+                times = proc.cpu_times()
+                cpu_start = times.user + times.system
+        times = proc.cpu_times()
+        cpu_last10 = (times.user + times.system) - (cpu_start or 0)
+        info = c.notes.index_state()
     return {"case": label, "index_ready_s": round(ready_s, 1), "peak_rss_mb": round(peak / 2**20),
             "rss_last_mb": samples[-1] if samples else None, "cpu_s_last_10s": round(cpu_last10, 2),
             "files": info.get("files"), "skipped": info.get("skipped"), "stopped_early": info.get("stopped_early"),
-            "scope": info.get("scope"), "shown": c.shown[:2]}
+            "scope": info.get("scope"), "shown": c.notes.shown[:2]}
 
 
 # ---------------------------------------------------------------- recall

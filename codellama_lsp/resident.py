@@ -38,11 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .errors import first_line
 
-#: Settings that decide what is loaded: a different value needs a different resident process.
-LOAD_KEYS = ("model", "model_explicit", "draft_model", "quantization", "device", "dtype", "template", "fim",
-             "speculation", "reuse_cache", "kv_cache", "backend", "endpoint", "runtime", "gguf_file", "n_threads",
-             "n_gpu_layers")
 #: How long the client waits for a newly started process to listen (it binds before importing torch).
 START_TIMEOUT_S = 60.0
 MAX_LINE = 64 * 1024 * 1024  # a request carries a whole document
@@ -73,8 +70,7 @@ def runtime_dir() -> Path:
 
 def key_of(settings: Any) -> str:
     """Which resident process serves these settings: the loading settings, this package and interpreter."""
-    values = settings.as_dict()
-    spec = {k: values.get(k) for k in LOAD_KEYS}
+    spec = {**settings.load_spec(), "model_explicit": settings.model_explicit}  # what is loaded (config.py)
     spec.update(version=__version__, package=str(Path(__file__).resolve().parent), python=sys.executable)
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -251,7 +247,7 @@ class Resident:
         try:
             await self.engine.load(None)
         except EngineError as exc:
-            self.load_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.load_error = first_line(exc)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._activity.set()
@@ -297,17 +293,15 @@ class Resident:
             data = await complete_file(self.engine, settings, retriever, request["text"], int(request["offset"]), path)
             return {"ok": True, "data": data}
         except EngineError as exc:
-            return {"ok": False, "error": str(exc).strip().splitlines()[0] if str(exc).strip() else "engine error"}
+            return {"ok": False, "error": first_line(exc)}
 
     def _retriever(self, root: str, settings: Any):
         """A watched index per repository root: later requests see saved edits without re-indexing."""
         if not settings.repo_context:
             return None
-        try:
-            from .context.retrieval import Retriever
-            from .context.workspace import WorkspaceIndex
-        except ImportError:
-            return None
+        from .context.retrieval import Retriever
+        from .context.workspace import WorkspaceIndex
+
         index = self.indexes.get(root)
         if index is None:
             index = self.indexes[root] = WorkspaceIndex([root], watch=True).start()

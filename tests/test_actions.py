@@ -12,7 +12,10 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types as lsp
 
-from codellama_lsp.features import actions, edits
+from codellama_lsp.features import actions
+from codellama_lsp.lsp import actions as lsp_actions
+from codellama_lsp.lsp import ranges, text_edits
+from codellama_lsp.lsp.params import converter
 from codellama_lsp.features.targets import enclosing_scope, find_target
 from codellama_lsp.features.testgen import plan_tests
 
@@ -53,7 +56,7 @@ def titles(found):
 
 
 def test_cursor_in_a_function_lists_explain_document_tests_on_the_whole_function():
-    found = actions.list_actions(SOURCE, URI, 3, rng(4, 8, 4, 8), language_id="python", path="/proj/box.py")
+    found = lsp_actions.list_actions(SOURCE, URI, 3, rng(4, 8, 4, 8), language_id="python", path="/proj/box.py")
     assert titles(found) == ["Explain this", "Document this", "Write unit tests"]
     uri, target, version = found[0].command.arguments
     assert (uri, version) == (URI, 3)
@@ -63,35 +66,35 @@ def test_cursor_in_a_function_lists_explain_document_tests_on_the_whole_function
 
 
 def test_fix_is_offered_only_with_a_diagnostic_in_range_and_carries_it():
-    inside = actions.list_actions(SOURCE, URI, 1, rng(4, 8, 4, 8), language_id="python",
+    inside = lsp_actions.list_actions(SOURCE, URI, 1, rng(4, 8, 4, 8), language_id="python",
                                   diagnostics=[diagnostic(4), diagnostic(13, "elsewhere")])
     fix = [a for a in inside if a.title == "Fix this"]
     assert len(fix) == 1 and fix[0].kind == lsp.CodeActionKind.QuickFix
     assert fix[0].command.command == "codellama.fix"
     assert [d["message"] for d in fix[0].command.arguments[3]] == ["wrong operator"]
-    outside = actions.list_actions(SOURCE, URI, 1, rng(4, 8, 4, 8), language_id="python",
+    outside = lsp_actions.list_actions(SOURCE, URI, 1, rng(4, 8, 4, 8), language_id="python",
                                    diagnostics=[diagnostic(13)])
     assert "Fix this" not in titles(outside)
 
 
 def test_method_under_a_decorator_is_the_target_with_its_decorator():
-    found = actions.list_actions(SOURCE, URI, 1, rng(13, 10, 13, 10), language_id="python")
+    found = lsp_actions.list_actions(SOURCE, URI, 1, rng(13, 10, 13, 10), language_id="python")
     target = found[0].command.arguments[1]
     assert target["start"] == {"line": 11, "character": 0} and target["end"]["line"] == 13
 
 
 def test_a_selection_is_the_target_as_is():
-    found = actions.list_actions(SOURCE, URI, 1, rng(4, 4, 4, 16), language_id="python")
+    found = lsp_actions.list_actions(SOURCE, URI, 1, rng(4, 4, 4, 16), language_id="python")
     assert found[0].command.arguments[1] == {"start": {"line": 4, "character": 4}, "end": {"line": 4, "character": 16}}
 
 
 def test_no_actions_outside_any_function_without_a_selection():
-    assert actions.list_actions(SOURCE, URI, 1, rng(0, 3, 0, 3), language_id="python") == []
-    assert actions.list_actions("just words\n", "file:///a.txt", 1, rng(0, 2, 0, 2), language_id="plaintext") == []
+    assert lsp_actions.list_actions(SOURCE, URI, 1, rng(0, 3, 0, 3), language_id="python") == []
+    assert lsp_actions.list_actions("just words\n", "file:///a.txt", 1, rng(0, 2, 0, 2), language_id="plaintext") == []
 
 
 def test_only_filter_restricts_kinds():
-    found = actions.list_actions(SOURCE, URI, 1, rng(4, 8, 4, 8), language_id="python",
+    found = lsp_actions.list_actions(SOURCE, URI, 1, rng(4, 8, 4, 8), language_id="python",
                                  diagnostics=[diagnostic(4)], only=[lsp.CodeActionKind.QuickFix])
     assert titles(found) == ["Fix this"]
 
@@ -106,10 +109,10 @@ def test_listing_is_instant_on_a_large_file_with_the_servers_incremental_trees()
     big = SOURCE * 400  # 6000 lines
     trees = DocumentTrees()
     trees.update(URI, big, "python")  # what the server does on didOpen/didChange
-    edits.converter()  # built once per process
+    converter()  # built once per process
     line = _middle_return_line(big)
     started = time.process_time()  # CPU time: the work itself, not waits for a busy machine's cores
-    found = actions.list_actions(big, URI, 1, rng(line, 8, line, 8), language_id="python", path="/proj/box.py",
+    found = lsp_actions.list_actions(big, URI, 1, rng(line, 8, line, 8), language_id="python", path="/proj/box.py",
                                  trees=trees, diagnostics=[diagnostic(line)])
     elapsed_ms = (time.process_time() - started) * 1000
     assert titles(found) == ["Explain this", "Fix this", "Document this", "Write unit tests"]
@@ -119,10 +122,10 @@ def test_listing_is_instant_on_a_large_file_with_the_servers_incremental_trees()
 def test_listing_is_instant_with_a_cold_parse_of_a_typical_file():
     text = SOURCE * 40  # 600 lines
     line = _middle_return_line(text)
-    actions.list_actions(text, URI, 1, rng(line, 8, line, 8), language_id="python",
+    lsp_actions.list_actions(text, URI, 1, rng(line, 8, line, 8), language_id="python",
                          diagnostics=[diagnostic(line)])  # grammar and converter load
     started = time.process_time()  # CPU time: the work itself, not waits for a busy machine's cores
-    found = actions.list_actions(text, URI, 1, rng(line, 8, line, 8), language_id="python", path="/proj/box.py",
+    found = lsp_actions.list_actions(text, URI, 1, rng(line, 8, line, 8), language_id="python", path="/proj/box.py",
                                  diagnostics=[diagnostic(line)])
     elapsed_ms = (time.process_time() - started) * 1000
     assert found and elapsed_ms < 50, f"listing took {elapsed_ms:.1f} ms"
@@ -164,7 +167,7 @@ def test_fix_question_points_diagnostics_at_lines_of_the_quoted_code():
 
 def test_flagged_text_is_what_each_diagnostic_covers():
     d = {"range": {"start": {"line": 4, "character": 11}, "end": {"line": 4, "character": 16}}}
-    assert actions._flagged_text(SOURCE, [d, {"range": "bad"}], "utf-16") == ["a - b", ""]
+    assert lsp_actions.flagged_text(SOURCE, [d, {"range": "bad"}], "utf-16") == ["a - b", ""]
 
 
 def test_document_question_names_the_language_convention():
@@ -321,8 +324,13 @@ async def test_listing_over_lsp_is_fast_and_never_runs_the_model(client, project
 
 
 @pytest.mark.asyncio(loop_scope="module")
-async def test_fix_applies_a_minimal_edit_inside_the_range(client, project):
-    uri = open_doc(client, project / "fix_me.py", BUGGY)
+@pytest.mark.parametrize("newline, name", [("\n", "fix_me.py"), ("\r\n", "fix_crlf.py"), ("\r", "fix_cr.py")])
+async def test_fix_applies_a_minimal_edit_inside_the_range(client, project, newline, name):
+    """Whatever the line ends: LSP ends lines at "\n", "\r\n" and "\r" alike, and the range a code action
+    reads and the edit it sends use the same converter as completions. (Before, code actions split lines at
+    "\n" only: in a lone-CR file line 1 did not exist and the Fix read an empty range.)"""
+    text = BUGGY.replace("\n", newline)
+    uri = open_doc(client, project / name, text)
     target = {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 16}}  # "    return a - b"
     diag = {"range": {"start": {"line": 1, "character": 11}, "end": {"line": 1, "character": 16}}, "message": "should add"}
     before = len(client.applied)
@@ -333,7 +341,7 @@ async def test_fix_applies_a_minimal_edit_inside_the_range(client, project):
     (doc_edit,) = sent.edit.document_changes
     assert doc_edit.text_document.uri == uri and doc_edit.text_document.version == 1
     assert [(e.range, e.new_text) for e in doc_edit.edits] == [(lsp.Range(lsp.Position(1, 13), lsp.Position(1, 14)), "+")]
-    assert edits.apply_edits(BUGGY, doc_edit.edits) == BUGGY.replace("a - b", "a + b", 1)
+    assert text_edits.apply_edits(text, doc_edit.edits) == text.replace("a - b", "a + b", 1)
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -348,11 +356,11 @@ async def test_rewrites_stay_inside_the_range_whatever_the_model_says(client, pr
         assert result["applied"] is True
         (sent,) = client.applied[before:]
         doc_edits = sent.edit.document_changes[0].edits
-        start, end = edits.range_offsets(BUGGY, as_range(target))
+        start, end = ranges.offsets(BUGGY, as_range(target))
         for e in doc_edits:
-            s, t = edits.range_offsets(BUGGY, e.range)
+            s, t = ranges.offsets(BUGGY, e.range)
             assert start <= s <= t <= end
-        after = edits.apply_edits(BUGGY, doc_edits)
+        after = text_edits.apply_edits(BUGGY, doc_edits)
         assert after.startswith(BUGGY[:start]) and after.endswith(BUGGY[end:])
 
 
@@ -422,7 +430,7 @@ async def test_write_tests_creates_then_extends_the_test_file(client, project):
     result = await request(client, "workspace/executeCommand", {"command": "codellama.tests", "arguments": [uri, target, 1]})
     assert result["applied"] and not result["created"]
     (append,) = client.applied[-1].edit.document_changes
-    assert edits.apply_edits("import calc2\n", append.edits) == "import calc2\n\nreturn a + b\n"
+    assert text_edits.apply_edits("import calc2\n", append.edits) == "import calc2\n\nreturn a + b\n"
 
 
 @pytest.mark.asyncio(loop_scope="module")

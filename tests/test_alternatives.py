@@ -20,10 +20,8 @@ ALTERNATIVES = 3
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(tiny_model_dir, tmp_path_factory):
-    home = tmp_path_factory.mktemp("alternatives")
-    async with lsp_session(home, model=tiny_model_dir, encoding="utf-16",
+    async with lsp_session(tmp_path_factory.mktemp("alternatives"), model=tiny_model_dir, ready=True,
                            init_options={"maxTokens": 8, "alternatives": ALTERNATIVES}) as c:
-        await c.notes.wait_ready()
         yield c
 
 

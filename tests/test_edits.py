@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 from lsprotocol import types as lsp
 
 from codellama_lsp.features import edits
+from codellama_lsp.lsp import ranges, text_edits
+from codellama_lsp.positions import LineIndex
 
 ENCODINGS = ("utf-8", "utf-16", "utf-32")
 
@@ -31,24 +33,24 @@ def rng(l1, c1, l2, c2):
 def test_one_changed_character_gives_one_tiny_edit():
     target = rng(3, 0, 4, 16)
     old = "def add(a, b):\n    return a - b"
-    assert edits.range_offsets(SOURCE, target) == (SOURCE.index("def add"), SOURCE.index("def add") + len(old))
-    result = edits.minimal_edits(SOURCE, target, "def add(a, b):\n    return a + b")
+    assert ranges.offsets(SOURCE, target) == (SOURCE.index("def add"), SOURCE.index("def add") + len(old))
+    result = text_edits.minimal_edits(SOURCE, target, "def add(a, b):\n    return a + b")
     assert len(result) == 1
     assert result[0].range == rng(4, 13, 4, 14)
     assert result[0].new_text == "+"
-    assert edits.apply_edits(SOURCE, result) == SOURCE.replace("a - b", "a + b")
+    assert text_edits.apply_edits(SOURCE, result) == SOURCE.replace("a - b", "a + b")
 
 
 def test_unchanged_rewrite_gives_no_edits():
-    assert edits.minimal_edits(SOURCE, rng(3, 0, 4, 16), "def add(a, b):\n    return a - b") == []
+    assert text_edits.minimal_edits(SOURCE, rng(3, 0, 4, 16), "def add(a, b):\n    return a - b") == []
 
 
 def test_inserted_docstring_is_a_pure_insertion_and_other_lines_untouched():
     new = 'def add(a, b):\n    """Add two numbers."""\n    return a - b'
-    result = edits.minimal_edits(SOURCE, rng(3, 0, 4, 16), new)
+    result = text_edits.minimal_edits(SOURCE, rng(3, 0, 4, 16), new)
     assert len(result) == 1
     assert result[0].range.start == result[0].range.end  # insertion, no deletion
-    assert edits.apply_edits(SOURCE, result) == SOURCE.replace("def add(a, b):\n", 'def add(a, b):\n    """Add two numbers."""\n')
+    assert text_edits.apply_edits(SOURCE, result) == SOURCE.replace("def add(a, b):\n", 'def add(a, b):\n    """Add two numbers."""\n')
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
@@ -57,22 +59,22 @@ def test_positions_round_trip_with_non_ascii(encoding):
     for offset in range(len(text) + 1):
         if offset and text[offset - 1] == "\r":  # a position never points between \r and \n
             continue
-        pos = edits.position_at(text, offset, encoding)
-        assert edits.offset_at(text, pos, encoding) == offset
+        pos = ranges.position(text, offset, encoding)
+        assert ranges.offset(text, pos, encoding) == offset
 
 
 def test_utf16_columns_count_surrogate_pairs():
     text = 'a = "😋"; b = 1\n'
     target_offset = text.index("b")
-    assert edits.position_at(text, target_offset, "utf-16").character == target_offset + 1
-    assert edits.position_at(text, target_offset, "utf-8").character == target_offset + 3
-    assert edits.position_at(text, target_offset, "utf-32").character == target_offset
+    assert ranges.position(text, target_offset, "utf-16").character == target_offset + 1
+    assert ranges.position(text, target_offset, "utf-8").character == target_offset + 3
+    assert ranges.position(text, target_offset, "utf-32").character == target_offset
 
 
 def test_positions_past_the_end_clamp():
     text = "ab\ncd"
-    assert edits.offset_at(text, lsp.Position(0, 99)) == 2
-    assert edits.offset_at(text, lsp.Position(9, 0)) == len(text)
+    assert ranges.offset(text, lsp.Position(0, 99)) == 2
+    assert ranges.offset(text, lsp.Position(9, 0)) == len(text)
 
 
 @pytest.mark.parametrize(
@@ -103,17 +105,17 @@ def test_fit_replacement_restores_indentation_and_trailing_newline():
 
 def test_document_edit_carries_the_version_only_with_document_changes():
     e = [lsp.TextEdit(rng(0, 0, 0, 0), "x")]
-    versioned = edits.document_edit("file:///a.py", 7, e, document_changes=True)
+    versioned = text_edits.document_edit("file:///a.py", 7, e, document_changes=True)
     assert versioned.document_changes[0].text_document.version == 7
-    plain = edits.document_edit("file:///a.py", 7, e, document_changes=False)
+    plain = text_edits.document_edit("file:///a.py", 7, e, document_changes=False)
     assert plain.changes == {"file:///a.py": e}
 
 
 def test_append_edit_separates_with_one_blank_line():
     text = "def test_a():\n    pass\n"
-    edit = edits.append_edit(text, "def test_b():\n    pass\n")
-    assert edits.apply_edits(text, [edit]) == "def test_a():\n    pass\n\ndef test_b():\n    pass\n"
-    assert edits.apply_edits("", [edits.append_edit("", "x\n")]) == "x\n"
+    edit = text_edits.append_edit(text, "def test_b():\n    pass\n")
+    assert text_edits.apply_edits(text, [edit]) == "def test_a():\n    pass\n\ndef test_b():\n    pass\n"
+    assert text_edits.apply_edits("", [text_edits.append_edit("", "x\n")]) == "x\n"
 
 
 lines = st.lists(st.text(alphabet="ab c😋\t", max_size=6), max_size=6).map("\n".join)
@@ -125,9 +127,24 @@ def test_edits_reproduce_the_rewrite_and_stay_inside_the_range(before, target, a
     text = before + "\n" + target + "\n" + after
     start = len(before) + 1
     end = start + len(target)
-    target_range = lsp.Range(edits.position_at(text, start, encoding), edits.position_at(text, end, encoding))
-    result = edits.minimal_edits(text, target_range, rewrite, encoding)
-    assert edits.apply_edits(text, result, encoding) == text[:start] + rewrite + text[end:]
+    target_range = lsp.Range(ranges.position(text, start, encoding), ranges.position(text, end, encoding))
+    result = text_edits.minimal_edits(text, target_range, rewrite, encoding)
+    assert text_edits.apply_edits(text, result, encoding) == text[:start] + rewrite + text[end:]
     for e in result:
-        s, t = edits.range_offsets(text, e.range, encoding)
+        s, t = ranges.offsets(text, e.range, encoding)
         assert start <= s <= t <= end
+
+
+def test_one_converter_reads_a_lone_cr_as_a_line_end_and_counts_a_lone_surrogate():
+    """LSP ends lines at "\n", "\r\n" and "\r": code-action edits and completions share one converter. Before,
+    edits.py split at "\n" only (line 1 column 0 of "a\rbc\nd" was offset 5, not 2) and raised on a lone
+    surrogate that positions.py counted as one UTF-16 unit."""
+    text = "a\rbc\nd"
+    assert ranges.offset(text, lsp.Position(1, 0)) == 2 == LineIndex.of(text).offset_at(1, 0, "utf-16")
+    assert ranges.position(text, 5) == lsp.Position(2, 0)
+    (edit,) = text_edits.minimal_edits(text, rng(1, 0, 1, 2), "xc")
+    assert edit.range == rng(1, 0, 1, 1) and text_edits.apply_edits(text, [edit]) == "a\rxc\nd"
+    lone = "a\ud800b"
+    for encoding, column in (("utf-8", 4), ("utf-16", 2), ("utf-32", 2)):
+        assert ranges.position(lone, 2, encoding) == lsp.Position(0, column)
+        assert ranges.offset(lone, lsp.Position(0, column), encoding) == 2

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from codellama_lsp.config import Settings
-from codellama_lsp.engine.backend import CancelToken, GenerationParams, ModelLoadError
+from codellama_lsp.engine.backend import CancelToken, GenerationParams, ModelInfo, ModelLoadError
 from shared_data import REPO, SMOLLM2_GGUF, needs_smollm2
 
 try:
@@ -118,7 +118,7 @@ def prompts_while_typing(backend, seed: int = 0) -> list[list[int]]:
 
 def test_runtime_and_info(demo):
     assert demo.info.runtime == "llamacpp" and demo.info.fim and demo.info.family == "codellama"
-    assert demo.kv.runtime == "llamacpp" and not demo.kv.tree_ready
+    assert demo.kv.runtime == "llamacpp" and not demo.kv.tree_ready  # straight drafts (see step_llamacpp)
 
 
 def test_reuse_and_speculation_match_the_plain_llamacpp_loop(demo, plain):
@@ -134,6 +134,76 @@ def test_reuse_and_speculation_match_the_plain_llamacpp_loop(demo, plain):
         forward += result.stats.forward_passes
         generated += result.stats.generated_tokens
     assert reused > 0 and drafted > 0 and forward < generated
+
+
+@pytest.fixture(scope="module")
+def tree_demo(demo_path):
+    """The demo on a llama.cpp step made for draft trees (one sequence id per branch, a unified KV buffer)."""
+    from codellama_lsp.engine.gguf_file import load_gguf_tokenizer
+    from codellama_lsp.engine.local import LocalBackend
+    from codellama_lsp.engine.step_llamacpp import LlamaCppModel, LlamaCppStep
+    from codellama_lsp.engine.templates import template_for
+
+    step = LlamaCppStep(LlamaCppModel(demo_path), n_ctx=4096, n_threads=1, trees=True)
+    tokenizer = load_gguf_tokenizer(demo_path)
+    template = template_for(tokenizer, model_name="demo")
+    info = ModelInfo(name="demo", path=str(demo_path), family=template.family, fim=template.fim, device="cpu",
+                     dtype="F16", quantization="F16", context_length=4096, runtime="llamacpp")
+    backend = LocalBackend(None, tokenizer, template, info, step=step)
+    yield backend
+    backend.close()
+
+
+def test_a_draft_tree_verifies_each_branch_as_if_fed_alone_and_keeps_a_side_branch(tree_demo):
+    """Two branches after a shared first node: every row's logits match feeding that row's path alone, and
+    after keeping the second branch the next token's logits match a cache that only ever saw that path."""
+    import numpy as np
+
+    from codellama_lsp.engine.draft_tree import DraftTree
+
+    demo = tree_demo
+    step = demo.kv
+    assert step.tree_ready
+    ids = [1] + demo.encode(SOURCE[:600])
+    a, b, c, d = demo.encode("    return lines.join(prefix)")[:4]
+    tree = DraftTree(budget=8)
+    tree.add_path([a, b, c])
+    tree.add_path([a, d, c])  # rows: 1=a, 2=b, 3=c | 4=d, 5=c
+    step.reset()
+    step.prefill(ids[:-1])
+    base = len(step.ids)
+    rows = step.forward_tree(ids[-1], tree)
+
+    def alone(path):
+        step.reset()
+        step.prefill(ids[:-1])
+        return step.forward([ids[-1], *path], len(path) + 1)
+
+    first, second = alone([a, b, c]), alone([a, d, c])
+    for got, want in ((rows[[0, 1, 2, 3]], first), (rows[[0, 1, 4, 5]], second)):
+        assert (got.argmax(-1) == want.argmax(-1)).all()
+        assert np.allclose(got, want, atol=2e-2)
+    step.reset()
+    step.prefill(ids[:-1])
+    step.forward_tree(ids[-1], tree)
+    step.keep_rows(base, [1, 4, 5])  # a, d, c: the side branch
+    assert step.ids == ids + [a, d, c]
+    nxt = step.decode_one(c)
+    ref = alone([a, d, c, c])[-1]
+    assert nxt.argmax() == ref.argmax() and np.allclose(nxt, ref, atol=2e-2)
+
+
+def test_reuse_and_draft_trees_match_the_plain_llamacpp_loop(tree_demo, plain):
+    demo = tree_demo
+    demo.reset_cache()
+    stop = demo.template.fim_stop_ids if hasattr(demo.template, "fim_stop_ids") else []
+    drafted = 0
+    for ids in prompts_while_typing(demo)[:40]:
+        result = demo.generate(ids, GenerationParams(max_new_tokens=16, stop_token_ids=stop))
+        assert result.token_ids == plain.generate(ids, 16, stop_ids=set(stop)), ids[-8:]
+        assert demo.kv.ids == (ids + result.token_ids)[: len(demo.kv.ids)]
+        drafted += result.stats.accepted_draft_tokens
+    assert drafted > 0
 
 
 def test_token_healing_matches_the_plain_loop_with_the_same_mask(demo, plain):

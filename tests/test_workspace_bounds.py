@@ -20,13 +20,7 @@ from codellama_lsp.context.retrieval import Retriever
 from codellama_lsp.context.workspace import WorkspaceIndex
 
 from lsp_client import lsp_session, open_document
-
-
-def write(root: Path, rel: str, text: str) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
+from shared_data import write
 
 
 def home_like_tree(base: Path, dirs: int = 30, per_dir: int = 40) -> Path:

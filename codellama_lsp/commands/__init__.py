@@ -7,10 +7,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import choices
+
+
+CONFIG_HELP = "TOML settings file (default: config.toml in the platform config directory)"
+
+
+def add_model_arguments(parser, *, runtime: bool = True) -> None:
+    """The options that choose and load the model, shared by serve, complete, chat and doctor."""
+    parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
+    if runtime:
+        add_runtime_arguments(parser)
+    parser.add_argument("--quantization", choices=choices("quantization"))
+    parser.add_argument("--device", choices=choices("device"))
+
 
 def add_runtime_arguments(parser) -> None:
     """The options that choose and tune the runtime, shared by serve, complete and doctor."""
-    parser.add_argument("--runtime", choices=("auto", "transformers", "llamacpp"),
+    parser.add_argument("--runtime", choices=choices("runtime"),
                         help="what runs the model (auto: llama.cpp for a GGUF file, transformers otherwise)")
     parser.add_argument("--gguf-file", metavar="NAME", help="which .gguf of a directory or cached Hub repo holding several")
     parser.add_argument("--threads", type=int, metavar="N", help="llama.cpp threads (default: all cores but one)")

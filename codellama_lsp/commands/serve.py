@@ -5,20 +5,18 @@ from __future__ import annotations
 import sys
 
 
-from . import add_runtime_arguments, runtime_values
+from ..config import choices
+from . import CONFIG_HELP, add_model_arguments, runtime_values
 
 
 def add_arguments(parser) -> None:
     transport = parser.add_mutually_exclusive_group()
     transport.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")
     transport.add_argument("--tcp", metavar="HOST:PORT", help="listen on a TCP port instead (one client; for debugging)")
-    parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
-    add_runtime_arguments(parser)
-    parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"))
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
-    parser.add_argument("--log-level", choices=("error", "warning", "info", "debug"))
+    add_model_arguments(parser)
+    parser.add_argument("--log-level", choices=choices("log_level"))
     parser.add_argument("--log-file", help="log file (default: server.log in the platform log directory)")
-    parser.add_argument("--config", help="TOML settings file (default: config.toml in the platform config directory)")
+    parser.add_argument("--config", help=CONFIG_HELP)
 
 
 def _tcp_address(value: str) -> tuple[str, int]:

@@ -555,17 +555,18 @@ def decode(g: Generation, logits: Any, proposer: Proposer | None) -> str:
         reason = g.accept(token)
         if reason:
             return reason
-        room = params.max_new_tokens - len(g.generated) - 1  # the verify pass adds one token of its own
-        proposal = DraftTree(budget=0)
-        if g.speculate and proposer is not None and room > 0:
-            proposal = as_tree(proposer(g.seq, room), room)
+        if g.speculate and proposer is not None:
+            room = params.max_new_tokens - len(g.generated) - 1  # the verify pass adds one token of its own
+            proposal = as_tree(proposer(g.seq, room), room) if room > 0 else None
+            if proposal is not None and len(proposal):
+                g.check()
+                g.stats.forward_passes += 1
+                reason, logits = verify(g, token, proposal)
+                if reason:
+                    return reason
+                continue
         g.check()
         g.stats.forward_passes += 1
-        if len(proposal):
-            reason, logits = verify(g, token, proposal)
-            if reason:
-                return reason
-            continue
         began = monotonic()
         logits = step.decode_one(token)
         step.settle()

@@ -28,6 +28,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..config import choices
+
 FIM_MODES = ("psm", "spm")
 ORACLES = ("canonical", "empty", "postprocessed", "overrun")
 # what the ``overrun`` oracle appends to the canonical answer before the clean-up: the model's typical overruns
@@ -51,9 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only tasks whose task_id matches, e.g. 'HumanEval/0/' (applied before --limit)")
     parser.add_argument("--model", default="demo",
                         help="model the server loads: 'demo', a local directory or a cached Hugging Face id")
-    parser.add_argument("--quantization", choices=("auto", "4bit", "8bit", "none"), default=None)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None)
-    parser.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default=None)
+    parser.add_argument("--quantization", choices=choices("quantization"), default=None)
+    parser.add_argument("--device", choices=choices("device"), default=None)
+    parser.add_argument("--dtype", choices=choices("dtype"), default=None)
     parser.add_argument("--max-tokens", type=int, default=None, help="server setting max_tokens")
     parser.add_argument("--completion-timeout", type=float, default=None,
                         help="server setting completion_timeout_s (seconds per completion)")
@@ -282,8 +284,9 @@ async def _server_answers(args, mode: str, splits, tasks, progress) -> tuple[dic
         # a user's config file must not change what a benchmark measures
         env.update({"XDG_CONFIG_HOME": config_home, "CODELLAMA_LSP_MODEL": args.model, "HF_HUB_OFFLINE": "1"})
         log = Path(args.server_log) if args.server_log else Path(config_home) / "server.log"
-        session = ServerSession(init_options=server_settings(args, mode), workspace=Path(workspace), command=command,
-                                env=env, stderr_log=log, ready_timeout_s=args.ready_timeout,
+        session = ServerSession(init_options=server_settings(args, mode), root=Path(workspace), command=command,
+                                env=env, cwd=Path(workspace), stderr_log=log, client_info="codellama-lsp-bench",
+                                ready_timeout_s=args.ready_timeout,
                                 request_timeout_s=max(120.0, 4 * (args.completion_timeout or 30.0)))
         progress.set_description(f"{mode}: loading model")
         by_split: dict[str, list] = {}

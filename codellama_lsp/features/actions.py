@@ -1,42 +1,24 @@
-"""Code actions: Explain this, Fix this, Document this, Write unit tests.
+"""Code actions without the protocol: Explain this, Fix this, Document this, Write unit tests.
 
-Listing (``textDocument/codeAction``) is instant: a tree-sitter look at the cursor, no model call. Each
-action carries a command (``codellama.explain|fix|document|tests`` with ``[uri, range, version]`` and,
-for Fix, the diagnostics) because every LSP editor executes commands; the model runs there.
-
-Fix and Document ask the Instruct model for the rewritten target in a fenced block and turn it into the
-minimal TextEdits inside the target range (``edits.py``), applied with ``workspace/applyEdit``. An action
-whose document changed meanwhile is refused (ContentModified), before and after the model ran, and the
-edit itself carries the version so the editor refuses it too. Write tests creates or extends the test
-file where the project's test runner looks (``testgen.py``).
+Which actions a target offers, the question each one asks the Instruct model, and how an answer becomes
+replacements inside the target (``edits``). Text and offsets in, plain data out; ``lsp/actions.py``
+lists them as LSP code actions, runs their commands and applies the edits.
 """
 
 from __future__ import annotations
 
-import logging
 import textwrap
 from pathlib import Path
-from typing import Any
 
-from lsprotocol import types as lsp
-
-from . import edits
-from .chat import ChatError, ChatParamsError, CodeContext, document_context, encoding_of, plain, run_chat, service_for
-from ..engine.backend import CancelToken
-from .targets import find_target, language_name
-from .testgen import plan_tests, supports_tests
-
-log = logging.getLogger(__name__)
+from ..errors import RequestError
+from ..positions import LineIndex
+from .chat import ChatError, ChatService, CodeContext
+from .edits import Replacement, diff_replacements, extract_code_block, fit_replacement
+from .testgen import supports_tests
 
 EXPLAIN, FIX, DOCUMENT, TESTS = "explain", "fix", "document", "tests"
 TITLES = {EXPLAIN: "Explain this", FIX: "Fix this", DOCUMENT: "Document this", TESTS: "Write unit tests"}
 COMMANDS = {op: f"codellama.{op}" for op in TITLES}
-KINDS = {
-    EXPLAIN: lsp.CodeActionKind.Empty,
-    FIX: lsp.CodeActionKind.QuickFix,
-    DOCUMENT: lsp.CodeActionKind.RefactorRewrite,
-    TESTS: lsp.CodeActionKind.Source,
-}
 
 EXPLAIN_QUESTION = (
     "Explain what this code does: its purpose, how it works step by step, its inputs and outputs, "
@@ -60,7 +42,7 @@ DOC_CONVENTIONS = {
 }
 
 
-class ActionError(Exception):
+class ActionError(RequestError):
     """An action that cannot run; the message is shown to the user."""
 
 
@@ -68,67 +50,15 @@ class ActionError(Exception):
 # listing
 
 
-def _overlaps(a: lsp.Range, b: lsp.Range) -> bool:
-    a0, a1 = (a.start.line, a.start.character), (a.end.line, a.end.character)
-    b0, b1 = (b.start.line, b.start.character), (b.end.line, b.end.character)
-    return a0 <= b1 and b0 <= a1
-
-
-def _wanted(kind: str, only: list[str] | None) -> bool:
-    if not only:
-        return True
-    return any(kind == o or kind.startswith(f"{o}.") for o in only if o) or (kind == "" and "" in only)
-
-
-def list_actions(
-    text: str, uri: str, version: int | None, rng: lsp.Range, *, language_id: str = "", path: str | None = None,
-    diagnostics: list[lsp.Diagnostic] | None = None, only: list[str] | None = None, encoding: str = "utf-16",
-    trees=None,
-) -> list[lsp.CodeAction]:
-    """The actions for ``rng`` (a selection, or a cursor inside a function/class). No model, no disk
-    reads beyond a file-name check; ``trees`` (the server's DocumentTrees) makes the parse incremental."""
-    language = language_name(language_id, path)
-    start, end = edits.range_offsets(text, rng, encoding)
-    tree = None
-    if trees is not None and language:
-        try:
-            tree = trees.update(uri, text, language)
-        except Exception:
-            log.exception("incremental parse failed for %s", uri)
-    target = find_target(text, start, end, language, tree)
-    if target is None:
-        return []
-    target_range = lsp.Range(
-        edits.position_at(text, target.start, encoding), edits.position_at(text, target.end, encoding)
-    )
-    range_json = {
-        "start": {"line": target_range.start.line, "character": target_range.start.character},
-        "end": {"line": target_range.end.line, "character": target_range.end.character},
-    }
-    in_range = [d for d in diagnostics or [] if _overlaps(d.range, target_range)]
+def operations(*, fixable: bool, path: str | None) -> list[str]:
+    """The actions a target offers: Fix only with a diagnostic on it, tests only where a runner is known."""
     ops = [EXPLAIN]
-    if in_range:
+    if fixable:
         ops.append(FIX)
     ops.append(DOCUMENT)
     if path and supports_tests(path):
         ops.append(TESTS)
-    label = f" ({target.name})" if target.name else ""
-    actions = []
-    for op in ops:
-        if not _wanted(KINDS[op], only):
-            continue
-        arguments: list[Any] = [uri, range_json, version]
-        if op == FIX:
-            arguments.append(edits.converter().unstructure(in_range))
-        actions.append(
-            lsp.CodeAction(
-                title=TITLES[op],
-                kind=KINDS[op],
-                diagnostics=in_range if op == FIX else None,
-                command=lsp.Command(title=f"{TITLES[op]}{label}", command=COMMANDS[op], arguments=arguments),
-            )
-        )
-    return actions
+    return ops
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -155,19 +85,6 @@ def fix_question(code: str, fence: str, diagnostics: list[dict], first_line: int
         "Reply with the complete corrected code in one fenced code block. Change only what is needed "
         "to fix the problems; keep everything else exactly as it is."
     )
-
-
-def _flagged_text(text: str, diagnostics: list[dict], encoding: str) -> list[str]:
-    """The text each diagnostic's range covers (one line at most), for the prompt."""
-    out = []
-    for d in diagnostics:
-        try:
-            start, end = edits.range_offsets(text, edits.converter().structure(d["range"], lsp.Range), encoding)
-        except Exception:
-            out.append("")
-            continue
-        out.append(text[start:end].split("\n", 1)[0])
-    return out
 
 
 def document_question(code: str, fence: str, language: str | None) -> str:
@@ -197,216 +114,48 @@ def tests_question(code: str, fence: str, plan, source_name: str, existing: bool
 # running
 
 
-def _parse_arguments(args: tuple, op: str) -> tuple[str, dict | None, int | None, list[dict]]:
-    args = tuple(plain(list(args)))
-    if not args or not isinstance(args[0], str):
-        raise ActionError(f"{COMMANDS[op]} takes [uri, range, version]")
-    uri = args[0]
-    rng = args[1] if len(args) > 1 and isinstance(args[1], dict) else None
-    version = args[2] if len(args) > 2 and isinstance(args[2], int) and not isinstance(args[2], bool) else None
-    diagnostics = args[3] if len(args) > 3 and isinstance(args[3], list) else []
-    return uri, rng, version, [d for d in diagnostics if isinstance(d, dict)]
+def rewrite_question(op: str, ctx: CodeContext, diagnostics: list[dict], flagged: list[str]) -> tuple[str, str]:
+    """(question, the dedented code it quotes) for Fix or Document of ``ctx``'s span."""
+    target = ctx.text[ctx.start : ctx.end]
+    if not target.strip():
+        raise ActionError("the range is empty; select some code first")
+    code = textwrap.dedent(target)
+    if op == FIX:
+        first_line = LineIndex.of(ctx.text).position_at(ctx.start, "utf-32")[0]  # the line diagnostics count in
+        return fix_question(code, ctx.fence, diagnostics, first_line, flagged), code
+    return document_question(code, ctx.fence, ctx.language), code
 
 
-def _current_version(ls, uri: str) -> int | None:
-    return getattr(ls.workspace.get_text_document(uri), "version", None)
+def rewrite_replacements(ctx: CodeContext, answer_code: str) -> list[Replacement]:
+    """The smallest replacements inside ``ctx``'s span that put the model's rewrite there."""
+    replacement = fit_replacement(ctx.text[ctx.start : ctx.end], answer_code)
+    return diff_replacements(ctx.text, ctx.start, ctx.end, replacement)
 
 
-def _refuse_if_stale(ls, uri: str, version: int | None, when: str) -> None:
-    from pygls.exceptions import JsonRpcContentModified
-
-    current = _current_version(ls, uri)
-    if version is not None and current is not None and current != version:
-        message = (
-            f"codellama: the document changed {when} (version {version} -> {current}); "
-            "nothing was edited, run the action again"
-        )
-        _show(ls, message, lsp.MessageType.Warning)
-        raise JsonRpcContentModified(message)
+def rewrite_budget(service: ChatService, code: str) -> int:
+    """Room for the rewritten code: about twice the original (docs, fixes) but at least the chat limit."""
+    settings = service.settings
+    backend = service.engines.engine.backend
+    tokens = backend.count_tokens(code) if backend is not None else len(code) // 3
+    return max(int(settings.chat_max_tokens), min(2 * tokens + 128, int(settings.context_tokens) // 2))
 
 
-def _show(ls, message: str, kind: lsp.MessageType = lsp.MessageType.Info) -> None:
-    try:
-        ls.window_show_message(lsp.ShowMessageParams(type=kind, message=message))
-    except Exception:
-        log.exception("showMessage failed")
-
-
-def _supports_document_changes(ls) -> bool:
-    caps = getattr(ls, "client_capabilities", None)
-    ws_edit = getattr(getattr(caps, "workspace", None), "workspace_edit", None)
-    return bool(getattr(ws_edit, "document_changes", False))
-
-
-def _supports_create(ls) -> bool:
-    caps = getattr(ls, "client_capabilities", None)
-    ws_edit = getattr(getattr(caps, "workspace", None), "workspace_edit", None)
-    ops = getattr(ws_edit, "resource_operations", None) or []
-    return _supports_document_changes(ls) and any(getattr(o, "value", o) == "create" for o in ops)
-
-
-async def _apply(ls, edit: lsp.WorkspaceEdit, label: str) -> lsp.ApplyWorkspaceEditResult:
-    return await ls.workspace_apply_edit_async(lsp.ApplyWorkspaceEditParams(edit=edit, label=label))
-
-
-async def _ask_for_code(ls, question: str, ctx: CodeContext, max_new_tokens: int) -> str:
+async def ask_for_code(service: ChatService, question: str, ctx: CodeContext, max_new_tokens: int) -> str:
     """Run the model on a rewrite question; the code of its fenced answer (ActionError if none)."""
-    service = service_for(ls)
-    cancel = CancelToken()
     try:
-        answer = await service.ask(
-            [{"role": "user", "content": question}], context=ctx, cancel=cancel,
-            max_new_tokens=max_new_tokens, remember=False,
-        )
+        answer = await service.ask([{"role": "user", "content": question}], context=ctx,
+                                   max_new_tokens=max_new_tokens, remember=False)
     except ChatError as exc:
         raise ActionError(str(exc)) from exc
-    code = edits.extract_code_block(answer.text)
+    code = extract_code_block(answer.text)
     if code is None:
         raise ActionError("the model's answer had no code block; nothing was edited")
     return code
 
 
-def _rewrite_budget(ls, code: str) -> int:
-    """Room for the rewritten code: about twice the original (docs, fixes) but at least the chat limit."""
-    service = service_for(ls)
-    backend = getattr(service.engines.engine, "backend", None)
-    tokens = backend.count_tokens(code) if backend is not None else len(code) // 3
-    return max(int(ls.settings.chat_max_tokens), min(2 * tokens + 128, int(ls.settings.context_tokens) // 2))
-
-
-async def rewrite_range(ls, op: str, args: tuple) -> dict:
-    """Fix / Document: model rewrite of the target range -> minimal edits -> workspace/applyEdit."""
-    uri, rng, version, diagnostics = _parse_arguments(args, op)
-    if rng is None:
-        raise ActionError(f"{COMMANDS[op]} needs a range")
-    _refuse_if_stale(ls, uri, version, "before the action started")
-    version = version if version is not None else _current_version(ls, uri)
-    ctx = document_context(ls, uri, rng)
-    ctx.show_span = False
-    text, start, end = ctx.text, ctx.start, ctx.end
-    target = text[start:end]
-    if not target.strip():
-        raise ActionError("the range is empty; select some code first")
-    code = textwrap.dedent(target)
-    if op == FIX:
-        flagged = _flagged_text(text, diagnostics, encoding_of(ls.workspace.get_text_document(uri)))
-        question = fix_question(code, ctx.fence, diagnostics, text.count("\n", 0, start), flagged)
-    else:
-        question = document_question(code, ctx.fence, ctx.language)
-    answer_code = await _ask_for_code(ls, question, ctx, _rewrite_budget(ls, code))
-    _refuse_if_stale(ls, uri, version, "while the model was working")
-    replacement = edits.fit_replacement(target, answer_code)
-    document = ls.workspace.get_text_document(uri)
-    encoding = encoding_of(document)
-    text_edits = edits.text_edits(text, edits.diff_replacements(text, start, end, replacement), encoding)
-    if not text_edits:
-        _show(ls, f"codellama: {TITLES[op]}: the model proposed no change")
-        return {"applied": False, "edits": 0, "reason": "no_change"}
-    edit = edits.document_edit(uri, version, text_edits, document_changes=_supports_document_changes(ls))
-    result = await _apply(ls, edit, TITLES[op])
-    if not result.applied:
-        _show(ls, f"codellama: the editor did not apply the edit: {result.failure_reason or 'no reason given'}",
-              lsp.MessageType.Warning)
-    return {"applied": bool(result.applied), "edits": len(text_edits), "reason": result.failure_reason or ""}
-
-
-async def write_tests(ls, args: tuple) -> dict:
-    """Write unit tests for the target and create or extend the test file."""
-    from pygls.uris import from_fs_path
-
-    uri, rng, version, _ = _parse_arguments(args, TESTS)
-    _refuse_if_stale(ls, uri, version, "before the action started")
-    ctx = document_context(ls, uri, rng, widen_to_scope=True)
-    ctx.show_span = False
-    if not ctx.path or ctx.path == uri:
-        raise ActionError("unit tests can only be written for a file on disk")
-    root = getattr(ls.workspace, "root_path", None)
-    plan = plan_tests(Path(ctx.path), Path(root) if root else None)
-    if plan is None:
-        raise ActionError(f"no test framework known for {Path(ctx.path).suffix or 'this file'}")
-    test_uri = from_fs_path(str(plan.test_path))
-    opened = ls.workspace.text_documents.get(test_uri)
-    existing_text = opened.source if opened is not None else (
-        plan.test_path.read_text(encoding="utf-8", errors="replace") if plan.exists else None
-    )
+def tests_request(ctx: CodeContext, plan, existing: bool) -> str:
+    """The question for Write unit tests of ``ctx``'s span (``plan``: testgen's placement)."""
     target = ctx.text[ctx.start : ctx.end]
     if not target.strip():
         raise ActionError("nothing to test here; select some code first")
-    question = tests_question(textwrap.dedent(target), _fence(plan.language), plan, Path(ctx.path).name,
-                              existing_text is not None and bool(existing_text.strip()))
-    code = await _ask_for_code(ls, question, ctx, max(int(ls.settings.chat_max_tokens), 512))
-    code = code.rstrip() + "\n"
-    if existing_text is not None:
-        test_doc = ls.workspace.get_text_document(test_uri)
-        encoding = encoding_of(test_doc)
-        edit = edits.document_edit(
-            test_uri, opened.version if opened is not None else None,
-            [edits.append_edit(existing_text, code, encoding)], document_changes=_supports_document_changes(ls),
-        )
-    elif _supports_create(ls):
-        edit = edits.create_file_edit(test_uri, code)
-    else:  # the editor opens a buffer for the new file; the user saves it
-        edit = lsp.WorkspaceEdit(changes={test_uri: [lsp.TextEdit(lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0)), code)]})
-    result = await _apply(ls, edit, TITLES[TESTS])
-    return {
-        "applied": bool(result.applied),
-        "uri": test_uri,
-        "framework": plan.framework,
-        "created": existing_text is None,
-        "reason": result.failure_reason or "",
-    }
-
-
-def _fence(language: str) -> str:
-    return language
-
-
-async def explain(ls, args: tuple) -> dict:
-    """Explain = chat with a prepared question about the range; streams chatChunk, answers markdown."""
-    uri, rng, version, _ = _parse_arguments(args, EXPLAIN)
-    _refuse_if_stale(ls, uri, version, "before the action started")
-    ctx = document_context(ls, uri, rng, widen_to_scope=True)
-    return await run_chat(ls, None, [{"role": "user", "content": EXPLAIN_QUESTION}], ctx)
-
-
-# ---------------------------------------------------------------------------------------------------
-# LSP wiring
-
-
-def register(server) -> None:
-    """Attach ``textDocument/codeAction`` and the four commands; called once by ``server.py``."""
-    from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
-
-    @server.feature(
-        lsp.TEXT_DOCUMENT_CODE_ACTION,
-        lsp.CodeActionOptions(code_action_kinds=sorted({k for k in KINDS.values() if k}), resolve_provider=False),
-    )
-    async def code_action(ls, params: lsp.CodeActionParams) -> list[lsp.CodeAction] | None:
-        try:
-            document = ls.workspace.get_text_document(params.text_document.uri)
-            text = document.source
-        except OSError:
-            return None
-        return list_actions(
-            text, params.text_document.uri, document.version, params.range,
-            language_id=getattr(document, "language_id", "") or "", path=document.path,
-            diagnostics=list(params.context.diagnostics or []), only=params.context.only,
-            encoding=encoding_of(document), trees=getattr(ls, "trees", None),
-        ) or None
-
-    def guarded(run):
-        async def handler(ls, *args):
-            try:
-                return await run(ls, args)
-            except ChatParamsError as exc:  # malformed arguments: InvalidParams, not a failure of ours
-                raise JsonRpcInvalidParams(str(exc)) from exc
-            except (ActionError, ChatError) as exc:
-                _show(ls, f"codellama: {exc}", lsp.MessageType.Warning)
-                raise JsonRpcException(str(exc), code=-32803) from exc  # RequestFailed
-
-        return handler
-
-    server.command(COMMANDS[EXPLAIN])(guarded(explain))
-    server.command(COMMANDS[FIX])(guarded(lambda ls, args: rewrite_range(ls, FIX, args)))
-    server.command(COMMANDS[DOCUMENT])(guarded(lambda ls, args: rewrite_range(ls, DOCUMENT, args)))
-    server.command(COMMANDS[TESTS])(guarded(write_tests))
+    return tests_question(textwrap.dedent(target), plan.language, plan, Path(ctx.path).name, existing)

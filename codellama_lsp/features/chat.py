@@ -1,9 +1,8 @@
-"""Chat: one streamed request (``codellama/chat``) that any LSP client can send.
+"""Chat without the protocol: Instruct prompts with code context, conversations, and the streamed answer.
 
-The answer streams as ``codellama/chatChunk`` notifications ``{conversationId, seq, text}`` and the
-request's response is ``{conversationId, text}`` where ``text`` is exactly the concatenation of the
-chunks, so a client may render the stream or only the final answer. ``conversationId`` keeps history
-(bounded, in memory) for follow-up questions. ``$/cancelRequest`` stops decoding at the next token.
+``lsp/chat.py`` serves it as the ``codellama/chat`` request (chunks as ``codellama/chatChunk``); the
+command line's ``codellama-lsp chat`` uses it directly. Conversations keep history (bounded, in memory)
+for follow-up questions; cancelling the awaiting task stops decoding at the next token.
 
 The same :class:`ChatService` runs "Explain this" and the model part of Fix/Document/Write tests, so
 every feature that talks to the Instruct model shares one prompt layout (system prompt, code context,
@@ -23,11 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..engine.backend import CancelToken, EngineError, GenerationParams, GenerationResult, GenerationStats
+from ..errors import INVALID_PARAMS, RequestError
 
 log = logging.getLogger(__name__)
-
-CHAT_REQUEST = "codellama/chat"
-CHAT_CHUNK = "codellama/chatChunk"
 
 SYSTEM_PROMPT = (
     "You are an expert software engineer. Answer precisely and briefly in Markdown. "
@@ -44,12 +41,14 @@ _FENCE_TAGS = {"tsx": "tsx", "bash": "bash"}
 OnChunk = Callable[[int, str], None]  # (sequence number, text), called on the event loop
 
 
-class ChatError(Exception):
+class ChatError(RequestError):
     """A chat request that cannot be served; the message says why, in one line."""
 
 
 class ChatParamsError(ChatError):
     """The request itself is malformed (answered with InvalidParams)."""
+
+    code = INVALID_PARAMS
 
 
 @dataclass
@@ -164,11 +163,10 @@ class ChatEngines:
 async def ready_backend(engine, wait=None):
     """The engine's backend once it can serve, or a ChatError saying why it cannot. ``wait`` (the
     server's ``wait_ready``) waits, bounded, while the model loads."""
-    wait = wait or getattr(engine, "wait_ready", None)
-    if not getattr(engine, "ready", False) and wait is not None:
+    if not engine.ready and wait is not None:
         await wait()
-    if not getattr(engine, "ready", False) or getattr(engine, "backend", None) is None:
-        error = getattr(engine, "error", None)
+    if not engine.ready or engine.backend is None:
+        error = engine.error
         raise ChatError(f"the model is not available: {error}" if error else "the model is still loading; try again")
     return engine.backend
 
@@ -251,8 +249,7 @@ class ChatService:
 
     def prompt_budget(self, backend, max_new_tokens: int | None = None) -> int:
         """Prompt tokens allowed: the context budget (and the model's context) minus the answer's room."""
-        info = getattr(backend, "info", None)
-        limit = min(int(self.settings.context_tokens), int(getattr(info, "context_length", 0) or 1 << 30))
+        limit = min(int(self.settings.context_tokens), int(backend.info.context_length or 1 << 30))
         return max(256, limit - int(max_new_tokens or self.settings.chat_max_tokens))
 
     def build_messages(
@@ -311,7 +308,7 @@ class ChatService:
             max_new_tokens=int(max_new_tokens or self.settings.chat_max_tokens),
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,
-            stop_token_ids=list(getattr(template, "chat_stop_ids", []) or []),
+            stop_token_ids=list(template.chat_stop_ids),
             speculation=self.settings.speculation,
         )
         cancel = cancel or CancelToken()
@@ -407,134 +404,3 @@ def _validate(messages: Any) -> list[dict[str, str]]:
     if any(m["role"] != ("user" if i % 2 == 0 else "assistant") for i, m in enumerate(out)):
         raise ChatParamsError("messages must alternate user, assistant, user, ... and start with the user")
     return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# LSP wiring
-
-
-def plain(value: Any) -> Any:
-    """pygls hands custom params over as namedtuples (``Object``) or attrs classes; make them JSON-like."""
-    if hasattr(value, "_asdict"):
-        return {k: plain(v) for k, v in value._asdict().items()}
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if hasattr(value, "__attrs_attrs__"):
-        from .edits import converter
-
-        return converter().unstructure(value)
-    return value
-
-
-def encoding_of(document) -> str:
-    enc = getattr(getattr(document, "position_codec", None), "encoding", None)
-    value = getattr(enc, "value", enc)
-    return value if value in ("utf-8", "utf-16", "utf-32") else "utf-16"
-
-
-def document_context(server, uri: str, rng: dict | None, *, widen_to_scope: bool = False) -> CodeContext:
-    """A CodeContext for an open document (or a file on disk) and an LSP range in client units."""
-    from lsprotocol import types as lsp
-
-    from .edits import converter, range_offsets
-    from .targets import language_name
-
-    document = server.workspace.get_text_document(uri)
-    try:
-        text = document.source
-    except OSError as exc:
-        raise ChatError(f"cannot read {uri}: {exc.strerror or exc}") from exc
-    path = document.path or uri
-    language = language_name(getattr(document, "language_id", "") or "", path)
-    if rng:
-        try:
-            start, end = range_offsets(text, converter().structure(rng, lsp.Range), encoding_of(document))
-        except Exception as exc:  # cattrs/validation errors of every kind: the client sent a malformed range
-            raise ChatParamsError(f"invalid range: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-    else:
-        start, end = 0, len(text)
-    if widen_to_scope and start == end and language:
-        from .targets import enclosing_scope
-
-        scope = enclosing_scope(text, start, language)
-        if scope is not None:
-            start, end = scope.start, scope.end
-    open_documents = {}
-    for doc in list(server.workspace.text_documents.values())[:50]:
-        if doc.uri != uri and doc.path:
-            open_documents[doc.path] = doc.source
-    return CodeContext(path=path, text=text, start=start, end=end, language=language, open_documents=open_documents)
-
-
-def service_for(server) -> ChatService:
-    """The server's one ChatService (created on first use)."""
-    service = getattr(server, "chat_service", None)
-    if service is None:
-        engines = ChatEngines(server.engine, server.settings)
-        report = getattr(server, "send_status", None)
-        service = ChatService(engines, server.settings, retriever=getattr(server, "retriever", None), report=report)
-        server.chat_service = service
-    else:
-        # settings and retriever can change after initialize / didChangeConfiguration
-        service.settings = service.engines.settings = server.settings
-        service.retriever = getattr(server, "retriever", None)
-        service.engines.engine = server.engine
-    service.wait_ready = getattr(server, "wait_ready", None)
-    return service
-
-
-def chunk_sender(server, conversation_id: str) -> OnChunk:
-    def send(seq: int, text: str) -> None:
-        server.protocol.notify(CHAT_CHUNK, {"conversationId": conversation_id, "seq": seq, "text": text})
-
-    return send
-
-
-async def run_chat(server, conversation_id: str | None, messages, context: CodeContext | None, **kwargs) -> dict:
-    """Ask, stream chunks to the client, answer ``{conversationId, text}``; errors become LSP errors."""
-    from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
-
-    service = service_for(server)
-    conversation_id = conversation_id or uuid.uuid4().hex
-    cancel = CancelToken()
-    try:
-        answer = await service.ask(
-            messages,
-            conversation_id=conversation_id,
-            context=context,
-            cancel=cancel,
-            on_chunk=chunk_sender(server, conversation_id),
-            **kwargs,
-        )
-    except asyncio.CancelledError:
-        cancel.cancel("cancelled")
-        raise
-    except ChatParamsError as exc:
-        raise JsonRpcInvalidParams(str(exc)) from exc
-    except ChatError as exc:
-        raise JsonRpcException(str(exc), code=-32803) from exc  # RequestFailed
-    return answer.to_json()
-
-
-def register(server) -> None:
-    """Attach ``codellama/chat``; called once by ``server.py``."""
-    from pygls.exceptions import JsonRpcInvalidParams
-
-    @server.feature(CHAT_REQUEST)
-    async def chat(ls, params) -> dict:
-        p = plain(params) or {}
-        if not isinstance(p, dict):
-            raise JsonRpcInvalidParams("codellama/chat takes {messages, textDocument?, range?, conversationId?}")
-        context = None
-        document = p.get("textDocument")
-        if isinstance(document, dict) and document.get("uri"):
-            try:
-                context = document_context(ls, document["uri"], p.get("range"))
-            except ChatError as exc:
-                raise JsonRpcInvalidParams(str(exc)) from exc
-        conversation_id = p.get("conversationId")
-        if conversation_id is not None and not isinstance(conversation_id, str):
-            raise JsonRpcInvalidParams("conversationId must be a string")
-        return await run_chat(ls, conversation_id, p.get("messages"), context)

@@ -255,13 +255,13 @@ class CompletionService:
                             outcome.alternatives.append((more, offset + closer_overlap(more, text[offset:])))
                 return
 
-        if not getattr(self.engine, "ready", False) and self.wait_ready is not None:
+        if not self.engine.ready and self.wait_ready is not None:
             log.debug("request for %s waits for the model to load", uri or "a document")
             await self.wait_ready()
             if cancel.cancelled:  # superseded by a newer keystroke, or the document changed meanwhile
                 outcome.reason = cancel.reason or "cancelled"
                 return
-        if not getattr(self.engine, "ready", False):
+        if not self.engine.ready:
             outcome.reason = "not_ready"
             return
         if trigger == AUTOMATIC and settings.debounce_ms > 0:
@@ -347,7 +347,7 @@ class CompletionService:
             params = GenerationParams(
                 max_new_tokens=int(getattr(plan, "max_new_tokens", 0) or settings.max_tokens),
                 temperature=max(settings.temperature, ALTERNATIVE_TEMPERATURE), top_p=settings.top_p, seed=seed,
-                stop_token_ids=list(getattr(self.engine.backend.template, "fim_stop_ids", []) or []),
+                stop_token_ids=list(self.engine.backend.template.fim_stop_ids),
                 stop_strings=list(getattr(plan, "stop_strings", []) or []),
                 time_budget_s=(budget - elapsed) if budget is not None else None,
                 speculation="none", reuse_cache=getattr(settings, "reuse_cache", True),
@@ -390,12 +390,11 @@ class CompletionService:
         finish its current token; that outcome is reported when it has (others by ``complete``)."""
         settings = self.settings
         backend = self.engine.backend
-        template = getattr(backend, "template", None)
         params = GenerationParams(
             max_new_tokens=int(getattr(plan, "max_new_tokens", 0) or settings.max_tokens),
             temperature=settings.temperature,
             top_p=settings.top_p,
-            stop_token_ids=list(getattr(template, "fim_stop_ids", []) or []),
+            stop_token_ids=list(backend.template.fim_stop_ids),
             stop_strings=list(getattr(plan, "stop_strings", []) or []),
             time_budget_s=settings.completion_timeout_s or None,
             speculation=settings.speculation,
@@ -437,7 +436,7 @@ class CompletionService:
         settings = self.settings
         if context_tokens:
             settings = dataclasses.replace(settings, context_tokens=int(context_tokens))
-        window = int(getattr(backend.info, "context_length", 0) or 0)
+        window = int(backend.info.context_length or 0)
         if window and settings.context_tokens > window:
             # never pack more than the model handles well: past its window it only gets slower and worse
             settings = dataclasses.replace(settings, context_tokens=window)
@@ -471,16 +470,16 @@ class CompletionService:
         data.setdefault("prompt_ids", [])
         data.setdefault("fim_mode", None)
         data.setdefault("snippets", [])
-        info = getattr(self.engine, "info", None)
+        info = self.engine.info
         data.update(
             completion=outcome.text,
             replace_start=outcome.replace_start,
             replace_end=outcome.replace_end,
             reason=outcome.reason,
-            model=getattr(info, "name", None),
-            device=getattr(info, "device", None),
-            quantization=getattr(info, "quantization", None),
-            runtime=getattr(info, "runtime", None),
+            model=info.name if info else None,
+            device=info.device if info else None,
+            quantization=info.quantization if info else None,
+            runtime=info.runtime if info else None,
             timings=outcome.stats(),
         )
         return data

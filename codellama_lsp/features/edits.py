@@ -1,96 +1,20 @@
-"""Turn a model's rewrite of one range into the smallest set of LSP TextEdits inside that range.
+"""Turn a model's rewrite of one range into the smallest set of replacements inside that range.
 
 Why not replace the whole range (or file)? A whole-range replace moves the editor's cursor, marks, folds
 and undo history even where nothing changed, and it makes it impossible to tell the user what was
 actually touched. A diff of the old and new text of the *target range* keeps untouched lines untouched,
 and because every edit is computed from offsets within that range, nothing outside it can ever change.
 
-Everything here is pure (text in, edits out) so it is tested without a server or a model.
-Positions are in the client's negotiated encoding ("utf-8", "utf-16" or "utf-32" code units).
+Everything here is pure (text in, offsets out) so it is tested without a server or a model; ``lsp/text_edits``
+turns the replacements into LSP TextEdits with the one position converter.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 import re
 import textwrap
 from dataclasses import dataclass
-
-from lsprotocol import types as lsp
-
-
-@functools.lru_cache(maxsize=1)
-def converter():
-    """lsprotocol's cattrs converter, built once: ``get_converter()`` builds a new one on every call
-    (~100-400 ms), far too slow for a code-action listing."""
-    from lsprotocol.converters import get_converter
-
-    return get_converter()
-
-# ---------------------------------------------------------------------------------------------------
-# positions <-> offsets
-
-
-def _units(text: str, encoding: str) -> int:
-    """Length of ``text`` in the client's position units."""
-    if encoding == "utf-8":
-        return len(text.encode("utf-8"))
-    if encoding == "utf-32":
-        return len(text)
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _chars_for_units(line: str, units: int, encoding: str) -> int:
-    """Number of characters of ``line`` that make up ``units`` code units (clamped to the line)."""
-    if encoding == "utf-32":
-        return min(units, len(line))
-    count = 0
-    for index, ch in enumerate(line):
-        if count >= units:
-            return index
-        count += _units(ch, encoding)
-    return len(line)
-
-
-def _line_starts(text: str) -> list[int]:
-    starts = [0]
-    for match in re.finditer("\n", text):
-        starts.append(match.end())
-    return starts
-
-
-def _line_body(text: str, starts: list[int], line: int) -> str:
-    """The text of ``line`` without its line break ("\\r\\n" or "\\n")."""
-    start = starts[line]
-    end = starts[line + 1] - 1 if line + 1 < len(starts) else len(text)
-    body = text[start:end]
-    return body[:-1] if body.endswith("\r") else body
-
-
-def offset_at(text: str, position: lsp.Position, encoding: str = "utf-16") -> int:
-    """Character offset of an LSP position; out-of-range lines/columns clamp to the document's end or
-    the line's end (the LSP rule for a character past the end of a line)."""
-    starts = _line_starts(text)
-    if position.line >= len(starts):
-        return len(text)
-    body = _line_body(text, starts, position.line)
-    return starts[position.line] + _chars_for_units(body, position.character, encoding)
-
-
-def position_at(text: str, offset: int, encoding: str = "utf-16") -> lsp.Position:
-    """LSP position of a character offset into ``text``."""
-    offset = max(0, min(offset, len(text)))
-    line = text.count("\n", 0, offset)
-    line_start = text.rfind("\n", 0, offset) + 1
-    return lsp.Position(line=line, character=_units(text[line_start:offset], encoding))
-
-
-def range_offsets(text: str, rng: lsp.Range, encoding: str = "utf-16") -> tuple[int, int]:
-    """(start, end) character offsets of ``rng`` in ``text``, ordered."""
-    start, end = offset_at(text, rng.start, encoding), offset_at(text, rng.end, encoding)
-    return (start, end) if start <= end else (end, start)
-
 
 # ---------------------------------------------------------------------------------------------------
 # extracting the code from an answer
@@ -206,75 +130,17 @@ def diff_replacements(text: str, start: int, end: int, new_text: str) -> list[Re
     return out
 
 
-def text_edits(text: str, replacements: list[Replacement], encoding: str = "utf-16") -> list[lsp.TextEdit]:
-    """LSP TextEdits for replacements computed against ``text`` (all positions refer to ``text`` as it is
-    before any edit, which is what LSP requires of the edits of one TextDocumentEdit)."""
-    return [
-        lsp.TextEdit(
-            range=lsp.Range(start=position_at(text, r.start, encoding), end=position_at(text, r.end, encoding)),
-            new_text=r.new_text,
-        )
-        for r in replacements
-    ]
-
-
-def minimal_edits(text: str, rng: lsp.Range, new_text: str, encoding: str = "utf-16") -> list[lsp.TextEdit]:
-    """The TextEdits that turn the text of ``rng`` into ``new_text`` and touch nothing outside ``rng``."""
-    start, end = range_offsets(text, rng, encoding)
-    return text_edits(text, diff_replacements(text, start, end, new_text), encoding)
-
-
-def apply_edits(text: str, edits: list[lsp.TextEdit], encoding: str = "utf-16") -> str:
-    """Apply non-overlapping TextEdits (positions relative to ``text``) — what an editor does; used by
-    tests and by the CLI to preview a rewrite."""
-    spans = sorted(
-        ((offset_at(text, e.range.start, encoding), offset_at(text, e.range.end, encoding), e.new_text) for e in edits),
-        reverse=True,
-    )
-    for start, end, new in spans:
-        text = text[:start] + new + text[end:]
+def apply_replacements(text: str, replacements: list[Replacement]) -> str:
+    """``text`` with non-overlapping replacements (offsets into ``text``) applied — what an editor does."""
+    for r in sorted(replacements, key=lambda r: (r.start, r.end), reverse=True):
+        text = text[: r.start] + r.new_text + text[r.end :]
     return text
 
 
-# ---------------------------------------------------------------------------------------------------
-# WorkspaceEdits
-
-
-def document_edit(
-    uri: str, version: int | None, edits: list[lsp.TextEdit], *, document_changes: bool
-) -> lsp.WorkspaceEdit:
-    """One document's edits as a WorkspaceEdit. With ``document_changes`` (the client supports it) the
-    edit carries the document version, so the editor itself refuses it if the buffer moved on."""
-    if document_changes:
-        return lsp.WorkspaceEdit(
-            document_changes=[
-                lsp.TextDocumentEdit(
-                    text_document=lsp.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
-                    edits=list(edits),
-                )
-            ]
-        )
-    return lsp.WorkspaceEdit(changes={uri: list(edits)})
-
-
-def create_file_edit(uri: str, content: str) -> lsp.WorkspaceEdit:
-    """Create ``uri`` and fill it with ``content`` (needs documentChanges + the "create" resource
-    operation on the client)."""
-    return lsp.WorkspaceEdit(
-        document_changes=[
-            lsp.CreateFile(uri=uri, options=lsp.CreateFileOptions(overwrite=False, ignore_if_exists=True)),
-            lsp.TextDocumentEdit(
-                text_document=lsp.OptionalVersionedTextDocumentIdentifier(uri=uri, version=None),
-                edits=[lsp.TextEdit(range=lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0)), new_text=content)],
-            ),
-        ]
-    )
-
-
-def append_edit(text: str, addition: str, encoding: str = "utf-16") -> lsp.TextEdit:
-    """Append ``addition`` at the end of ``text``, separated from what is there by one blank line."""
-    end = position_at(text, len(text), encoding)
+def append_replacement(text: str, addition: str) -> Replacement:
+    """Append ``addition`` at the end of ``text``, separated from what is there by one blank line (a text
+    that is only whitespace is replaced)."""
     if not text.strip():
-        return lsp.TextEdit(range=lsp.Range(lsp.Position(0, 0), end), new_text=addition)
+        return Replacement(0, len(text), addition)
     sep = "" if text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
-    return lsp.TextEdit(range=lsp.Range(end, end), new_text=sep + addition)
+    return Replacement(len(text), len(text), sep + addition)
