@@ -347,13 +347,19 @@ async def keystroke_run(repo: Path, focus: Path, workdir: Path, count: int) -> d
             return any((s.get("index") or {}).get("state") == "ready" and (s.get("index") or {}).get("files")
                        for s in notes.statuses[mark:])
 
+        pid = c.pid
+        s0, m0 = sched_split(pid), len(notes.statuses)
         cold = await keystrokes(c, uri, line, text, count, 0.15, until=ready)
+        s1, m1 = sched_split(pid), len(notes.statuses)
         await notes.wait_for(ready, timeout=1800)
         ready_s = time.perf_counter() - t0
+        s2, m2 = sched_split(pid), len(notes.statuses)
         idle = await keystrokes(c, uri, line, text, max(len(cold), 20), 0.15)
+        s3, m3 = sched_split(pid), len(notes.statuses)
         during = [ms for ms, state in cold if state == "indexing"]
         idle_ms = [ms for ms, _ in idle]
         rss = psutil.Process(c.pid).memory_info().rss
+        statuses = list(notes.statuses)
     out = {"server_index_ready_s": round(ready_s, 1), "during_cold_n": len(during),
            "during_cold_p50_ms": pct(during, 50), "during_cold_p95_ms": pct(during, 95),
            "idle_n": len(idle_ms), "idle_p50_ms": pct(idle_ms, 50), "idle_p95_ms": pct(idle_ms, 95),
@@ -361,7 +367,53 @@ async def keystroke_run(repo: Path, focus: Path, workdir: Path, count: int) -> d
     if during and idle_ms:
         out["p50_ratio"] = round(pct(during, 50) / pct(idle_ms, 50), 2)
         out["p95_ratio"] = round(pct(during, 95) / pct(idle_ms, 95), 2)
+    # what the server says of each answered request: prompt tokens prefilled (not reused from the KV cache), ms in
+    # the model, and ms outside it (retrieval, prompt assembly, queueing): medians per phase
+    for name, part in (("cold", statuses[m0:m1]), ("idle", statuses[m2:m3])):
+        answered = [st for st in part if isinstance(st.get("total_ms"), (int, float)) and "prefill_tokens" in st]
+        if answered:
+            out[f"server_{name}"] = {
+                "n": len(answered),
+                "prefill_tokens_p50": statistics.median(st["prefill_tokens"] for st in answered),
+                "prefill_tokens_mean": round(statistics.mean(st["prefill_tokens"] for st in answered), 1),
+                "model_ms_p50": round(statistics.median(st.get("generation_ms") or 0 for st in answered), 1),
+                "outside_model_ms_p50": round(statistics.median(
+                    st["total_ms"] - (st.get("generation_ms") or 0) for st in answered), 1),
+                "total_ms_p50": round(statistics.median(st["total_ms"] for st in answered), 1),
+            }
+    if s0 and s1 and s2 and s3 and cold and idle:
+        # per keystroke, the server's normal-priority threads: time on a CPU (the work the code does) and time
+        # runnable but waiting for a CPU (contention: other processes' load, and the niced indexing thread)
+        out["per_keystroke_cold"] = {"cpu_ms": round((s1[0] - s0[0]) * 1000 / len(cold), 1),
+                                     "wait_ms": round((s1[1] - s0[1]) * 1000 / len(cold), 1),
+                                     "indexer_cpu_ms": round((s1[2] - s0[2]) * 1000 / len(cold), 1),
+                                     "n": len(cold)}
+        out["per_keystroke_idle"] = {"cpu_ms": round((s3[0] - s2[0]) * 1000 / len(idle), 1),
+                                     "wait_ms": round((s3[1] - s2[1]) * 1000 / len(idle), 1),
+                                     "n": len(idle)}  # the indexing thread has ended: not counted
     return out
+
+
+def sched_split(pid: int) -> tuple[float, float, float, float] | None:
+    """(on-CPU s, run-queue wait s) of a process's normal-priority threads, then of its niced ones (the
+    indexer), from /proc/<pid>/task/*/schedstat; None where that is unavailable."""
+    out = [0.0, 0.0, 0.0, 0.0]
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                on_cpu, waiting = (int(x) / 1e9 for x in fh.read().split()[:2])
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                nice = int(fh.read().rsplit(")", 1)[1].split()[16])
+        except (OSError, ValueError, IndexError):
+            continue
+        base = 2 if nice > 0 else 0
+        out[base] += on_cpu
+        out[base + 1] += waiting
+    return tuple(out)
 
 
 async def home_run(tree: Path, workdir: Path, label: str, root: Path, settings: dict, open_file: Path,
@@ -539,14 +591,25 @@ def markdown_keystrokes(r: dict) -> str:
     out = [f"# Big workspaces: keystrokes during the cold index\n\n`{r['command']}` — {r['date']}, {r['machine']}; "
            f"load average at start {r['load_average_at_start']} (shared machine).\n",
            "| files | server index ready s | p50/p95 ms during cold index (n) | idle (n) | ratio p50/p95 | "
-           "server RSS MB | load average after |", "|---|---|---|---|---|---|---|"]
+           "per keystroke cold: CPU / waiting for a CPU / indexer CPU ms | idle: CPU / waiting ms | "
+           "server p50 cold: prefill tokens / model ms / outside model ms | idle | "
+           "server RSS MB | load average after |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["repos"]:
         k = row["keystrokes"]
+        pc, pi = k.get("per_keystroke_cold") or {}, k.get("per_keystroke_idle") or {}
         out.append(f"| {row['size']:,} | {k['server_index_ready_s']} | {k.get('during_cold_p50_ms')}/"
                    f"{k.get('during_cold_p95_ms')} ({k.get('during_cold_n')}) | {k.get('idle_p50_ms')}/"
                    f"{k.get('idle_p95_ms')} ({k.get('idle_n')}) | {k.get('p50_ratio')}/{k.get('p95_ratio')} | "
-                   f"{k.get('server_rss_mb')} | {row['load_average']} |")
+                   f"{pc.get('cpu_ms')} / {pc.get('wait_ms')} / {pc.get('indexer_cpu_ms')} | "
+                   f"{pi.get('cpu_ms')} / {pi.get('wait_ms')} | {_server_p50(k.get('server_cold'))} | "
+                   f"{_server_p50(k.get('server_idle'))} | {k.get('server_rss_mb')} | {row['load_average']} |")
     return "\n".join(out) + "\n"
+
+
+def _server_p50(part: dict | None) -> str:
+    if not part:
+        return "-"
+    return f"{part['prefill_tokens_p50']} / {part['model_ms_p50']} / {part['outside_model_ms_p50']}"
 
 
 def markdown(r: dict) -> str:
