@@ -31,8 +31,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lsprotocol import types  # noqa: E402
-
 from codellama_lsp.evaluation.lsp_driver import ServerSession, server_env  # noqa: E402
 from codellama_lsp.positions import LineIndex  # noqa: E402
 
@@ -88,18 +86,15 @@ async def run_size(label: str, size: int, args) -> dict:
         path = work / "big.py"
         path.write_text(text)
         (work / "util.py").write_text("def helper(x):\n    return x * 2\n")
-        env = server_env()
-        env.update(HOME=tmp, XDG_STATE_HOME=f"{tmp}/state", XDG_CACHE_HOME=f"{tmp}/cache", XDG_CONFIG_HOME=f"{tmp}/config")
-        command = [sys.executable, "-m", "codellama_lsp.cli", "serve"] + (["--model", args.model] if args.model else [])
+        env = server_env(Path(tmp))
+        env["HOME"] = tmp
         started = time.perf_counter()
-        session = ServerSession(init_options={"maxTokens": args.max_tokens}, workspace=work, command=command, env=env,
-                                stderr_log=Path(tmp) / "stderr.log", request_timeout_s=300)
+        session = ServerSession(Path(tmp), model=args.model or None, env=env, root=work, cwd=work,
+                                init_options={"maxTokens": args.max_tokens}, request_timeout_s=600)
         async with session:
             ready_s = time.perf_counter() - started
-            client = session.client
             uri = path.as_uri()
-            client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-                uri=uri, language_id="python", version=1, text=text)))
+            session.open(uri, text)
             # The cursor: the end of a "return" line in the middle of the file.
             lines = LineIndex.of(text)
             middle = len(lines.starts) // 2
@@ -109,27 +104,20 @@ async def run_size(label: str, size: int, args) -> dict:
             version = 1
             for i, ch in enumerate(" +1"[: args.keystrokes] + "+" * max(0, args.keystrokes - 3)):
                 version += 1
-                before = len(session.capture.statuses)
+                before = len(session.notes.statuses)
                 t0 = time.perf_counter()
-                client.text_document_did_change(types.DidChangeTextDocumentParams(
-                    text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-                    content_changes=[types.TextDocumentContentChangePartial(
-                        range=types.Range(start=types.Position(line=row, character=col),
-                                          end=types.Position(line=row, character=col)), text=ch)]))
+                session.edit(uri, version, row, col, col, ch)
                 col += 1
-                result = await asyncio.wait_for(client.text_document_inline_completion_async(
-                    types.InlineCompletionParams(
-                        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=row, character=col),
-                        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))), 600)
+                result = await session.inline(uri, row, col)
                 times.append((time.perf_counter() - t0) * 1000)
-                new = [s for s in session.capture.statuses[before:] if "prompt_tokens" in s]
+                new = [s for s in session.notes.statuses[before:] if "prompt_tokens" in s]
                 if new:
                     stats.append({k: new[-1].get(k) for k in ("prompt_tokens", "prefill_tokens", "generated_tokens",
                                                               "generation_ms", "total_ms", "source")})
                     # the time outside the model: document sync, prompt building, clean-up, transport
                     stats[-1]["outside_model_ms"] = round(times[-1] - (new[-1].get("generation_ms") or 0), 1)
                 _ = result
-            mem = rss_kb(client._server.pid)
+            mem = rss_kb(session.pid)
         return {
             "size": label, "bytes": len(text), "lines": len(lines.starts), "ready_s": round(ready_s, 2),
             "suggestion_ms_median": round(statistics.median(times), 1), "suggestion_ms_max": round(max(times), 1),

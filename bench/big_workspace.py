@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -273,108 +274,20 @@ def run_child(*args: str) -> dict:
 # ---------------------------------------------------------------- the real server
 
 
-class Client:
-    def __init__(self) -> None:
-        from lsprotocol import types as lsp
-        from pygls.lsp.client import LanguageClient
+def _session(workdir: Path, root: Path | None, settings: dict, home: Path | None = None):
+    """The demo model's server with its own config/state/cache under ``workdir`` (and ``HOME``, when given);
+    ``settings`` are its initializationOptions and its answer to configuration pulls."""
+    from codellama_lsp.evaluation.lsp_driver import ServerSession, plain_capabilities, server_env
 
-        self.client = LanguageClient("big-workspace-bench", "1")
-        self.statuses: list[dict] = []
-        self.shown: list[str] = []
-        self.settings: dict = {}
-        self._event = asyncio.Event()
-
-        @self.client.feature("codellama/status")
-        def status(ls, params) -> None:
-            self.statuses.append(_plain(params))
-            self._event.set()
-
-        @self.client.feature(lsp.WINDOW_LOG_MESSAGE)
-        def log_message(ls, params) -> None:
-            pass
-
-        @self.client.feature(lsp.WINDOW_SHOW_MESSAGE)
-        def show_message(ls, params) -> None:
-            self.shown.append(params.message)
-
-        @self.client.feature(lsp.WORKSPACE_CONFIGURATION)
-        def configuration(ls, params):
-            return [self.settings for _ in params.items]
-
-        @self.client.feature(lsp.WINDOW_WORK_DONE_PROGRESS_CREATE)
-        def progress_create(ls, params) -> None:
-            return None
-
-        @self.client.feature(lsp.PROGRESS)
-        def progress(ls, params) -> None:
-            return None
-
-    async def wait_for(self, check, timeout: float = 1800.0):
-        deadline = time.monotonic() + timeout
-        while not (found := check()):
-            self._event.clear()
-            if time.monotonic() > deadline:
-                raise TimeoutError("bench: condition not met")
-            try:
-                await asyncio.wait_for(self._event.wait(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                pass
-        return found
-
-    def index_state(self) -> dict:
-        for s in reversed(self.statuses):
-            if "index" in s:
-                return s["index"]
-        return {}
-
-
-def _plain(value):
-    if hasattr(value, "_asdict"):
-        return {k: _plain(v) for k, v in value._asdict().items()}
-    return value
-
-
-async def start_server(workdir: Path, root: Path | None, settings: dict, home: Path | None = None):
-    from lsprotocol import types as lsp
-
-    c = Client()
-    env = dict(os.environ, XDG_CONFIG_HOME=str(workdir / "config"), XDG_STATE_HOME=str(workdir / "state"),
-               XDG_CACHE_HOME=str(workdir / "cache"), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    env = server_env(workdir)
     if home is not None:
         env["HOME"] = str(home)
-    c.settings = settings
-    await c.client.start_io(sys.executable, "-m", "codellama_lsp", "serve", "--model", "demo",
-                            "--log-file", str(workdir / "server.log"), env=env)
-    caps = lsp.ClientCapabilities(
-        general=lsp.GeneralClientCapabilities(position_encodings=[lsp.PositionEncodingKind.Utf16]),
-        workspace=lsp.WorkspaceClientCapabilities(configuration=True, workspace_folders=True),
-        text_document=lsp.TextDocumentClientCapabilities(inline_completion=lsp.InlineCompletionClientCapabilities(),
-                                                         synchronization=lsp.TextDocumentSyncClientCapabilities(
-                                                             did_save=True)),
-    )
-    folders = [lsp.WorkspaceFolder(uri=root.as_uri(), name=root.name or "root")] if root else []
-    await c.client.initialize_async(lsp.InitializeParams(capabilities=caps, root_uri=root.as_uri() if root else None,
-                                                         workspace_folders=folders,
-                                                         initialization_options=settings))
-    c.client.initialized(lsp.InitializedParams())
-    await c.wait_for(lambda: any(s.get("state") == "ready" for s in c.statuses))
-    return c
+    return ServerSession(workdir, model="demo", env=env, root=root, folders=[root] if root else [],
+                         caps=plain_capabilities(configuration=True, did_save=True), init_options=settings,
+                         settings=settings, ready_timeout_s=1800.0, request_timeout_s=1800.0)
 
 
-def server_pid(c: Client) -> int:
-    return c.client._server.pid
-
-
-async def stop_server(c: Client) -> None:
-    try:
-        await asyncio.wait_for(c.client.shutdown_async(None), 60)
-        c.client.exit(None)
-    except Exception:
-        pass
-    await c.client.stop()
-
-
-async def keystrokes(c: Client, uri: str, line: int, text: str, count: int, gap_s: float,
+async def keystrokes(session, uri: str, line: int, text: str, count: int, gap_s: float,
                      until=None) -> list[tuple[float, str]]:
     """Type ``count`` characters at the end of ``line`` (0-based), each followed by an inline request;
     returns (ms to answer, index state at the answer)."""
@@ -392,24 +305,14 @@ async def keystrokes(c: Client, uri: str, line: int, text: str, count: int, gap_
         if k % len(typed) == 0 and k:
             # start the line again: remove what was typed
             version += 1
-            c.client.text_document_did_change(lsp.DidChangeTextDocumentParams(
-                text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=version),
-                content_changes=[lsp.TextDocumentContentChangePartial(
-                    range=lsp.Range(start=lsp.Position(line=line, character=col0),
-                                    end=lsp.Position(line=line, character=col)), text="")]))
+            session.edit(uri, version, line, col0, col, "")
             col = col0
         version += 1
-        c.client.text_document_did_change(lsp.DidChangeTextDocumentParams(
-            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=version),
-            content_changes=[lsp.TextDocumentContentChangePartial(
-                range=lsp.Range(start=lsp.Position(line=line, character=col),
-                                end=lsp.Position(line=line, character=col)), text=ch)]))
+        session.edit(uri, version, line, col, col, ch)
         col += 1
         start = time.perf_counter()
-        await c.client.text_document_inline_completion_async(lsp.InlineCompletionParams(
-            text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=line, character=col),
-            context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Automatic)))
-        out.append(((time.perf_counter() - start) * 1000, c.index_state().get("state", "")))
+        await session.inline(uri, line, col, trigger=lsp.InlineCompletionTriggerKind.Automatic)
+        out.append(((time.perf_counter() - start) * 1000, session.notes.index_state().get("state", "")))
         await asyncio.sleep(gap_s)  # human typing pace: the index works in the gaps
     return out
 
@@ -426,32 +329,37 @@ async def keystroke_run(repo: Path, focus: Path, workdir: Path, count: int) -> d
     import psutil
     from lsprotocol import types as lsp
 
-    c = await start_server(workdir, None, {"maxTokens": 8})
-    text = focus.read_text()
-    uri = focus.as_uri()
-    c.client.text_document_did_open(lsp.DidOpenTextDocumentParams(
-        text_document=lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
-    line = next(i for i, ln in enumerate(text.split("\n")) if ln.startswith("    return"))
-    await keystrokes(c, uri, line, text, 5, 0.05)  # warm the model's paths before measuring
-    mark = len(c.statuses)
-    t0 = time.perf_counter()
-    c.client.workspace_did_change_workspace_folders(lsp.DidChangeWorkspaceFoldersParams(
-        event=lsp.WorkspaceFoldersChangeEvent(added=[lsp.WorkspaceFolder(uri=repo.as_uri(), name=repo.name)],
-                                              removed=[])))
-    await c.wait_for(lambda: any((s.get("index") or {}).get("state") == "indexing" for s in c.statuses[mark:]))
+    async with _session(workdir, None, {"maxTokens": 8}) as c:
+        notes = c.notes
+        text = focus.read_text()
+        uri = focus.as_uri()
+        c.open(uri, text)
+        line = next(i for i, ln in enumerate(text.split("\n")) if ln.startswith("    return"))
+        await keystrokes(c, uri, line, text, 5, 0.05)  # warm the model's paths before measuring
+        mark = len(notes.statuses)
+        t0 = time.perf_counter()
+        c.client.workspace_did_change_workspace_folders(lsp.DidChangeWorkspaceFoldersParams(
+            event=lsp.WorkspaceFoldersChangeEvent(added=[lsp.WorkspaceFolder(uri=repo.as_uri(), name=repo.name)],
+                                                  removed=[])))
+        await notes.wait_status(lambda s: (s.get("index") or {}).get("state") == "indexing", after=mark, timeout=1800)
 
-    def ready() -> bool:
-        return any((s.get("index") or {}).get("state") == "ready" and (s.get("index") or {}).get("files")
-                   for s in c.statuses[mark:])
+        def ready() -> bool:
+            return any((s.get("index") or {}).get("state") == "ready" and (s.get("index") or {}).get("files")
+                       for s in notes.statuses[mark:])
 
-    cold = await keystrokes(c, uri, line, text, count, 0.15, until=ready)
-    await c.wait_for(ready)
-    ready_s = time.perf_counter() - t0
-    idle = await keystrokes(c, uri, line, text, max(len(cold), 20), 0.15)
-    during = [ms for ms, state in cold if state == "indexing"]
-    idle_ms = [ms for ms, _ in idle]
-    rss = psutil.Process(server_pid(c)).memory_info().rss
-    await stop_server(c)
+        pid = c.pid
+        s0, m0 = sched_split(pid), len(notes.statuses)
+        cold = await keystrokes(c, uri, line, text, count, 0.15, until=ready)
+        s1, m1 = sched_split(pid), len(notes.statuses)
+        await notes.wait_for(ready, timeout=1800)
+        ready_s = time.perf_counter() - t0
+        s2, m2 = sched_split(pid), len(notes.statuses)
+        idle = await keystrokes(c, uri, line, text, max(len(cold), 20), 0.15)
+        s3, m3 = sched_split(pid), len(notes.statuses)
+        during = [ms for ms, state in cold if state == "indexing"]
+        idle_ms = [ms for ms, _ in idle]
+        rss = psutil.Process(c.pid).memory_info().rss
+        statuses = list(notes.statuses)
     out = {"server_index_ready_s": round(ready_s, 1), "during_cold_n": len(during),
            "during_cold_p50_ms": pct(during, 50), "during_cold_p95_ms": pct(during, 95),
            "idle_n": len(idle_ms), "idle_p50_ms": pct(idle_ms, 50), "idle_p95_ms": pct(idle_ms, 95),
@@ -459,7 +367,53 @@ async def keystroke_run(repo: Path, focus: Path, workdir: Path, count: int) -> d
     if during and idle_ms:
         out["p50_ratio"] = round(pct(during, 50) / pct(idle_ms, 50), 2)
         out["p95_ratio"] = round(pct(during, 95) / pct(idle_ms, 95), 2)
+    # what the server says of each answered request: prompt tokens prefilled (not reused from the KV cache), ms in
+    # the model, and ms outside it (retrieval, prompt assembly, queueing): medians per phase
+    for name, part in (("cold", statuses[m0:m1]), ("idle", statuses[m2:m3])):
+        answered = [st for st in part if isinstance(st.get("total_ms"), (int, float)) and "prefill_tokens" in st]
+        if answered:
+            out[f"server_{name}"] = {
+                "n": len(answered),
+                "prefill_tokens_p50": statistics.median(st["prefill_tokens"] for st in answered),
+                "prefill_tokens_mean": round(statistics.mean(st["prefill_tokens"] for st in answered), 1),
+                "model_ms_p50": round(statistics.median(st.get("generation_ms") or 0 for st in answered), 1),
+                "outside_model_ms_p50": round(statistics.median(
+                    st["total_ms"] - (st.get("generation_ms") or 0) for st in answered), 1),
+                "total_ms_p50": round(statistics.median(st["total_ms"] for st in answered), 1),
+            }
+    if s0 and s1 and s2 and s3 and cold and idle:
+        # per keystroke, the server's normal-priority threads: time on a CPU (the work the code does) and time
+        # runnable but waiting for a CPU (contention: other processes' load, and the niced indexing thread)
+        out["per_keystroke_cold"] = {"cpu_ms": round((s1[0] - s0[0]) * 1000 / len(cold), 1),
+                                     "wait_ms": round((s1[1] - s0[1]) * 1000 / len(cold), 1),
+                                     "indexer_cpu_ms": round((s1[2] - s0[2]) * 1000 / len(cold), 1),
+                                     "n": len(cold)}
+        out["per_keystroke_idle"] = {"cpu_ms": round((s3[0] - s2[0]) * 1000 / len(idle), 1),
+                                     "wait_ms": round((s3[1] - s2[1]) * 1000 / len(idle), 1),
+                                     "n": len(idle)}  # the indexing thread has ended: not counted
     return out
+
+
+def sched_split(pid: int) -> tuple[float, float, float, float] | None:
+    """(on-CPU s, run-queue wait s) of a process's normal-priority threads, then of its niced ones (the
+    indexer), from /proc/<pid>/task/*/schedstat; None where that is unavailable."""
+    out = [0.0, 0.0, 0.0, 0.0]
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                on_cpu, waiting = (int(x) / 1e9 for x in fh.read().split()[:2])
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                nice = int(fh.read().rsplit(")", 1)[1].split()[16])
+        except (OSError, ValueError, IndexError):
+            continue
+        base = 2 if nice > 0 else 0
+        out[base] += on_cpu
+        out[base + 1] += waiting
+    return tuple(out)
 
 
 async def home_run(tree: Path, workdir: Path, label: str, root: Path, settings: dict, open_file: Path,
@@ -469,45 +423,39 @@ async def home_run(tree: Path, workdir: Path, label: str, root: Path, settings: 
     from lsprotocol import types as lsp
 
     t0 = time.perf_counter()
-    c = await start_server(workdir, root, {"maxTokens": 8, **settings}, home=home)
-    proc = psutil.Process(server_pid(c))
-    text = open_file.read_text()
-    c.client.text_document_did_open(lsp.DidOpenTextDocumentParams(
-        text_document=lsp.TextDocumentItem(uri=open_file.as_uri(), language_id="python", version=1, text=text)))
-    peak = 0
-    samples = []
+    async with _session(workdir, root, {"maxTokens": 8, **settings}, home=home) as c:
+        proc = psutil.Process(c.pid)
+        c.open(open_file.as_uri(), open_file.read_text())
+        peak = 0
+        samples = []
 
-    def index_ready() -> bool:
-        info = c.index_state()
-        return info.get("state") == "ready" and info.get("files", 0) > 0
+        def index_ready() -> bool:
+            info = c.notes.index_state()
+            return info.get("state") == "ready" and info.get("files", 0) > 0
 
-    while not index_ready():
-        peak = max(peak, proc.memory_info().rss)
-        if time.perf_counter() - t0 > 1800:
-            break
-        c._event.clear()
-        try:
-            await asyncio.wait_for(c._event.wait(), 1.0)
-        except asyncio.TimeoutError:
-            pass
-    ready_s = time.perf_counter() - t0
-    cpu_start = None
-    for second in range(int(window_s)):
-        await asyncio.sleep(1.0)
-        rss = proc.memory_info().rss
-        peak = max(peak, rss)
-        samples.append(round(rss / 2**20))
-        if second == int(window_s) - 11:
-            times = proc.cpu_times()
-            cpu_start = times.user + times.system
-    times = proc.cpu_times()
-    cpu_last10 = (times.user + times.system) - (cpu_start or 0)
-    info = c.index_state()
-    await stop_server(c)
+        while not index_ready():
+            peak = max(peak, proc.memory_info().rss)
+            if time.perf_counter() - t0 > 1800:
+                break
+            with contextlib.suppress(TimeoutError):
+                await c.notes.wait_for(index_ready, timeout=1.0)
+        ready_s = time.perf_counter() - t0
+        cpu_start = None
+        for second in range(int(window_s)):
+            await asyncio.sleep(1.0)
+            rss = proc.memory_info().rss
+            peak = max(peak, rss)
+            samples.append(round(rss / 2**20))
+            if second == int(window_s) - 11:
+                times = proc.cpu_times()
+                cpu_start = times.user + times.system
+        times = proc.cpu_times()
+        cpu_last10 = (times.user + times.system) - (cpu_start or 0)
+        info = c.notes.index_state()
     return {"case": label, "index_ready_s": round(ready_s, 1), "peak_rss_mb": round(peak / 2**20),
             "rss_last_mb": samples[-1] if samples else None, "cpu_s_last_10s": round(cpu_last10, 2),
             "files": info.get("files"), "skipped": info.get("skipped"), "stopped_early": info.get("stopped_early"),
-            "scope": info.get("scope"), "shown": c.shown[:2]}
+            "scope": info.get("scope"), "shown": c.notes.shown[:2]}
 
 
 # ---------------------------------------------------------------- recall
@@ -643,14 +591,25 @@ def markdown_keystrokes(r: dict) -> str:
     out = [f"# Big workspaces: keystrokes during the cold index\n\n`{r['command']}` — {r['date']}, {r['machine']}; "
            f"load average at start {r['load_average_at_start']} (shared machine).\n",
            "| files | server index ready s | p50/p95 ms during cold index (n) | idle (n) | ratio p50/p95 | "
-           "server RSS MB | load average after |", "|---|---|---|---|---|---|---|"]
+           "per keystroke cold: CPU / waiting for a CPU / indexer CPU ms | idle: CPU / waiting ms | "
+           "server p50 cold: prefill tokens / model ms / outside model ms | idle | "
+           "server RSS MB | load average after |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["repos"]:
         k = row["keystrokes"]
+        pc, pi = k.get("per_keystroke_cold") or {}, k.get("per_keystroke_idle") or {}
         out.append(f"| {row['size']:,} | {k['server_index_ready_s']} | {k.get('during_cold_p50_ms')}/"
                    f"{k.get('during_cold_p95_ms')} ({k.get('during_cold_n')}) | {k.get('idle_p50_ms')}/"
                    f"{k.get('idle_p95_ms')} ({k.get('idle_n')}) | {k.get('p50_ratio')}/{k.get('p95_ratio')} | "
-                   f"{k.get('server_rss_mb')} | {row['load_average']} |")
+                   f"{pc.get('cpu_ms')} / {pc.get('wait_ms')} / {pc.get('indexer_cpu_ms')} | "
+                   f"{pi.get('cpu_ms')} / {pi.get('wait_ms')} | {_server_p50(k.get('server_cold'))} | "
+                   f"{_server_p50(k.get('server_idle'))} | {k.get('server_rss_mb')} | {row['load_average']} |")
     return "\n".join(out) + "\n"
+
+
+def _server_p50(part: dict | None) -> str:
+    if not part:
+        return "-"
+    return f"{part['prefill_tokens_p50']} / {part['model_ms_p50']} / {part['outside_model_ms_p50']}"
 
 
 def markdown(r: dict) -> str:

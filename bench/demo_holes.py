@@ -34,6 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from common import parses  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 KEYWORDS = ("if", "for", "return")
@@ -90,14 +91,6 @@ def document(hole: dict) -> str:
     text, offset = hole["text"], hole["offset"]
     end = text.find("\n", offset)
     return text[:offset] + (text[end:] if end >= 0 else "")
-
-
-def parses(text: str) -> bool:
-    try:
-        ast.parse(text)
-        return True
-    except (SyntaxError, ValueError):
-        return False
 
 
 async def run(args) -> dict:

@@ -23,7 +23,6 @@ produces token-identical prompts for this model.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
 import os
@@ -42,6 +41,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import demo_data as dd  # noqa: E402
+from common import parses  # noqa: E402
 
 DEFAULT_MODEL = REPO / "codellama_lsp" / "models" / "demo"
 
@@ -166,14 +166,6 @@ def greedy_batch(model, prompts: list[list[int]], max_new: int, stop: set[int], 
                 cut = next((k for k, t in enumerate(ids) if t in stop), None)
                 out[i] = ids if cut is None else ids[: cut + 1]
     return out
-
-
-def parses(text: str) -> bool:
-    try:
-        ast.parse(text)
-        return True
-    except (SyntaxError, ValueError):
-        return False
 
 
 def fim_eval(name, gen, codec: dd.Codec, holes: list[Hole], mode: str, max_new: int) -> dict:

@@ -42,6 +42,7 @@ from codellama_lsp.config import Settings  # noqa: E402
 from codellama_lsp.context.prompt import Snippet, build_prompt  # noqa: E402
 from codellama_lsp.context.retrieval import BM25Windows, Retriever, split_terms  # noqa: E402
 from codellama_lsp.context.workspace import WorkspaceIndex  # noqa: E402
+from common import codellama_tokenizer, save_record  # noqa: E402
 
 DEFAULT_TOKENIZER = ROOT.parent / "shared" / "data" / "codellama-tokenizer"
 DEFAULT_PACKAGES = ["click", "jinja2", "rich", "pygls"]
@@ -262,14 +263,7 @@ def main() -> int:
     parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "retrieval")
     args = parser.parse_args()
-    if not (args.tokenizer / "tokenizer.json").is_file():
-        print(f"no tokenizer.json in {args.tokenizer}", file=sys.stderr)
-        return 2
-    from codellama_lsp.engine.templates import template_for
-    from codellama_lsp.engine.tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer(args.tokenizer)
-    template = template_for(tokenizer, model_name="codellama/CodeLlama-7b-hf")
+    tokenizer, template = codellama_tokenizer(args.tokenizer)
     site = Path(sysconfig.get_paths()["purelib"])
     started = time.perf_counter()
     repos = []
@@ -302,10 +296,7 @@ def main() -> int:
         "repositories": repos,
         "summary": summary,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    args.out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
-    print(markdown(report))
+    save_record(args.out.with_suffix(".json"), report, markdown, indent=2)
     return 0
 
 

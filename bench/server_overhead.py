@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lsprotocol import types as lsp  # noqa: E402
-from pygls.lsp.client import LanguageClient  # noqa: E402
+
+from codellama_lsp.evaluation.lsp_driver import (  # noqa: E402
+    ServerSession, edit_line, inline, inline_params, open_document, plain_capabilities)
 
 DOCUMENT = ROOT / "codellama_lsp" / "lsp" / "server.py"
 
@@ -48,72 +50,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-class Bench:
-    def __init__(self) -> None:
-        self.client = LanguageClient("server-overhead-bench", "1")
-        self.statuses: list[dict] = []
-        self.logs: list[str] = []
-        self._event = asyncio.Event()
-        self.settings: dict = {}
-
-        @self.client.feature("codellama/status")
-        def status(ls: LanguageClient, params) -> None:
-            self.statuses.append(_plain(params))
-            self._event.set()
-
-        @self.client.feature(lsp.WINDOW_LOG_MESSAGE)
-        def log_message(ls: LanguageClient, params: lsp.LogMessageParams) -> None:
-            self.logs.append(params.message)
-            self._event.set()
-
-        @self.client.feature(lsp.WINDOW_SHOW_MESSAGE)
-        def show_message(ls: LanguageClient, params: lsp.ShowMessageParams) -> None:
-            print("server:", params.message, file=sys.stderr)
-
-        @self.client.feature(lsp.WORKSPACE_CONFIGURATION)
-        def configuration(ls: LanguageClient, params: lsp.ConfigurationParams):
-            return [self.settings for _ in params.items]
-
-        @self.client.feature(lsp.WINDOW_WORK_DONE_PROGRESS_CREATE)
-        def progress_create(ls: LanguageClient, params) -> None:
-            return None
-
-        @self.client.feature(lsp.PROGRESS)
-        def progress(ls: LanguageClient, params) -> None:
-            return None
-
-    async def wait_for(self, check, timeout: float = 600.0):
-        deadline = time.monotonic() + timeout
-        while not (found := check()):
-            self._event.clear()
-            if time.monotonic() > deadline:
-                raise TimeoutError("bench: condition not met")
-            try:
-                await asyncio.wait_for(self._event.wait(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                pass
-        return found
-
-    async def configure(self, **values) -> None:
-        mark = len(self.logs)
-        self.settings = {**self.settings, **values}
-        self.client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings=None))
-        await self.wait_for(lambda: any("settings applied" in m for m in self.logs[mark:]))
-
-    async def status_for(self, uri: str, after: int) -> dict:
-        return await self.wait_for(lambda: next((s for s in self.statuses[after:] if s.get("uri") == uri), None))
-
-
-def _plain(value):
-    if hasattr(value, "_asdict"):
-        return {k: _plain(v) for k, v in value._asdict().items()}
-    return value
-
-
-def inline_params(uri: str, line: int, character: int) -> lsp.InlineCompletionParams:
-    return lsp.InlineCompletionParams(
-        text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=line, character=character),
-        context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Invoked))
+async def status_for(session: ServerSession, uri: str, after: int) -> dict:
+    return await session.notes.wait_status(lambda s: s.get("uri") == uri, after=after, timeout=600.0)
 
 
 def line_end_positions(text: str, count: int) -> list[tuple[int, int]]:
@@ -125,35 +63,24 @@ def line_end_positions(text: str, count: int) -> list[tuple[int, int]]:
 
 
 async def run(args) -> dict:
-    bench = Bench()
-    client = bench.client
     workdir = Path(tempfile.mkdtemp(prefix="codellama-bench-"))
-    env = dict(os.environ, XDG_CONFIG_HOME=str(workdir / "config"), XDG_STATE_HOME=str(workdir / "state"),
-               XDG_CACHE_HOME=str(workdir / "cache"), HF_HUB_OFFLINE="1")
-    await client.start_io(sys.executable, "-m", "codellama_lsp", "serve", "--model", str(args.model),
-                          "--log-file", str(workdir / "server.log"), env=env)
-    caps = lsp.ClientCapabilities(
-        general=lsp.GeneralClientCapabilities(position_encodings=[lsp.PositionEncodingKind.Utf16]),
-        workspace=lsp.WorkspaceClientCapabilities(configuration=True),
-        window=lsp.WindowClientCapabilities(work_done_progress=True),
-        text_document=lsp.TextDocumentClientCapabilities(inline_completion=lsp.InlineCompletionClientCapabilities()),
-    )
-    bench.settings = {"logLevel": "debug", "maxTokens": 1, "contextTokens": args.context_tokens,
-                      "completionTimeoutS": 300.0}
-    await client.initialize_async(lsp.InitializeParams(
-        capabilities=caps, root_uri=ROOT.as_uri(),
-        workspace_folders=[lsp.WorkspaceFolder(uri=ROOT.as_uri(), name=ROOT.name)]))
-    client.initialized(lsp.InitializedParams())
+    session = ServerSession(workdir, model=args.model, root=ROOT, caps=plain_capabilities(configuration=True, progress=True),
+                            settings={"logLevel": "debug", "maxTokens": 1, "contextTokens": args.context_tokens,
+                                      "completionTimeoutS": 300.0},
+                            ready_timeout_s=None, request_timeout_s=600.0)
+    async with session:
+        return await measure(session, args)
+
+
+async def measure(session: ServerSession, args) -> dict:
+    client, notes = session.client, session.notes
     started = time.perf_counter()
-    ready = await bench.wait_for(lambda: next((s for s in bench.statuses if s.get("state") in ("ready", "error")), None))
-    if ready["state"] != "ready":
-        raise SystemExit(f"model failed to load: {ready.get('message')}")
+    await session.wait_loaded(600.0)
     load_s = time.perf_counter() - started
 
     text = DOCUMENT.read_text(encoding="utf-8")
     uri = DOCUMENT.as_uri()
-    client.text_document_did_open(lsp.DidOpenTextDocumentParams(
-        text_document=lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+    open_document(client, uri, text)
     results: dict = {"load_s": load_s, "document": str(DOCUMENT.relative_to(ROOT)),
                      "document_lines": text.count("\n") + 1}
 
@@ -161,14 +88,14 @@ async def run(args) -> dict:
     overhead, server_side, rtts, empty = [], [], [], 0
     positions = line_end_positions(text, args.requests + 5)
     for i, (line, col) in enumerate(positions):
-        mark = len(bench.statuses)
+        mark = len(notes.statuses)
         t0 = time.perf_counter()
-        result = await client.text_document_inline_completion_async(inline_params(uri, line, col))
+        result = await inline(client, uri, line, col)
         rtt = (time.perf_counter() - t0) * 1000
-        status = await bench.status_for(uri, mark)
+        status = await status_for(session, uri, mark)
         if i < 5:
             continue  # warm-up: first parse, first retrieval build, first tokenizer calls
-        items = result.items if isinstance(result, lsp.InlineCompletionList) else (result or [])
+        items = result.items if result else []
         empty += not items
         rtts.append(rtt)
         overhead.append(rtt - status.get("generation_ms", 0.0))
@@ -184,64 +111,52 @@ async def run(args) -> dict:
     hits = []
     version = 1
     uri = (ROOT / "codellama_lsp" / "server-copy.txt").as_uri()
-    client.text_document_did_open(lsp.DidOpenTextDocumentParams(
-        text_document=lsp.TextDocumentItem(uri=uri, language_id="plaintext", version=1, text=text)))
-    await bench.configure(maxTokens=4)  # a few tokens, so there is a suggestion to type along
+    open_document(client, uri, text, "plaintext")
+    await session.configure(maxTokens=4)  # a few tokens, so there is a suggestion to type along
     for line, col in positions[: args.cache_trials]:
-        result = await client.text_document_inline_completion_async(inline_params(uri, line, col))
-        items = result.items if isinstance(result, lsp.InlineCompletionList) else (result or [])
+        result = await inline(client, uri, line, col)
+        items = result.items if result else []
         if not items or len(items[0].insert_text) < 2:
             continue
         first = items[0].insert_text[0]
+        typed = len(first.encode("utf-16-le")) // 2
         version += 1
-        client.text_document_did_change(lsp.DidChangeTextDocumentParams(
-            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=version),
-            content_changes=[lsp.TextDocumentContentChangePartial(
-                range=lsp.Range(start=lsp.Position(line=line, character=col), end=lsp.Position(line=line, character=col)),
-                text=first)]))
-        mark = len(bench.statuses)
+        edit_line(client, uri, version, line, col, col, first)
+        mark = len(notes.statuses)
         t0 = time.perf_counter()
-        await client.text_document_inline_completion_async(inline_params(uri, line, col + len(first.encode("utf-16-le")) // 2))
+        await inline(client, uri, line, col + typed)
         elapsed = (time.perf_counter() - t0) * 1000
-        status = await bench.status_for(uri, mark)
+        status = await status_for(session, uri, mark)
         if status.get("source") == "cache":
             hits.append(elapsed)
         version += 1
-        client.text_document_did_change(lsp.DidChangeTextDocumentParams(  # undo the typed character
-            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=version),
-            content_changes=[lsp.TextDocumentContentChangePartial(
-                range=lsp.Range(start=lsp.Position(line=line, character=col),
-                                end=lsp.Position(line=line, character=col + len(first.encode("utf-16-le")) // 2)),
-                text="")]))
+        edit_line(client, uri, version, line, col, col + typed, "")  # undo the typed character
     results["cache_hit_round_trip_ms"] = {"hits": len(hits), "p50": percentile(hits, 50), "p99": percentile(hits, 99)}
 
     # 1. responsiveness while a long generation runs -------------------------------------------------
-    await bench.configure(maxTokens=100000, completionTimeoutS=600.0)
+    await session.configure(maxTokens=100000, completionTimeoutS=600.0)
     line, col = positions[len(positions) // 2]
-    mark = len(bench.logs)
+    mark = len(notes.logs)
     pending = asyncio.ensure_future(client.protocol.send_request_async(
         lsp.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, line, col), msg_id="long-generation"))
-    await bench.wait_for(lambda: any("decoding started" in m for m in bench.logs[mark:]))
+    await notes.wait_log("decoding started", after=mark, timeout=600.0)
     pings = []
     for _ in range(args.pings):
         t0 = time.perf_counter()
         await client.protocol.send_request_async("codellama/ping", None)
         pings.append((time.perf_counter() - t0) * 1000)
-    status_mark = len(bench.statuses)
+    status_mark = len(notes.statuses)
     client.cancel_request(lsp.CancelParams(id="long-generation"))
     try:
         await pending
     except Exception:
         pass
-    cancelled = await bench.status_for(uri, status_mark)
+    cancelled = await status_for(session, uri, status_mark)
     results["ping_during_generation_ms"] = {
         "pings": len(pings), "p50": percentile(pings, 50), "p99": percentile(pings, 99), "max": max(pings),
         "under_50ms": sum(p < 50 for p in pings), "tokens_generated_meanwhile": cancelled.get("generated_tokens"),
         "stop_reason": cancelled.get("stop_reason"),
     }
-    await client.shutdown_async(None)
-    client.exit(None)
-    await client.stop()
     return results
 
 

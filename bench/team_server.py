@@ -40,7 +40,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "tests"))
-from fuzz_lsp import RESULTS, RawServer  # noqa: E402
+from common import RESULTS, save_record  # noqa: E402
+from raw_lsp import RawServer  # noqa: E402
 from typing_replay import _pct, load_sessions, replay  # noqa: E402
 
 
@@ -256,11 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     record["per_editor"] = {t["editors"]: [{"session": r["session"], "records": r["records"]} for r in t["runs"]]
                             for t in teams}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(record))
-    print(markdown(record))
+    save_record(args.out, record, markdown)
     return 0 if all(record["checks"].values()) else 1
 
 

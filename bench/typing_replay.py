@@ -57,7 +57,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fuzz_lsp import RESULTS, RawServer, tiny_model  # noqa: E402
+from common import RESULTS, save_record, tiny_model  # noqa: E402
+from raw_lsp import RawServer  # noqa: E402
 
 SESSIONS = Path(__file__).resolve().parent / "sessions"
 CONFIGS = {
@@ -526,11 +527,7 @@ def main(argv: list[str] | None = None) -> int:
                          else targets(summary))
     record["per_request"] = {label: {name: run["records"] for name, run in r["runs"].items()}
                              for label, r in results.items()}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(record))
-    print(markdown(record))
+    save_record(args.out, record, markdown)
     return 0 if all(record["targets"].values()) else 1
 
 

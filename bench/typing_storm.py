@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fuzz_lsp import RESULTS, RawServer, tiny_model  # noqa: E402
+from common import RESULTS, tiny_model  # noqa: E402
+from raw_lsp import RawServer  # noqa: E402
 
 PROGRAM = "import os\n\n\ndef walk(root):\n    for name in os.listdir(root):\n        "
 TYPED = "path = os.path.join(root, name)\n        if os.path.isdir(path):\n            yield from walk(path)\n        "

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .errors import first_line
 
 #: How long the client waits for a newly started process to listen (it binds before importing torch).
 START_TIMEOUT_S = 60.0
@@ -246,7 +247,7 @@ class Resident:
         try:
             await self.engine.load(None)
         except EngineError as exc:
-            self.load_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.load_error = first_line(exc)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._activity.set()
@@ -292,17 +293,15 @@ class Resident:
             data = await complete_file(self.engine, settings, retriever, request["text"], int(request["offset"]), path)
             return {"ok": True, "data": data}
         except EngineError as exc:
-            return {"ok": False, "error": str(exc).strip().splitlines()[0] if str(exc).strip() else "engine error"}
+            return {"ok": False, "error": first_line(exc)}
 
     def _retriever(self, root: str, settings: Any):
         """A watched index per repository root: later requests see saved edits without re-indexing."""
         if not settings.repo_context:
             return None
-        try:
-            from .context.retrieval import Retriever
-            from .context.workspace import WorkspaceIndex
-        except ImportError:
-            return None
+        from .context.retrieval import Retriever
+        from .context.workspace import WorkspaceIndex
+
         index = self.indexes.get(root)
         if index is None:
             index = self.indexes[root] = WorkspaceIndex([root], watch=True).start()

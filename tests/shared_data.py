@@ -37,6 +37,18 @@ needs_shared = pytest.mark.skipif(
 )
 
 
+def write(root: Path, rel: str, data: str | bytes) -> Path:
+    """Write ``data`` (UTF-8 text, or bytes as they are) to ``root/rel``, making its folders: the trees the
+    workspace, retrieval and prompt tests index."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data, encoding="utf-8")
+    return path
+
+
 def build_tiny_llama(dest: Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, seed: int = 0) -> Path:
     """Write a seeded random-weight LlamaForCausalLM with the Code Llama tokenizer into ``dest``."""
     import torch

@@ -282,6 +282,13 @@ async def request(client, method, params, timeout=60):
     return to_plain(await raw_request(client, method, params, timeout))
 
 
+async def execute(client, command: str, arguments: list) -> tuple[dict, list]:
+    """``workspace/executeCommand``: its result, and the ``workspace/applyEdit`` requests it made meanwhile."""
+    before = len(client.applied)
+    result = await request(client, "workspace/executeCommand", {"command": command, "arguments": arguments})
+    return result, client.applied[before:]
+
+
 def open_doc(client, path: Path, text: str, version: int = 1) -> str:
     from lsp_client import open_document
 
@@ -324,37 +331,22 @@ async def test_listing_over_lsp_is_fast_and_never_runs_the_model(client, project
 
 
 @pytest.mark.asyncio(loop_scope="module")
-async def test_fix_applies_a_minimal_edit_inside_the_range(client, project):
-    uri = open_doc(client, project / "fix_me.py", BUGGY)
+@pytest.mark.parametrize("newline, name", [("\n", "fix_me.py"), ("\r\n", "fix_crlf.py"), ("\r", "fix_cr.py")])
+async def test_fix_applies_a_minimal_edit_inside_the_range(client, project, newline, name):
+    """Whatever the line ends: LSP ends lines at "\n", "\r\n" and "\r" alike, and the range a code action
+    reads and the edit it sends use the same converter as completions. (Before, code actions split lines at
+    "\n" only: in a lone-CR file line 1 did not exist and the Fix read an empty range.)"""
+    text = BUGGY.replace("\n", newline)
+    uri = open_doc(client, project / name, text)
     target = {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 16}}  # "    return a - b"
     diag = {"range": {"start": {"line": 1, "character": 11}, "end": {"line": 1, "character": 16}}, "message": "should add"}
-    before = len(client.applied)
-    result = await request(client, "workspace/executeCommand",
-                           {"command": "codellama.fix", "arguments": [uri, target, 1, [diag]]})
+    result, applied = await execute(client, "codellama.fix", [uri, target, 1, [diag]])
     assert result == {"applied": True, "edits": 1, "reason": ""}
-    (sent,) = client.applied[before:]
+    (sent,) = applied
     (doc_edit,) = sent.edit.document_changes
     assert doc_edit.text_document.uri == uri and doc_edit.text_document.version == 1
     assert [(e.range, e.new_text) for e in doc_edit.edits] == [(lsp.Range(lsp.Position(1, 13), lsp.Position(1, 14)), "+")]
-    assert text_edits.apply_edits(BUGGY, doc_edit.edits) == BUGGY.replace("a - b", "a + b", 1)
-
-
-@pytest.mark.asyncio(loop_scope="module")
-async def test_fix_in_a_document_with_lone_cr_line_ends_edits_where_completions_point(client, project):
-    """LSP ends lines at "\n", "\r\n" and "\r" alike: the range a code action reads and the edit it sends
-    use the same positions as completions (one converter). Before, code actions split lines at "\n" only,
-    so in a classic-Mac file line 1 did not exist and the Fix read an empty range."""
-    text = BUGGY.replace("\n", "\r")
-    uri = open_doc(client, project / "fix_cr.py", text)
-    target = {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 16}}  # "    return a - b"
-    diag = {"range": {"start": {"line": 1, "character": 11}, "end": {"line": 1, "character": 16}}, "message": "should add"}
-    before = len(client.applied)
-    result = await request(client, "workspace/executeCommand",
-                           {"command": "codellama.fix", "arguments": [uri, target, 1, [diag]]})
-    assert result == {"applied": True, "edits": 1, "reason": ""}
-    (sent,) = client.applied[before:]
-    (doc_edit,) = sent.edit.document_changes
-    assert [(e.range, e.new_text) for e in doc_edit.edits] == [(lsp.Range(lsp.Position(1, 13), lsp.Position(1, 14)), "+")]
+    assert text_edits.apply_edits(text, doc_edit.edits) == text.replace("a - b", "a + b", 1)
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -364,10 +356,9 @@ async def test_rewrites_stay_inside_the_range_whatever_the_model_says(client, pr
     uri = open_doc(client, project / "doc_me.py", BUGGY)
     target = {"start": {"line": 4, "character": 0}, "end": {"line": 5, "character": 16}}  # def sub
     for command in ("codellama.document", "codellama.fix"):
-        before = len(client.applied)
-        result = await request(client, "workspace/executeCommand", {"command": command, "arguments": [uri, target, 1]})
+        result, applied = await execute(client, command, [uri, target, 1])
         assert result["applied"] is True
-        (sent,) = client.applied[before:]
+        (sent,) = applied
         doc_edits = sent.edit.document_changes[0].edits
         start, end = ranges.offsets(BUGGY, as_range(target))
         for e in doc_edits:

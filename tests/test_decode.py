@@ -94,6 +94,26 @@ def chain_checkpoint(src: Path, dest: Path, seed: int = 1) -> tuple[Path, list[i
     return dest, perm.tolist()
 
 
+def chain_of(perm: list[int], first: int, length: int) -> list[int]:
+    """``first`` and the ``length`` tokens the chain model's permutation puts after it."""
+    seq = [first]
+    for _ in range(length):
+        seq.append(perm[seq[-1]])
+    return seq
+
+
+def partial_word_cases(texts: list[str], perm: list[int], rng: random.Random, count: int = 12):
+    """Chains with the cursor inside a token: (seq, cut, heal), ``heal`` being all but the last character of
+    ``seq[cut]``'s text (the user typed it); of ``count`` tries, tokens shorter than 2 characters are skipped."""
+    for _ in range(count):
+        seq = chain_of(perm, rng.randrange(3, 32000), 30)
+        cut = rng.randrange(3, 8)
+        word = texts[seq[cut]]
+        if len(word.strip()) < 2:
+            continue
+        yield seq, cut, word[: max(1, len(word) - 1)]
+
+
 @pytest.fixture(scope="module")
 def chain(tiny_model_dir, tmp_path_factory):
     path, perm = chain_checkpoint(tiny_model_dir, tmp_path_factory.mktemp("chain") / "model")
@@ -123,19 +143,27 @@ def editing_session(rng: random.Random, doc: str) -> list[tuple[str, str]]:
     return states
 
 
-@pytest.mark.parametrize("mode", ["spm", "psm"])
-def test_cache_reuse_and_lookup_are_token_identical_to_naive(backend64, mode):
-    b = backend64
+def identical_editing_session(b, mode: str) -> list:
+    """A user typing, deleting and jumping in a real file (``editing_session``), a FIM completion at every
+    state from a fresh cache on; each checked token-identical to the naive loop. Returns (ids, result) pairs."""
     b.reset_cache()
     rng = random.Random(7 if mode == "spm" else 8)
     start = rng.randrange(0, len(SOURCE) - 1000)
     doc = SOURCE[start : start + 800]
-    prefills, reused = [], []
+    out = []
     for prefix, suffix in editing_session(rng, doc):
         ids = b.template.fim_ids(prefix, suffix, mode=mode)
         params = GenerationParams(max_new_tokens=6, stop_token_ids=b.template.fim_stop_ids)
         result = b.generate(ids, params)
         assert result.token_ids == naive(b.model, ids, 6, set(b.template.fim_stop_ids)), (mode, prefix[-20:])
+        out.append((ids, result))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["spm", "psm"])
+def test_cache_reuse_and_lookup_are_token_identical_to_naive(backend64, mode):
+    prefills, reused = [], []
+    for ids, result in identical_editing_session(backend64, mode):
         assert result.stats.prefill_tokens + result.stats.reused_tokens == len(ids)
         assert 0 < result.stats.prefill_tokens
         prefills.append(result.stats.prefill_tokens)
@@ -196,10 +224,7 @@ def test_prompt_lookup_speeds_up_repetitive_text_and_stays_identical(chain):
     rng = random.Random(11)
     generated = forwards = accepted = rejected = 0
     for case in range(6):
-        x = rng.randrange(3, 32000)
-        seq = [x]
-        for _ in range(40):
-            seq.append(perm[seq[-1]])
+        seq = chain_of(perm, rng.randrange(3, 32000), 40)
         noise = [rng.randrange(3, 32000) for _ in range(30)]
         cut = rng.randrange(2, 10)
         ids = [1] + noise[:15] + seq + noise[15:] + seq[:cut]  # the chain seen before, now being typed again
@@ -219,9 +244,7 @@ def test_the_prefill_pass_verifies_a_draft_too(chain):
     """When the prompt itself ends in text seen before, the first forward pass (the prefill) checks the
     lookup draft: a short answer that copies it comes out of one forward pass, token-identical to naive."""
     b, perm = chain
-    seq = [777]
-    for _ in range(30):
-        seq.append(perm[seq[-1]])
+    seq = chain_of(perm, 777, 30)
     ids = [1] + list(range(40, 60)) + seq + list(range(60, 75)) + seq[:5]
     b.reset_cache()
     result = b.generate(ids, GenerationParams(max_new_tokens=8))
@@ -265,16 +288,7 @@ def test_speculation_works_inside_a_partial_word_and_stays_identical(chain):
     texts = b.vocab_texts()
     rng = random.Random(5)
     cases = whole_in_one = 0
-    for case in range(12):
-        x = rng.randrange(3, 32000)
-        seq = [x]
-        for _ in range(30):
-            seq.append(perm[seq[-1]])
-        cut = rng.randrange(3, 8)
-        word = texts[seq[cut]]
-        if len(word.strip()) < 2:
-            continue
-        heal = word[: max(1, len(word) - 1)]  # the user typed all but the last character of the next token
+    for case, (seq, cut, heal) in enumerate(partial_word_cases(texts, perm, rng)):
         # decoys: the same n-gram followed by other tokens, nearer the cursor than the right continuation
         decoy = seq[cut - 3 : cut] + [rng.randrange(3, 32000) for _ in range(6)]
         ids = [1] + list(range(40, 55)) + seq + decoy + list(range(60, 70)) + seq[:cut]
@@ -306,6 +320,37 @@ def test_healer_fits_and_masks_alike():
     assert healer.remaining == "p" and healer.fits([4]) and not healer.fits([6])
 
 
+def test_inside_a_partial_word_the_naturally_tokenized_continuation_is_drafted_first():
+    """An earlier answer spelled the word a fragment at a time (``I|t|e``, nearest, in the history); the text
+    has it as the tokenizer writes it (``Iter|ator``). The natural one is drafted first, and even a tree of
+    three nodes gets its way through the word and one token past it."""
+    from types import SimpleNamespace
+
+    from codellama_lsp.engine.draft_tree import TreeBudget
+
+    texts = ["", "I", "t", "e", "Iter", "ator", ".", "x", ")", "\n"]
+    seq = [8, 9, 4, 5, 6, 7, 8, 9]  # ")\nIterator.x)\n", the prompt ends before the partial word "Ite"
+    history = [[8, 9, 1, 2, 3, 7]]  # ")\nItex": the earlier answer, spelled a fragment at a time
+    healer = D.Healer("Ite", lambda: texts)
+    assert healer.tokens_to_spend([4, 5]) == 1 and healer.tokens_to_spend([1, 2, 3, 7]) == 3
+    assert healer.tokens_to_spend([1, 2]) == 3  # not spent within them
+
+    def drafted(tree, path):
+        row, children = 0, tree.rows_children()
+        for token in path:
+            row = children[row].get(token)
+            if row is None:
+                return False
+        return True
+
+    for nodes, natural in ((16, [4, 5, 6, 7]), (3, [4, 5])):
+        g = SimpleNamespace(step=SimpleNamespace(budget=TreeBudget(most=nodes), lookup=None), healer=healer,
+                            trees=True, vocab_texts=lambda: texts)
+        tree = D.lookup_tree(g, seq, 10, history=history)
+        assert tree.tokens[:2] == [4, 5] and drafted(tree, natural), (nodes, tree.tokens)
+    assert drafted(tree, [1]) and not drafted(tree, [1, 2])  # the fragments get what is left
+
+
 def test_a_draft_tree_verifies_several_continuations_in_one_pass(chain, monkeypatch):
     """The nearest earlier occurrence of the last tokens continues one way (a decoy), an older one the way
     the model goes: both go into one draft tree, the model's path runs through the side branch, whose
@@ -321,9 +366,7 @@ def test_a_draft_tree_verifies_several_continuations_in_one_pass(chain, monkeypa
     monkeypatch.setattr(D.KVState, "keep_rows", spy)
     rng = random.Random(8)
     for case in range(4):
-        seq = [rng.randrange(3, 32000)]
-        for _ in range(20):
-            seq.append(perm[seq[-1]])
+        seq = chain_of(perm, rng.randrange(3, 32000), 20)
         decoy = seq[3:6] + [rng.randrange(3, 32000) for _ in range(4)]
         ids = [1] + list(range(40, 50)) + seq + list(range(50, 60)) + decoy + list(range(60, 66)) + seq[:6]
         b.reset_cache()

@@ -14,10 +14,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from codellama_lsp.config import Settings  # noqa: E402
 from codellama_lsp.engine import decode as D  # noqa: E402
 from codellama_lsp.engine import divergence as V  # noqa: E402
 from codellama_lsp.engine.backend import GenerationParams  # noqa: E402
+from test_decode import chain_checkpoint, chain_of, load as load_pinned  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,
@@ -26,18 +26,12 @@ pytestmark = [
 
 
 def load(path, **overrides):
-    from codellama_lsp.engine.draft_tree import TreeBudget
-    from codellama_lsp.engine.loading import load_backend
-
-    backend = load_backend(Settings(model=str(path), model_explicit=True, device="cuda", **overrides))
-    backend.kv.budget = TreeBudget(most=D.TREE_NODES, window=10**9)
-    return backend
+    """test_decode's loader (draft budget pinned at its maximum) on the GPU."""
+    return load_pinned(path, device="cuda", **overrides)
 
 
 @pytest.fixture(scope="module")
 def chain_dir(tiny_model_dir, tmp_path_factory):
-    from test_decode import chain_checkpoint
-
     path, perm = chain_checkpoint(tiny_model_dir, tmp_path_factory.mktemp("chain-gpu") / "model")
     return path, perm
 
@@ -58,9 +52,7 @@ def test_default_path_is_identical_up_to_near_ties(chain_dir, dtype):
         rng = random.Random(11)
         divergences = []
         for case in range(6):
-            seq = [rng.randrange(3, 32000)]
-            for _ in range(40):
-                seq.append(perm[seq[-1]])
+            seq = chain_of(perm, rng.randrange(3, 32000), 40)
             noise = [rng.randrange(3, 32000) for _ in range(30)]
             ids = [1] + noise[:15] + seq + noise[15:] + seq[: rng.randrange(2, 10)]
             result = b.generate(ids, GenerationParams(max_new_tokens=16))
@@ -129,9 +121,7 @@ def test_static_cache_step_is_identical_up_to_near_ties(chain_dir, quantization)
         assert isinstance(b.kv, StaticStep)
         rng = random.Random(3)
         for case in range(4):
-            seq = [rng.randrange(3, 32000)]
-            for _ in range(30):
-                seq.append(perm[seq[-1]])
+            seq = chain_of(perm, rng.randrange(3, 32000), 30)
             ids = [1] + [rng.randrange(3, 32000) for _ in range(20)] + seq + list(range(60, 70)) + seq[:4]
             for speculation in ("prompt_lookup", "none"):
                 result = b.generate(ids, GenerationParams(max_new_tokens=16, speculation=speculation))

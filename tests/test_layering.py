@@ -4,7 +4,8 @@
   drives the real server over stdio the way an editor does);
 - ``features/`` never imports ``lsp/``: features take text and offsets and return plain data;
 - ``context/`` and ``engine/`` import neither ``lsp/`` nor ``features/`` (the layers below them);
-- the module-level imports of the package form no cycle.
+- the module-level imports of the package form no cycle;
+- handlers use the server's public names only (no ``ls._inflight``, ``ls.protocol._shutdown``).
 
 Imports inside functions count for the first three rules (a lazy import is still a dependency) but not for
 cycles (they run after every module has loaded).
@@ -137,6 +138,19 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
             elif child in on_stack:
                 low[node] = min(low[node], index[child])
     return out
+
+
+def test_handlers_do_not_reach_private_fields_of_the_server():
+    offenders = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                owner = node.value
+                while isinstance(owner, ast.Attribute):  # ls.protocol._shutdown
+                    owner = owner.value
+                if isinstance(owner, ast.Name) and owner.id in ("ls", "server"):
+                    offenders.append((name, node.lineno, node.attr))
+    assert offenders == []
 
 
 def test_the_cycle_check_finds_a_cycle():

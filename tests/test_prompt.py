@@ -12,7 +12,7 @@ from codellama_lsp.context.retrieval import Retriever
 from codellama_lsp.context.syntax import DocumentTrees
 from codellama_lsp.context.workspace import WorkspaceIndex
 
-from shared_data import TOKENIZER_DIR, needs_shared
+from shared_data import TOKENIZER_DIR, needs_shared, write
 
 pytestmark = needs_shared
 
@@ -29,13 +29,6 @@ def template(tokenizer):
     from codellama_lsp.engine.templates import template_for
 
     return template_for(tokenizer, model_name="codellama/CodeLlama-7b-hf")
-
-
-def write(root: Path, rel: str, text: str) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 BODY = "".join(f"def helper_{i}(value):\n    return value * {i} + len(str(value))\n\n\n" for i in range(150))

@@ -10,17 +10,12 @@ import pytest
 from codellama_lsp.context.retrieval import TIERS, BM25Windows, Retriever, split_terms
 from codellama_lsp.context.workspace import WorkspaceIndex
 
+from shared_data import write
+
 
 def words(text: str) -> int:
     """Stand-in token counter (the real tokenizer is exercised in test_prompt)."""
     return len(text.split()) + 1
-
-
-def write(root: Path, rel: str, text: str) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 APP = '''from .models import User, make_user

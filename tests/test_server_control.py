@@ -15,9 +15,10 @@ import pytest_asyncio
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 
-from codellama_lsp.positions import UTF8, units
+from codellama_lsp.positions import UTF8
 from shared_data import build_tiny_llama
-from lsp_client import capabilities, inline, lsp_session, open_document, raw_request
+from lsp_client import capabilities, inline, inline_params, lsp_session, open_document, raw_request
+from test_server_lsp import check_position_after_an_emoji
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
@@ -31,9 +32,8 @@ async def client(tiny_model_dir, tmp_path_factory):
     # Like Neovim 0.11, nvim-cmp, Helix or Kate: no inline completion capability, so the completion
     # fallback is on (inline requests are still answered).
     caps = capabilities("utf-8", inline=False)
-    async with lsp_session(home, model=tiny_model_dir, caps=caps, init_options=dict(SHORT),
+    async with lsp_session(home, model=tiny_model_dir, caps=caps, init_options=dict(SHORT), ready=True,
                            configuration={"codellama": dict(SHORT)}) as c:
-        await c.notes.wait_ready()
         yield c
 
 
@@ -46,9 +46,7 @@ async def configure(client, values: dict) -> None:
 
 
 def params(uri: str, line: int, character: int) -> lsp.InlineCompletionParams:
-    return lsp.InlineCompletionParams(
-        text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=line, character=character),
-        context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Automatic))
+    return inline_params(uri, line, character, trigger=lsp.InlineCompletionTriggerKind.Automatic)
 
 
 def start_inline(client, uri: str, line: int, character: int, msg_id: str) -> asyncio.Future:
@@ -56,13 +54,20 @@ def start_inline(client, uri: str, line: int, character: int, msg_id: str) -> as
         lsp.TEXT_DOCUMENT_INLINE_COMPLETION, params(uri, line, character), msg_id=msg_id))
 
 
-async def test_cancel_request_stops_decoding_and_answers_request_cancelled(client):
-    uri = "file:///tmp/codellama-lsp-tests/cancel.txt"
-    open_document(client, uri, "a long story ", "plaintext")
+async def start_long_generation(client, uri: str, text: str, msg_id: str) -> tuple[asyncio.Future, int]:
+    """With ``LONG`` settings, an inline request at the end of the one-line document ``text``, once it decodes:
+    the pending answer and the number of statuses before it."""
+    open_document(client, uri, text, "plaintext")
     await configure(client, LONG)
     logs, statuses = len(client.notes.logs), len(client.notes.statuses)
-    pending = start_inline(client, uri, 0, 13, "cancel-me")
+    pending = start_inline(client, uri, 0, len(text), msg_id)
     await client.notes.wait_log("decoding started", after=logs)
+    return pending, statuses
+
+
+async def test_cancel_request_stops_decoding_and_answers_request_cancelled(client):
+    uri = "file:///tmp/codellama-lsp-tests/cancel.txt"
+    pending, statuses = await start_long_generation(client, uri, "a long story ", "cancel-me")
     ping_started = time.perf_counter()
     await raw_request(client, "codellama/ping", None)
     assert time.perf_counter() - ping_started < 1.0  # the event loop is free while the model decodes
@@ -78,11 +83,7 @@ async def test_cancel_request_stops_decoding_and_answers_request_cancelled(clien
 
 async def test_a_newer_request_supersedes_the_older_one(client):
     uri = "file:///tmp/codellama-lsp-tests/supersede.txt"
-    open_document(client, uri, "first words ", "plaintext")
-    await configure(client, LONG)
-    logs, statuses = len(client.notes.logs), len(client.notes.statuses)
-    older = start_inline(client, uri, 0, 12, "older")
-    await client.notes.wait_log("decoding started", after=logs)
+    older, statuses = await start_long_generation(client, uri, "first words ", "older")
     logs = len(client.notes.logs)
     newer = start_inline(client, uri, 0, 12, "newer")
     result = await asyncio.wait_for(older, 30)
@@ -128,17 +129,7 @@ async def test_invalid_setting_is_named_to_the_user_and_the_default_kept(client)
 
 
 async def test_position_after_an_emoji_is_read_in_utf8_units(client):
-    text = 's = "😋😋" + tail\n'
-    uri = "file:///tmp/codellama-lsp-tests/emoji8.txt"
-    open_document(client, uri, text, "plaintext")
-    cursor_chars = text.index("😋") + 1
-    character = units(text[:cursor_chars], UTF8)
-    assert character == 9
-    described = await raw_request(client, "codellama/prompt",
-                                  {"textDocument": {"uri": uri}, "position": {"line": 0, "character": character}})
-    assert described.replace_start == cursor_chars
-    result = await inline(client, uri, 0, character)
-    assert result.items and result.items[0].range.start == lsp.Position(line=0, character=character)
+    await check_position_after_an_emoji(client, "file:///tmp/codellama-lsp-tests/emoji8.txt", UTF8, 9)
 
 
 async def test_changing_the_model_reloads_it_without_a_restart(client, tmp_path_factory):

@@ -23,11 +23,9 @@ MAX_TOKENS = 6
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(tiny_model_dir, tmp_path_factory):
-    home = tmp_path_factory.mktemp("server-lsp")
-    async with lsp_session(home, model=tiny_model_dir, encoding="utf-16",
+    async with lsp_session(tmp_path_factory.mktemp("server-lsp"), model=tiny_model_dir, encoding="utf-16", ready=True,
                            init_options={"maxTokens": MAX_TOKENS, "logLevel": "debug", "alternatives": 1,
                                          "device": "cpu"}) as c:
-        await c.notes.wait_ready()
         yield c
 
 
@@ -112,17 +110,23 @@ async def test_typing_the_suggestion_answers_the_rest_without_the_model(client):
     assert status["source"] == "cache" and status["generated_tokens"] == 0
 
 
-async def test_position_after_an_emoji_is_read_in_utf16_units(client):
+async def check_position_after_an_emoji(client, uri: str, encoding: str, expected_units: int) -> None:
+    """A cursor between two emoji, sent in ``encoding``'s units, is read as that place (the prompt) and the
+    answer's range starts there (shared with test_server_control's UTF-8 server)."""
     text = 's = "😋😋" + tail\n'
-    uri = new_uri(client, "emoji16.txt", text)
+    open_document(client, uri, text, "plaintext")
     cursor_chars = text.index("😋") + 1  # between the two emoji
-    character = units(text[:cursor_chars], UTF16)
-    assert character == 7
+    character = units(text[:cursor_chars], encoding)
+    assert character == expected_units
     described = await raw_request(client, "codellama/prompt",
                                   {"textDocument": {"uri": uri}, "position": {"line": 0, "character": character}})
     assert described.replace_start == cursor_chars
     result = await inline(client, uri, 0, character)
-    assert result.items[0].range.start == lsp.Position(line=0, character=character)
+    assert result.items and result.items[0].range.start == lsp.Position(line=0, character=character)
+
+
+async def test_position_after_an_emoji_is_read_in_utf16_units(client):
+    await check_position_after_an_emoji(client, "file:///tmp/codellama-lsp-tests/emoji16.txt", UTF16, 7)
 
 
 async def test_prompt_request_shows_what_the_model_saw(client):

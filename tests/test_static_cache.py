@@ -18,7 +18,8 @@ torch = pytest.importorskip("torch")
 from codellama_lsp.engine import decode as D  # noqa: E402
 from codellama_lsp.engine import static_cache as S  # noqa: E402
 from codellama_lsp.engine.backend import GenerationParams  # noqa: E402
-from test_decode import SOURCE, chain_checkpoint, editing_session, load, naive  # noqa: E402
+from test_decode import (  # noqa: E402
+    SOURCE, chain_checkpoint, chain_of, identical_editing_session, load, naive, partial_word_cases)
 
 
 @pytest.fixture(scope="module")
@@ -49,19 +50,8 @@ def test_static_state_is_chosen_for_llama_only(static64, monkeypatch):
 
 @pytest.mark.parametrize("mode", ["spm", "psm"])
 def test_editing_session_is_token_identical_to_the_plain_loop(static64, mode):
-    b = static64
-    b.reset_cache()
-    rng = random.Random(7 if mode == "spm" else 8)
-    start = rng.randrange(0, len(SOURCE) - 1000)
-    doc = SOURCE[start : start + 800]
-    reused = 0
-    for prefix, suffix in editing_session(rng, doc):
-        ids = b.template.fim_ids(prefix, suffix, mode=mode)
-        params = GenerationParams(max_new_tokens=6, stop_token_ids=b.template.fim_stop_ids)
-        result = b.generate(ids, params)
-        assert result.token_ids == naive(b.model, ids, 6, set(b.template.fim_stop_ids)), (mode, prefix[-20:])
-        reused += result.stats.reused_tokens
-    assert reused > 0
+    results = identical_editing_session(static64, mode)
+    assert sum(result.stats.reused_tokens for _, result in results) > 0
 
 
 def test_buffers_are_allocated_once_and_grow_with_their_contents(static64):
@@ -93,9 +83,7 @@ def test_drafts_and_trees_gather_rows_in_place(chain_static, monkeypatch):
     rng = random.Random(8)
     accepted = 0
     for case in range(6):
-        seq = [rng.randrange(3, 32000)]
-        for _ in range(20):
-            seq.append(perm[seq[-1]])
+        seq = chain_of(perm, rng.randrange(3, 32000), 20)
         decoy = seq[3:6] + [rng.randrange(3, 32000) for _ in range(4)]
         ids = [1] + list(range(40, 50)) + seq + list(range(50, 60)) + decoy + list(range(60, 66)) + seq[:6]
         if case % 2:
@@ -112,17 +100,8 @@ def test_token_healing_on_the_static_cache(chain_static):
 
     b, perm = chain_static
     texts = b.vocab_texts()
-    rng = random.Random(5)
     checked = 0
-    for _ in range(12):
-        seq = [rng.randrange(3, 32000)]
-        for _ in range(30):
-            seq.append(perm[seq[-1]])
-        cut = rng.randrange(3, 8)
-        word = texts[seq[cut]]
-        if len(word.strip()) < 2:
-            continue
-        heal = word[: max(1, len(word) - 1)]
+    for seq, cut, heal in partial_word_cases(texts, perm, random.Random(5)):
         ids = [1] + list(range(40, 55)) + seq + list(range(60, 70)) + seq[:cut]
         result = b.generate(ids, GenerationParams(max_new_tokens=10, heal_prefix=heal))
         assert result.token_ids == naive_healed(b.model, ids, 10, heal, texts)

@@ -16,6 +16,8 @@ from codellama_lsp.context.workspace import (
     redact_secrets,
 )
 
+from shared_data import write
+
 DEFINITIONS = {
     "python": ("CONST = 1\nclass User:\n    def name(self):\n        return 1\ndef make():\n    pass\n",
                {("CONST", "constant"), ("User", "class"), ("name", "method"), ("make", "function")}),
@@ -58,16 +60,6 @@ def test_definition_lines_are_one_based_and_inclusive():
     defs = extract_definitions("x = 1\n\ndef f():\n    return 2\n", "python", "m.py")
     f = next(d for d in defs if d.name == "f")
     assert (f.start_line, f.end_line) == (3, 4)
-
-
-def write(root: Path, rel: str, data: str | bytes) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, bytes):
-        path.write_bytes(data)
-    else:
-        path.write_text(data, encoding="utf-8")
-    return path
 
 
 SECRET_NAMES = [".env", ".env.production", "id_rsa", "id_ed25519.pub", "server.pem", "tls.key", "cert.p12",

@@ -10,6 +10,18 @@ from typing import Any
 from ..config import choices
 
 
+CONFIG_HELP = "TOML settings file (default: config.toml in the platform config directory)"
+
+
+def add_model_arguments(parser, *, runtime: bool = True) -> None:
+    """The options that choose and load the model, shared by serve, complete, chat and doctor."""
+    parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
+    if runtime:
+        add_runtime_arguments(parser)
+    parser.add_argument("--quantization", choices=choices("quantization"))
+    parser.add_argument("--device", choices=choices("device"))
+
+
 def add_runtime_arguments(parser) -> None:
     """The options that choose and tune the runtime, shared by serve, complete and doctor."""
     parser.add_argument("--runtime", choices=choices("runtime"),

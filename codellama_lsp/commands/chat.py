@@ -10,20 +10,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..config import choices
+from . import CONFIG_HELP, add_model_arguments
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("question", help="what to ask")
     parser.add_argument("--file", "-f", metavar="F", help="a file the question is about")
     parser.add_argument("--lines", "-l", metavar="A-B", help="1-based inclusive line range of --file (default: all)")
-    parser.add_argument("--model", help="model directory, Hugging Face id in the local cache, or 'demo'")
-    parser.add_argument("--quantization", choices=choices("quantization"))
-    parser.add_argument("--device", choices=choices("device"))
+    add_model_arguments(parser, runtime=False)
     parser.add_argument("--max-tokens", type=int, metavar="N", help="most tokens to generate (default chat_max_tokens)")
     parser.add_argument("--no-repo-context", action="store_true", help="use only the file itself, no other files")
     parser.add_argument("--workspace", metavar="DIR", help="repository root for context (default: enclosing git root)")
-    parser.add_argument("--config", help="TOML settings file (default: config.toml in the platform config directory)")
+    parser.add_argument("--config", help=CONFIG_HELP)
 
 
 def parse_lines(value: str, line_count: int) -> tuple[int, int]:

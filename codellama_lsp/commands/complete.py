@@ -14,15 +14,12 @@ from typing import Any
 
 
 from ..config import choices
-from . import add_runtime_arguments, runtime_values
+from . import CONFIG_HELP, add_model_arguments, runtime_values
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("target", metavar="FILE:LINE:COL", help="position to complete at (1-based line and column)")
-    parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
-    add_runtime_arguments(parser)
-    parser.add_argument("--quantization", choices=choices("quantization"))
-    parser.add_argument("--device", choices=choices("device"))
+    add_model_arguments(parser)
     parser.add_argument("--fim-mode", choices=choices("fim_mode"), help="infilling prompt order (default spm)")
     parser.add_argument("--max-tokens", type=int, metavar="N", help="most tokens to generate")
     parser.add_argument("--context-tokens", type=int, metavar="N", help="token budget of the whole prompt")
@@ -30,7 +27,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workspace", metavar="DIR", help="repository root for context (default: enclosing git root, else the file's folder)")
     parser.add_argument("--show-prompt", action="store_true", help="also print the exact prompt")
     parser.add_argument("--json", action="store_true", help="print one JSON object (completion, prompt, prompt_ids, fim_mode, model, timings, ...)")
-    parser.add_argument("--config", help="TOML settings file (default: config.toml in the platform config directory)")
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--no-resident", action="store_true",
                         help="load the model in this process and exit with it (default: keep it loaded in a resident"
                         " process for resident_minutes, so the next call answers at once; a GGUF model always"
@@ -155,10 +152,8 @@ def _runs_on_llamacpp(settings) -> bool:
     1.0-1.8 s for later calls; bench/results/cli_latency_gguf.md)."""
     if getattr(settings, "backend", "local") != "local" or getattr(settings, "runtime", "auto") == "transformers":
         return False
-    try:
-        from ..engine.llamacpp import find_gguf
-    except ImportError:
-        return False
+    from ..engine.llamacpp import find_gguf
+
     try:
         return find_gguf(settings.model, getattr(settings, "gguf_file", "") or "") is not None \
             or getattr(settings, "runtime", "auto") == "llamacpp"
@@ -217,10 +212,8 @@ async def complete_file(engine: Any, settings: Any, retriever: Any, text: str, o
 
 def _print_model_notice(settings) -> None:
     """The fallback to the bundled demo model is announced on stderr (stdout stays the completion)."""
-    try:
-        from ..engine.loading import resolve_model
-    except ImportError:
-        return
+    from ..engine.loading import resolve_model
+
     try:
         resolved = resolve_model(settings.model, explicit=settings.model_explicit)
     except Exception:
@@ -233,11 +226,9 @@ def _retriever(root: Path, settings):
     """Repository context for one request: an index of ``root`` (no file watching needed)."""
     if not settings.repo_context:
         return None, None
-    try:
-        from ..context.retrieval import Retriever
-        from ..context.workspace import WorkspaceIndex
-    except ImportError:
-        return None, None
+    from ..context.retrieval import Retriever
+    from ..context.workspace import WorkspaceIndex
+
     index = WorkspaceIndex([str(root)], watch=False)
     index.start()
     return Retriever(index).warm(), index

@@ -17,19 +17,16 @@ from typing import Any
 
 
 from ..config import choices
-from . import add_runtime_arguments, runtime_values
+from . import CONFIG_HELP, add_model_arguments, runtime_values
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
-    add_runtime_arguments(parser)
-    parser.add_argument("--quantization", choices=choices("quantization"))
-    parser.add_argument("--device", choices=choices("device"))
+    add_model_arguments(parser)
     parser.add_argument("--dtype", choices=choices("dtype"))
     parser.add_argument("--context-tokens", type=int, metavar="N", help="context length for the KV-cache estimate")
     parser.add_argument("--no-load", action="store_true", help="only inspect; do not load the model")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--config", help="TOML settings file (default: config.toml in the platform config directory)")
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--workspace", metavar="DIR",
                         help="also index DIR as the server would (same caps; the persisted index is reused) "
                              "and say how many files are indexed, how many were skipped and why")

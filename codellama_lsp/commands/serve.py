@@ -6,20 +6,17 @@ import sys
 
 
 from ..config import choices
-from . import add_runtime_arguments, runtime_values
+from . import CONFIG_HELP, add_model_arguments, runtime_values
 
 
 def add_arguments(parser) -> None:
     transport = parser.add_mutually_exclusive_group()
     transport.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")
     transport.add_argument("--tcp", metavar="HOST:PORT", help="listen on a TCP port instead (one client; for debugging)")
-    parser.add_argument("--model", help="model directory, .gguf file, Hugging Face id in the local cache, or 'demo'")
-    add_runtime_arguments(parser)
-    parser.add_argument("--quantization", choices=choices("quantization"))
-    parser.add_argument("--device", choices=choices("device"))
+    add_model_arguments(parser)
     parser.add_argument("--log-level", choices=choices("log_level"))
     parser.add_argument("--log-file", help="log file (default: server.log in the platform log directory)")
-    parser.add_argument("--config", help="TOML settings file (default: config.toml in the platform config directory)")
+    parser.add_argument("--config", help=CONFIG_HELP)
 
 
 def _tcp_address(value: str) -> tuple[str, int]:

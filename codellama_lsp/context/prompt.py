@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from . import syntax
 from .workspace import redact_secrets
@@ -90,7 +90,7 @@ class PromptPlan:
 
 def render_ids(tokenizer: Any, ids: list[int]) -> str:
     """Prompt ids as readable text: control tokens by their piece (``<PRE>``), text decoded exactly."""
-    control = getattr(tokenizer, "control_ids", frozenset())
+    control = tokenizer.control_ids
     out, run = [], []
     for i in ids:
         if i in control:
@@ -272,7 +272,7 @@ def heal_length(tokenizer: Any, segment: str, cover: int) -> int:
         return 0
     cover = min(cover, len(segment))
     limit = len(segment) - cover
-    if getattr(tokenizer, "newline_isolated", False):
+    if tokenizer.newline_isolated:
         start = segment.rfind("\n", 0, limit) + 1
     else:
         start, floor = limit, max(0, limit - HEAL_WINDOW_CHARS)
@@ -339,8 +339,7 @@ def build_prompt(
         return None
 
     counter = _LineCounter(tokenizer)
-    mode = template.resolve_mode(getattr(settings, "fim_mode", "auto")) if hasattr(template, "resolve_mode") else (
-        getattr(settings, "fim_mode", "auto") if getattr(template, "fim", True) else "none")
+    mode = template.resolve_mode(settings.fim_mode)
     total = max(int(getattr(settings, "context_tokens", 4096)), 64)
     available = total - SPECIAL_TOKENS_RESERVE
 
@@ -390,7 +389,7 @@ def build_prompt(
             open_documents=open_documents, recent_edits=recent_edits,
             budget_tokens=max(ctx_budget - header_cost, 0), count_tokens=tokenizer.count,
             visible=visible, render=lambda s: render_snippet(s, language), language=language,
-        ) if not getattr(template, "repo_format", False) else retriever.snippets(
+        ) if not template.repo_format else retriever.snippets(
             path, text, offset,
             open_documents=open_documents, recent_edits=recent_edits,
             budget_tokens=ctx_budget, count_tokens=lambda t: tokenizer.count(t) + 4,
@@ -404,7 +403,7 @@ def build_prompt(
 
     context_text = ""
     repo_files = None
-    if snippets and getattr(template, "repo_format", False):
+    if snippets and template.repo_format:
         repo_files = [(s.path, s.text) for s in snippets]
     elif snippets:
         rel_path = _display(path, retriever)
@@ -461,7 +460,3 @@ def _assemble(template: Any, mode: str, prefix: str, suffix: str, repo_files: An
     if repo_files:
         return list(template.fim_ids(prefix, suffix, mode, repo_files=repo_files, path=_display(path, retriever)))
     return list(template.fim_ids(prefix, suffix, mode))
-
-
-def count_with(tokenizer: Any) -> Callable[[str], int]:
-    return tokenizer.count

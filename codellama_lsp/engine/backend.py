@@ -122,6 +122,9 @@ OnText = Callable[[str], None]  # receives each newly decoded piece while genera
 @runtime_checkable
 class Backend(Protocol):
     info: ModelInfo
+    tokenizer: Any  # engine.tokenizer.Tokenizer: prompts are built and counted with the model's own tokenizer
+    template: Any  # engine.templates.Template: the model's prompt format (FIM, chat, stop tokens)
+    notice: str  # one line for the user about how the model was loaded ("" when there is nothing to say)
 
     def encode(self, text: str, *, leading_space: bool = True) -> list[int]:
         """Token ids for ``text`` with no BOS. ``leading_space=False`` suppresses SentencePiece's
@@ -141,6 +144,10 @@ class Backend(Protocol):
     ) -> GenerationResult:
         """Blocking; call only on the engine worker thread. Never raises on cancel: returns what
         was generated so far with ``stop_reason == "cancelled"``."""
+
+    def warm(self, prompt_ids: Sequence[int], cancel: CancelToken | None = None) -> dict[str, Any]:
+        """Blocking, on the worker thread: prefill the KV cache with ``prompt_ids`` without generating, so the
+        next request for the same document prefills only what changed; {} where there is no cache here."""
 
     def close(self) -> None: ...
 

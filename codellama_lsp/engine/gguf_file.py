@@ -24,6 +24,7 @@ import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..errors import first_line
 from .backend import ModelLoadError
 
 GGUF_MAGIC = b"GGUF"
@@ -222,6 +223,5 @@ def load_gguf_tokenizer(path: str | Path, meta: dict[str, Any] | None = None):
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions on a bad vocabulary
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelLoadError(f"the tokenizer stored in {path} is unusable ({detail}); put the model's "
+        raise ModelLoadError(f"the tokenizer stored in {path} is unusable ({first_line(exc)}); put the model's "
                              "tokenizer.json next to the GGUF file") from None

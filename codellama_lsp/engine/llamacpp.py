@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import first_line
 from .backend import ModelInfo, ModelLoadError
 from .gguf_file import architecture, config_from_metadata, is_gguf, load_gguf_tokenizer, read_metadata
 
@@ -100,7 +101,7 @@ def load_llamacpp_backend(settings: Any, path: Path, *, name: str, is_demo: bool
     try:
         template = template_for(tokenizer, model_name=name, config=config, override=settings.template, fim=settings.fim)
     except ValueError as exc:  # TemplateError: e.g. a template override the tokenizer cannot serve
-        raise ModelLoadError(str(exc).splitlines()[0]) from None
+        raise ModelLoadError(first_line(exc)) from None
     import_llama_cpp()  # the one-line install hint before anything else can fail
     report(20, f"loading {path.name} with llama.cpp ({architecture(meta) or '?'})")
     model = LlamaCppModel(path, n_gpu_layers=int(getattr(settings, "n_gpu_layers", 0) or 0))

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import DEFAULT_MODEL, Settings
+from ..errors import first_line
 from .backend import ModelLoadError
-from .resolve import (DEMO_DIR, ResolvedModel, _first_line, _pull_hint, context_window,  # noqa: F401 - re-exported
+from .resolve import (DEMO_DIR, ResolvedModel, _pull_hint, context_window,  # noqa: F401 - re-exported
                       demo_available, find_in_hub_cache, hub_cache_dir, load_tokenizer_for, read_config, resolve_model)
 
 Progress = Callable[[int, str], None]
@@ -97,7 +98,7 @@ def quantization_config(quantization: str, dtype):
         from transformers import BitsAndBytesConfig
     except Exception as exc:  # ImportError, or a broken native library raising anything
         raise ModelLoadError(
-            f"--quantization {quantization} needs a working bitsandbytes ({type(exc).__name__}: {_first_line(exc)}); "
+            f"--quantization {quantization} needs a working bitsandbytes ({type(exc).__name__}: {first_line(exc, limit=300)}); "
             "run `pip install bitsandbytes` or use --quantization none"
         ) from None
     if quantization == "4bit":
@@ -158,7 +159,7 @@ def check_weights(path: Path, name: str) -> None:
                 handle.keys()
         except Exception as exc:
             raise ModelLoadError(
-                f"corrupt checkpoint file {file} ({_first_line(exc)}); delete it and re-download: {_pull_hint(name)}"
+                f"corrupt checkpoint file {file} ({first_line(exc, limit=300)}); delete it and re-download: {_pull_hint(name)}"
             ) from None
 
 
@@ -242,7 +243,7 @@ def load_model(resolved: ResolvedModel, *, device: str, dtype, quantization: str
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
             raise ModelLoadError(oom_message(resolved.name, quantization, device)) from None
-        text = _first_line(exc)
+        text = first_line(exc, limit=300)
         if "bitsandbytes" in text.lower():
             raise ModelLoadError(
                 f"--quantization {quantization} failed in bitsandbytes ({text}); use --quantization none, "
@@ -281,7 +282,7 @@ def load_backend(settings: Settings, progress: Progress | None = None):
     try:
         template = template_for(tokenizer, model_name=resolved.name, config=config, override=settings.template, fim=settings.fim)
     except ValueError as exc:  # TemplateError: e.g. a template override the tokenizer cannot serve
-        raise ModelLoadError(_first_line(exc)) from None
+        raise ModelLoadError(first_line(exc, limit=300)) from None
     report(20, f"loading weights ({quantization}, {str(dtype).replace('torch.', '')}, {device})")
     model = load_model(resolved, device=device, dtype=dtype, quantization=quantization)
     draft = None

@@ -63,7 +63,6 @@ class LocalBackend(TokenizerText):
         self.kv: ModelStep = step
         self.draft = DraftModel(draft_model) if draft_model is not None else None
         self._vocab_texts: list[str] | None = None
-        self.last_result: GenerationResult | None = None
         # the cursor context + answer of the last few requests: prompt lookup drafts from them first
         self._recent: deque[list[int]] = deque(maxlen=RECENT_RUNS)
 
@@ -106,7 +105,6 @@ class LocalBackend(TokenizerText):
         )
         if result.token_ids:
             self._recent.append(list(prompt_ids[-RECENT_CONTEXT_TOKENS:]) + list(result.token_ids))
-        self.last_result = result
         return result
 
     def warm(self, prompt_ids: Sequence[int], cancel: CancelToken | None = None) -> dict[str, Any]:

@@ -288,7 +288,6 @@ class RemoteBackend(TokenizerText):
         self.read_timeout_s = read_timeout_s
         self.notice = f"remote backend degraded: {server.degraded}" if server.degraded else ""
         self.slot = -1  # llama.cpp slot of the last request: the next asks for it (its cache lives there)
-        self.last_result: GenerationResult | None = None
 
     # -- requests -----------------------------------------------------------------------------------------------
 
@@ -398,9 +397,11 @@ class RemoteBackend(TokenizerText):
         stats.generated_tokens = max(stats.generated_tokens, len(generated))
         stats.forward_passes = stats.generated_tokens
         stats.total_s = monotonic() - start
-        result = GenerationResult(text=completion, token_ids=generated, stats=stats)
-        self.last_result = result
-        return result
+        return GenerationResult(text=completion, token_ids=generated, stats=stats)
+
+    def warm(self, prompt_ids: Sequence[int], cancel: CancelToken | None = None) -> dict[str, Any]:
+        """Nothing to prefill here: the server keeps its own cache (``cache_prompt``), filled by requests."""
+        return {}
 
     def _consume(self, event: dict[str, Any], stats: GenerationStats, text: Any, generated: list[int],
                  stop_ids: set[int], eos_id: int | None, start: float, params: GenerationParams) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DEFAULT_MODEL, DEMO_MODEL
+from ..errors import first_line
 from .backend import ModelLoadError
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
@@ -70,11 +71,9 @@ def hub_cache_dir() -> Path:
 
 def find_in_hub_cache(repo_id: str) -> Path | None:
     """The snapshot directory of ``repo_id`` in the local Hugging Face cache, or None. No network."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-        from huggingface_hub.errors import HFValidationError
-    except ImportError:  # pragma: no cover - huggingface_hub is a dependency of transformers
-        return None
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
     try:
         found = try_to_load_from_cache(repo_id, "config.json", cache_dir=str(hub_cache_dir()))
     except (HFValidationError, ValueError):
@@ -117,11 +116,6 @@ def resolve_model(name: str | None, *, explicit: bool) -> ResolvedModel:
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
 def read_config(path: Path, name: str) -> dict[str, Any]:
     config_file = path / "config.json"
     if not config_file.is_file():
@@ -134,7 +128,7 @@ def read_config(path: Path, name: str) -> dict[str, Any]:
         if not isinstance(config, dict):
             raise ValueError("not a JSON object")
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelLoadError(f"{config_file} is not valid JSON ({_first_line(exc)}); re-download the model: {_pull_hint(name)}") from None
+        raise ModelLoadError(f"{config_file} is not valid JSON ({first_line(exc, limit=300)}); re-download the model: {_pull_hint(name)}") from None
     return config
 
 
@@ -155,6 +149,6 @@ def load_tokenizer_for(resolved: ResolvedModel):
         raise
     except Exception as exc:
         raise ModelLoadError(
-            f"could not load the tokenizer from {resolved.path} ({_first_line(exc)}); the model directory needs "
+            f"could not load the tokenizer from {resolved.path} ({first_line(exc, limit=300)}); the model directory needs "
             f"tokenizer.json: {_pull_hint(resolved.name)}"
         ) from None

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import named
 from .step_transformers import TransformersStep
 
 log = logging.getLogger(__name__)
@@ -244,8 +245,7 @@ class StaticStep(TransformersStep):
                 self.ids.extend(ids)
                 return logits
             except Exception as exc:  # a module that cannot be captured (e.g. a quantized kernel): run eagerly
-                log.warning("CUDA graph capture of the decode step failed (%s: %s); running it eagerly",
-                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                log.warning("CUDA graph capture of the decode step failed (%s); running it eagerly", named(exc))
                 self.step = None
         rows = torch.arange(base, base + n, device=device)
         input_ids = torch.tensor([list(ids)], dtype=torch.long, device=device)

@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..errors import named
 from .backend import EngineError, ModelLoadError
 from .draft_tree import DraftTree
 from .step import TREE_NODES, Cancelled, ModelStep
@@ -57,8 +58,7 @@ def import_llama_cpp() -> Any:
             "about 15 minutes on 2 cores; see README, \"GGUF models\"), or use a transformers model directory"
         ) from None
     except Exception as exc:  # a broken native library raises OSError/RuntimeError on import
-        raise ModelLoadError(f"llama-cpp-python is installed but does not load ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}); reinstall it") from None
+        raise ModelLoadError(f"llama-cpp-python is installed but does not load ({named(exc)}); reinstall it") from None
     return llama_cpp
 
 

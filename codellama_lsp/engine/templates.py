@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from ..errors import first_line
 from .backend import EngineError
 from .tokenizer import Tokenizer
 
@@ -194,8 +195,7 @@ class Template:
                 text = hf.apply_chat_template(messages, chat_template=template, tokenize=False,
                                               add_generation_prompt=True)
         except Exception as exc:  # noqa: BLE001 - Jinja errors (e.g. "roles must alternate")
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise TemplateError(f"the model's chat template rejected the conversation: {detail}") from None
+            raise TemplateError(f"the model's chat template rejected the conversation: {first_line(exc)}") from None
         if not isinstance(text, str):
             raise TemplateError("the model's chat template did not render text")
         return self.tokenizer.encode_markup(text)

@@ -29,6 +29,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..errors import named
 from .backend import ModelLoadError
 
 __all__ = ["Tokenizer", "StreamDetokenizer", "load_tokenizer", "CONTROL_PIECES"]
@@ -448,7 +449,7 @@ def load_tokenizer(model_dir: str | Path, *, transformers: bool = True) -> Token
             hf = _load_hf(path)
             tokenizer_json = hf.backend_tokenizer.to_str()
         except Exception as exc:  # noqa: BLE001 - any failure here means "no usable tokenizer"
-            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            reason = named(exc)
             raise ModelLoadError(f"no tokenizer.json in {path} ({reason}); re-download the model with "
                                  f"`codellama-lsp pull`") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -467,6 +468,5 @@ def load_tokenizer(model_dir: str | Path, *, transformers: bool = True) -> Token
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions on bad JSON
-        detail = str(exc).splitlines()[0] if str(exc) else "invalid"
-        raise ModelLoadError(f"{json_file} is corrupt or unsupported ({type(exc).__name__}: {detail}); "
+        raise ModelLoadError(f"{json_file} is corrupt or unsupported ({named(exc)}); "
                              f"re-download the model with `codellama-lsp pull`") from None

@@ -22,6 +22,7 @@ import queue
 import threading
 from typing import Any, Callable, Sequence
 
+from ..errors import named
 from .backend import CancelToken, EngineError, GenerationParams, GenerationResult, ModelInfo, ModelLoadError, OnText
 
 log = logging.getLogger(__name__)
@@ -156,8 +157,8 @@ class Engine:
             raise ModelLoadError(self.error) from exc
         self.settings = settings
         self.backend = backend
-        self.info = getattr(backend, "info", None)
-        self.notice = getattr(backend, "notice", "") or ""
+        self.info = backend.info
+        self.notice = backend.notice
         self.error = None
         return backend
 
@@ -198,7 +199,7 @@ class Engine:
             raise
         except Exception as exc:
             if not is_out_of_memory(exc):
-                raise EngineError(f"generation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+                raise EngineError(f"generation failed: {named(exc)}") from exc
         _free_accelerator_memory()
         retry = list(prompt_ids)
         if smaller is not None:
@@ -247,9 +248,7 @@ class Engine:
         prefills only what changed. A no-op returning {} for backends without a cache."""
 
         def work() -> dict[str, Any]:
-            backend = self._require_backend()
-            warm = getattr(backend, "warm", None)
-            return warm(prompt_ids, cancel) if warm is not None else {}
+            return self._require_backend().warm(prompt_ids, cancel)
 
         return await self.run(work)
 

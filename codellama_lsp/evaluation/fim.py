@@ -284,8 +284,9 @@ async def _server_answers(args, mode: str, splits, tasks, progress) -> tuple[dic
         # a user's config file must not change what a benchmark measures
         env.update({"XDG_CONFIG_HOME": config_home, "CODELLAMA_LSP_MODEL": args.model, "HF_HUB_OFFLINE": "1"})
         log = Path(args.server_log) if args.server_log else Path(config_home) / "server.log"
-        session = ServerSession(init_options=server_settings(args, mode), workspace=Path(workspace), command=command,
-                                env=env, stderr_log=log, ready_timeout_s=args.ready_timeout,
+        session = ServerSession(init_options=server_settings(args, mode), root=Path(workspace), command=command,
+                                env=env, cwd=Path(workspace), stderr_log=log, client_info="codellama-lsp-bench",
+                                ready_timeout_s=args.ready_timeout,
                                 request_timeout_s=max(120.0, 4 * (args.completion_timeout or 30.0)))
         progress.set_description(f"{mode}: loading model")
         by_split: dict[str, list] = {}

@@ -163,10 +163,10 @@ class ChatEngines:
 async def ready_backend(engine, wait=None):
     """The engine's backend once it can serve, or a ChatError saying why it cannot. ``wait`` (the
     server's ``wait_ready``) waits, bounded, while the model loads."""
-    if not getattr(engine, "ready", False) and wait is not None:
+    if not engine.ready and wait is not None:
         await wait()
-    if not getattr(engine, "ready", False) or getattr(engine, "backend", None) is None:
-        error = getattr(engine, "error", None)
+    if not engine.ready or engine.backend is None:
+        error = engine.error
         raise ChatError(f"the model is not available: {error}" if error else "the model is still loading; try again")
     return engine.backend
 
@@ -249,8 +249,7 @@ class ChatService:
 
     def prompt_budget(self, backend, max_new_tokens: int | None = None) -> int:
         """Prompt tokens allowed: the context budget (and the model's context) minus the answer's room."""
-        info = getattr(backend, "info", None)
-        limit = min(int(self.settings.context_tokens), int(getattr(info, "context_length", 0) or 1 << 30))
+        limit = min(int(self.settings.context_tokens), int(backend.info.context_length or 1 << 30))
         return max(256, limit - int(max_new_tokens or self.settings.chat_max_tokens))
 
     def build_messages(
@@ -309,7 +308,7 @@ class ChatService:
             max_new_tokens=int(max_new_tokens or self.settings.chat_max_tokens),
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,
-            stop_token_ids=list(getattr(template, "chat_stop_ids", []) or []),
+            stop_token_ids=list(template.chat_stop_ids),
             speculation=self.settings.speculation,
         )
         cancel = cancel or CancelToken()

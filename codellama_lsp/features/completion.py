@@ -33,6 +33,19 @@ AUTOMATIC = "automatic"
 
 # Sampling temperature of the alternatives an invoked request gets besides the (greedy) first suggestion.
 ALTERNATIVE_TEMPERATURE = 0.7
+# A first suggestion faster than this (the prompt was cached) counts as this long when bounding the alternatives.
+ALTERNATIVES_MIN_FIRST_S = 0.5
+
+
+def alternatives_window_s(first_s: float, factor: float) -> float | None:
+    """How long after the first suggestion new alternatives may still be started: ``factor`` times its time
+    (at least ``ALTERNATIVES_MIN_FIRST_S``), None for no bound (``factor`` 0). Why: each sample decodes a
+    whole answer without speculation, so on a slow CPU ``2 * wanted`` of them reach the completion budget
+    (10 s) before the user sees even the first suggestion; this keeps an invoked request within a few times
+    an automatic one. Sampling goes on until there is one alternative, so "next" has something to offer."""
+    if not factor or factor <= 0:
+        return None
+    return factor * max(first_s, ALTERNATIVES_MIN_FIRST_S)
 
 # Characters an editor inserts on its own after the cursor (auto-pairs). A completion that ends
 # with them replaces them instead of doubling them.
@@ -242,13 +255,13 @@ class CompletionService:
                             outcome.alternatives.append((more, offset + closer_overlap(more, text[offset:])))
                 return
 
-        if not getattr(self.engine, "ready", False) and self.wait_ready is not None:
+        if not self.engine.ready and self.wait_ready is not None:
             log.debug("request for %s waits for the model to load", uri or "a document")
             await self.wait_ready()
             if cancel.cancelled:  # superseded by a newer keystroke, or the document changed meanwhile
                 outcome.reason = cancel.reason or "cancelled"
                 return
-        if not getattr(self.engine, "ready", False):
+        if not self.engine.ready:
             outcome.reason = "not_ready"
             return
         if trigger == AUTOMATIC and settings.debounce_ms > 0:
@@ -306,22 +319,35 @@ class CompletionService:
         Sampled (``ALTERNATIVE_TEMPERATURE``, seeds 1, 2, ...) on the same prompt right after the first answer,
         so the KV cache already holds the prompt: each sample prefills one token (the prompt's last, whose
         logits start the answer), never the prompt again; ``alternative_stats`` (in ``codellama/status``)
-        counts it. At most ``2 * wanted`` samples, within what is left of the completion time budget."""
+        counts it. At most ``2 * wanted`` samples, within what is left of the completion time budget; once
+        there is one alternative, new samples start only within :func:`alternatives_window_s` of the first
+        answer (``stopped`` in the stats says what ended the sampling early). A sample cut by the time
+        budget is not offered: it would be a suggestion cut mid-way."""
         settings = self.settings
         budget = settings.completion_timeout_s or None
+        first_done = time.perf_counter()
+        window = alternatives_window_s(first_done - outcome.started,
+                                       float(getattr(settings, "alternatives_time_factor", 0) or 0))
         votes: dict[str, int] = {}
         order: list[str] = []
         stats = outcome.alternative_stats = {"samples": 0, "prefill_tokens": 0, "reused_tokens": 0}
         seed = 0
         while seed < 2 * wanted and (seed < wanted or len(order) < wanted):
             seed += 1
-            elapsed = time.perf_counter() - outcome.started
-            if cancel.cancelled or (budget is not None and elapsed >= budget):
+            now = time.perf_counter()
+            elapsed = now - outcome.started
+            if cancel.cancelled:
+                break
+            if budget is not None and elapsed >= budget:
+                stats["stopped"] = "completion_timeout"
+                break
+            if order and window is not None and now - first_done >= window:
+                stats["stopped"] = "alternatives_time"
                 break
             params = GenerationParams(
                 max_new_tokens=int(getattr(plan, "max_new_tokens", 0) or settings.max_tokens),
                 temperature=max(settings.temperature, ALTERNATIVE_TEMPERATURE), top_p=settings.top_p, seed=seed,
-                stop_token_ids=list(getattr(self.engine.backend.template, "fim_stop_ids", []) or []),
+                stop_token_ids=list(self.engine.backend.template.fim_stop_ids),
                 stop_strings=list(getattr(plan, "stop_strings", []) or []),
                 time_budget_s=(budget - elapsed) if budget is not None else None,
                 speculation="none", reuse_cache=getattr(settings, "reuse_cache", True),
@@ -336,6 +362,9 @@ class CompletionService:
             stats["prefill_tokens"] += result.stats.prefill_tokens
             stats["reused_tokens"] += result.stats.reused_tokens
             if result.cancelled:
+                break
+            if result.stats.stop_reason == "time_budget":  # cut mid-way: not a suggestion to offer
+                stats["stopped"] = "completion_timeout"
                 break
             text = await self.off_loop(self.clean, result.text, prefix, suffix, plan)
             if not text.strip() or text.rstrip() == first.rstrip():
@@ -361,12 +390,11 @@ class CompletionService:
         finish its current token; that outcome is reported when it has (others by ``complete``)."""
         settings = self.settings
         backend = self.engine.backend
-        template = getattr(backend, "template", None)
         params = GenerationParams(
             max_new_tokens=int(getattr(plan, "max_new_tokens", 0) or settings.max_tokens),
             temperature=settings.temperature,
             top_p=settings.top_p,
-            stop_token_ids=list(getattr(template, "fim_stop_ids", []) or []),
+            stop_token_ids=list(backend.template.fim_stop_ids),
             stop_strings=list(getattr(plan, "stop_strings", []) or []),
             time_budget_s=settings.completion_timeout_s or None,
             speculation=settings.speculation,
@@ -408,7 +436,7 @@ class CompletionService:
         settings = self.settings
         if context_tokens:
             settings = dataclasses.replace(settings, context_tokens=int(context_tokens))
-        window = int(getattr(backend.info, "context_length", 0) or 0)
+        window = int(backend.info.context_length or 0)
         if window and settings.context_tokens > window:
             # never pack more than the model handles well: past its window it only gets slower and worse
             settings = dataclasses.replace(settings, context_tokens=window)
@@ -442,16 +470,16 @@ class CompletionService:
         data.setdefault("prompt_ids", [])
         data.setdefault("fim_mode", None)
         data.setdefault("snippets", [])
-        info = getattr(self.engine, "info", None)
+        info = self.engine.info
         data.update(
             completion=outcome.text,
             replace_start=outcome.replace_start,
             replace_end=outcome.replace_end,
             reason=outcome.reason,
-            model=getattr(info, "name", None),
-            device=getattr(info, "device", None),
-            quantization=getattr(info, "quantization", None),
-            runtime=getattr(info, "runtime", None),
+            model=info.name if info else None,
+            device=info.device if info else None,
+            quantization=info.quantization if info else None,
+            runtime=info.runtime if info else None,
             timings=outcome.stats(),
         )
         return data

@@ -21,7 +21,6 @@ from pygls.uris import from_fs_path
 
 from ..features import actions
 from ..features.actions import COMMANDS, DOCUMENT, EXPLAIN, FIX, TESTS, TITLES, ActionError
-from ..features.chat import ChatError
 from ..features.edits import append_replacement
 from ..features.targets import find_target, language_name
 from ..features.testgen import plan_tests

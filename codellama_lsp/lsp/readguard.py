@@ -33,10 +33,8 @@ def disk_read_refusal(path: str, workspace) -> str | None:
     real = os.path.realpath(path)
     if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in _roots(workspace)):
         return "outside the workspace folders"
-    try:
-        from ..context.workspace import is_secret_path
-    except ImportError:
-        return None
+    from ..context.workspace import is_secret_path
+
     if is_secret_path(real):
         return "a secret file"
     return None

@@ -35,6 +35,7 @@ from ..positions import LineIndex, normalize_encoding, units
 from . import actions, chat, ranges
 from .documents import install_document_model
 from .errors import jsonrpc_error
+from .inflight import InFlight
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +193,9 @@ def _describe(exc: BaseException) -> str:
 
 
 class CodeLlamaServer(LanguageServer):
-    """Holds the resident model (``engine``) and what the features share. The names ``engine``,
-    ``settings``, ``completion``, ``index``, ``retriever``, ``trees`` and ``send_status`` are used
-    by ``actions.py`` and ``chat.py``: keep them stable."""
+    """Holds the resident model (``engine``) and what the features share. Handlers here and in
+    ``actions.py`` and ``chat.py`` use only its public names (``engine``, ``settings``, ``completion``,
+    ``index``, ``retriever``, ``trees``, ``inflight``, ``chat_service``, ``send_status``, ``wait_ready``, ...)."""
 
     def __init__(self, settings: Settings, *, engine=None) -> None:
         super().__init__("codellama-lsp", __version__, protocol_cls=AnsweringProtocol,
@@ -220,7 +221,8 @@ class CodeLlamaServer(LanguageServer):
         # Latest latencies by kind: a chat answer must not read as the completion latency.
         self.last_ms: dict[str, float] = {}
         self.log_file: str | None = None  # set by ``serve``
-        self._inflight: dict[str, CancelToken] = {}
+        self.inflight = InFlight()
+        self.shutdown_requested = False  # set by ``shutdown``: ``exit`` then ends with status 0
         self._load_task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         self._log_handler: logging.Handler | None = None
@@ -234,12 +236,12 @@ class CodeLlamaServer(LanguageServer):
 
     def send_status(self, stats: dict[str, Any] | None = None) -> None:
         """Send ``codellama/status``: the model, its state, and the numbers of the last request."""
-        info = getattr(self.engine, "info", None)
+        info = self.engine.info
         payload: dict[str, Any] = {
-            "model": getattr(info, "name", None) or self.settings.model,
-            "device": getattr(info, "device", None),
-            "quantization": getattr(info, "quantization", None),
-            "runtime": getattr(info, "runtime", None),
+            "model": (info.name if info else None) or self.settings.model,
+            "device": info.device if info else None,
+            "quantization": info.quantization if info else None,
+            "runtime": info.runtime if info else None,
             "state": self.state,
             "message": self.state_message,
             "log_file": self.log_file,
@@ -267,15 +269,15 @@ class CodeLlamaServer(LanguageServer):
     async def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait (at most ``timeout``, default LOAD_WAIT_S) while the model is starting or loading;
         True when it is ready. An error state, or a model that failed to load, answers False at once."""
-        if getattr(self.engine, "ready", False):
+        if self.engine.ready:
             return True
         if self.state not in ("starting", "loading"):
-            return bool(getattr(self.engine, "ready", False))
+            return False
         try:
             await asyncio.wait_for(self._settled.wait(), LOAD_WAIT_S if timeout is None else timeout)
         except asyncio.TimeoutError:
             log.info("still loading after %.0f s; the request is answered empty", LOAD_WAIT_S)
-        return bool(getattr(self.engine, "ready", False))
+        return self.engine.ready
 
     def _report_outcome(self, outcome: CompletionOutcome) -> None:
         stats = outcome.stats()
@@ -297,6 +299,11 @@ class CodeLlamaServer(LanguageServer):
 
     def show(self, message: str, kind: lsp.MessageType = lsp.MessageType.Warning) -> None:
         self.window_show_message(lsp.ShowMessageParams(type=kind, message=f"codellama-lsp: {message}"))
+
+    def start_editor_log(self) -> None:
+        """Send this package's log records to the editor too (``window/logMessage``), from now on."""
+        self._log_handler = EditorLogHandler(self._send_log, asyncio.get_running_loop())
+        logging.getLogger("codellama_lsp").addHandler(self._log_handler)
 
     def _send_log(self, level: int, message: str) -> None:
         kind = (lsp.MessageType.Error if level >= logging.ERROR else lsp.MessageType.Warning
@@ -366,8 +373,7 @@ class CodeLlamaServer(LanguageServer):
             if not self._load_task.done():
                 await asyncio.wait([self._load_task])
         self._load_task = asyncio.current_task()
-        for token in list(self._inflight.values()):
-            token.cancel("reload")
+        self.inflight.cancel_all("reload")
         self._set_state("loading", f"loading {self.settings.model}")
         progress = await self._progress_begin("codellama-lsp", f"Loading {self.settings.model}")
         loop = asyncio.get_running_loop()
@@ -391,11 +397,10 @@ class CodeLlamaServer(LanguageServer):
             self.show(message, lsp.MessageType.Error)
         else:
             info = self.engine.info
-            notice = getattr(self.engine, "notice", None) or getattr(self.engine.backend, "notice", "")
-            if notice:
-                self.show(notice, lsp.MessageType.Info)
-            log.info("model %s ready on %s (%s) in %.1f s", getattr(info, "name", "?"),
-                     getattr(info, "device", "?"), getattr(info, "quantization", "?"), time.perf_counter() - started)
+            if self.engine.notice:
+                self.show(self.engine.notice, lsp.MessageType.Info)
+            log.info("model %s ready on %s (%s) in %.1f s", info.name, info.device, info.quantization,
+                     time.perf_counter() - started)
             # The model, tokenizer and libraries are hundreds of thousands of long-lived objects: keep
             # them out of the cyclic GC, whose full passes would otherwise stall requests for a while.
             gc.freeze()
@@ -440,11 +445,9 @@ class CodeLlamaServer(LanguageServer):
     async def restart_index(self) -> None:
         """(Re)build the workspace index for the current folders. It fills on a background thread within the
         ``index_*`` caps; completions use what is there meanwhile and never wait for it."""
-        try:
-            from ..context.retrieval import Retriever
-            from ..context.workspace import WorkspaceIndex
-        except ImportError:
-            return
+        from ..context.retrieval import Retriever
+        from ..context.workspace import WorkspaceIndex
+
         old, roots = self.index, self.workspace_roots()
         self.index = self.retriever = self.completion.retriever = None
         if old is not None:
@@ -489,7 +492,7 @@ class CodeLlamaServer(LanguageServer):
                           kind: str = "inline") -> tuple[CompletionOutcome, LineIndex]:
         """Complete at an LSP position; a newer request of the same ``kind`` for the same document
         supersedes this one (an inline and a completion request for one keystroke both get answered)."""
-        if not getattr(self.engine, "ready", False):
+        if not self.engine.ready:
             # Wait for the model first, then read the document: a request can come before the editor's
             # didOpen (Neovim asks while its client still initializes), and the text it is about is the one
             # the editor has sent by the time the model is loaded.
@@ -507,12 +510,7 @@ class CodeLlamaServer(LanguageServer):
             chosen = Selected(ranges.offset(text, selected.range.start, encoding),
                               ranges.offset(text, selected.range.end, encoding), selected.text)
         self.stop_warming()
-        token = CancelToken()
-        key = f"{kind} {uri}"
-        previous = self._inflight.get(key)
-        if previous is not None:
-            previous.cancel("superseded")
-        self._inflight[key] = token
+        token = self.inflight.start(kind, uri)
         version = doc.version
         busy = self.index.busy() if self.index is not None else contextlib.nullcontext()
         try:
@@ -523,8 +521,7 @@ class CodeLlamaServer(LanguageServer):
                     open_documents=self.open_documents() if self.settings.repo_context else None,
                     recent_edits=list(self.recent_edits), alternatives=kind == "inline")
         finally:
-            if self._inflight.get(key) is token:
-                del self._inflight[key]
+            self.inflight.finish(kind, uri, token)
         if outcome.text and doc.version != version:  # edited meanwhile: the suggestion is for old text
             outcome = CompletionOutcome(reason="stale", uri=uri)
         return outcome, lines
@@ -547,7 +544,7 @@ class CodeLlamaServer(LanguageServer):
         """After a pause in typing, prefill the model's KV cache with the prompt at the edit, so the
         next completion there only prefills what changed. Cancelled by any real request."""
         self.stop_warming()
-        if not getattr(self.engine, "ready", False) or not hasattr(self.engine, "warm"):
+        if not self.engine.ready:
             return
         loop = asyncio.get_running_loop()
         self._warm_timer = loop.call_later(WARM_AFTER_S, lambda: self.spawn(self._warm(uri, position)))
@@ -562,7 +559,7 @@ class CodeLlamaServer(LanguageServer):
 
     async def _warm(self, uri: str, position: lsp.Position) -> None:
         self._warm_timer = None
-        if self._inflight or not getattr(self.engine, "ready", False):
+        if self.inflight or not self.engine.ready:
             return
         doc = self.workspace.get_text_document(uri)
         try:
@@ -591,9 +588,9 @@ class CodeLlamaServer(LanguageServer):
                 self._warm_token = None
         log.debug("warmed %s: %s", uri, info)
 
-    def cancel_all(self, reason: str) -> None:
-        for token in list(self._inflight.values()):
-            token.cancel(reason)
+    def start_loading(self) -> None:
+        """Load the model in the background (``initialized``); requests meanwhile wait for it, bounded."""
+        self._load_task = self.spawn(self.load_model())
 
 
 def _section(values: Any) -> dict[str, Any]:
@@ -616,10 +613,8 @@ def _fs_path(uri: str) -> str | None:
 
 
 def _make_trees():
-    try:
-        from ..context.syntax import DocumentTrees
-    except ImportError:
-        return None
+    from ..context.syntax import DocumentTrees
+
     try:
         return DocumentTrees()
     except Exception:
@@ -628,171 +623,182 @@ def _make_trees():
 
 
 def _language_of(doc) -> str:
-    try:
-        from ..context.syntax import language_for
-    except ImportError:
-        return doc.language_id or ""
+    from ..context.syntax import language_for
+
     return language_for(doc.language_id or "", doc.path) or ""
 
 
-# --- handlers --------------------------------------------------------------------------------------
+# --- handlers: each parses its params, delegates to the server or a feature, and answers ------------
+
+
+def initialize(ls: CodeLlamaServer, params: lsp.InitializeParams) -> None:
+    install_document_model(ls.workspace)  # pygls' own edit application mis-splits lines
+    if params.initialization_options is not None:
+        ls.apply_client_settings(params.initialization_options, source="initializationOptions")
+
+
+async def initialized(ls: CodeLlamaServer, params: lsp.InitializedParams) -> None:
+    ls.start_editor_log()
+    log.info("codellama-lsp %s, position encoding %s", __version__,
+             normalize_encoding(ls.workspace.position_encoding))
+    await ls.pull_configuration()
+    ls.start_loading()
+    ls.spawn(ls.restart_index())
+
+
+async def did_change_configuration(ls: CodeLlamaServer, params: lsp.DidChangeConfigurationParams) -> None:
+    caps = ls.client_capabilities
+    if caps and caps.workspace and caps.workspace.configuration:
+        await ls.pull_configuration()  # the pushed value may be null or partial (pull model)
+    elif isinstance(params.settings, dict):
+        ls.apply_client_settings(params.settings, source="workspace/didChangeConfiguration")
+
+
+async def did_change_folders(ls: CodeLlamaServer, params: lsp.DidChangeWorkspaceFoldersParams) -> None:
+    ls.spawn(ls.restart_index())
+
+
+def did_open(ls: CodeLlamaServer, params: lsp.DidOpenTextDocumentParams) -> None:
+    _update_tree(ls, params.text_document.uri)
+    _tell_index(ls, "focus_on", params.text_document.uri)
+
+
+def did_save(ls: CodeLlamaServer, params: lsp.DidSaveTextDocumentParams) -> None:
+    _tell_index(ls, "saved", params.text_document.uri)
+
+
+def did_change(ls: CodeLlamaServer, params: lsp.DidChangeTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    _update_tree(ls, uri)
+    path = _fs_path(uri)
+    cursor = None
+    for change in params.content_changes:
+        if isinstance(change, lsp.TextDocumentContentChangePartial):
+            start = change.range.start
+            lines = change.text.split("\n")
+            end_line = start.line + len(lines) - 1
+            if path:
+                ls.note_edit(path, start.line, end_line)
+            encoding = normalize_encoding(ls.workspace.position_encoding)
+            column = (start.character if len(lines) == 1 else 0) + units(lines[-1], encoding)
+            cursor = lsp.Position(line=end_line, character=column)
+    ls.inflight.cancel_document(uri, "edited")  # a suggestion for the old text is of no use
+    if cursor is not None:
+        ls.schedule_warm(uri, cursor)
+
+
+def did_close(ls: CodeLlamaServer, params: lsp.DidCloseTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    ls.completion.forget(uri)
+    ls.inflight.cancel_document(uri, "closed")
+
+
+async def inline_completion(ls: CodeLlamaServer, params: lsp.InlineCompletionParams) -> lsp.InlineCompletionList:
+    context = params.context
+    trigger = AUTOMATIC if context.trigger_kind == lsp.InlineCompletionTriggerKind.Automatic else INVOKED
+    outcome, lines = await ls.complete_at(params.text_document.uri, params.position, trigger=trigger,
+                                          selected=context.selected_completion_info)
+    if not outcome.text:
+        return lsp.InlineCompletionList(items=[])
+    # an invoked request (the user asked, or pressed "next") gets the alternatives too, best first
+    answers = [(outcome.text, outcome.replace_end), *outcome.alternatives]
+    return lsp.InlineCompletionList(items=[
+        lsp.InlineCompletionItem(insert_text=text, range=ls.to_range(lines, outcome.replace_start, end))
+        for text, end in answers])
+
+
+async def completion(ls: CodeLlamaServer, params: lsp.CompletionParams) -> lsp.CompletionList:
+    """The fallback for clients without inline completion: one clearly labelled item. Clients that
+    have inline completion get nothing here (the same suggestion twice, and two requests per keystroke
+    superseding each other, would be worse than none)."""
+    caps = ls.client_capabilities
+    if caps and caps.text_document and caps.text_document.inline_completion is not None:
+        return lsp.CompletionList(is_incomplete=False, items=[])
+    invoked = params.context is None or params.context.trigger_kind == lsp.CompletionTriggerKind.Invoked
+    outcome, lines = await ls.complete_at(params.text_document.uri, params.position,
+                                          trigger=INVOKED if invoked else AUTOMATIC, kind="completion")
+    if not outcome.text:
+        return lsp.CompletionList(is_incomplete=True, items=[])
+    first = outcome.text.strip().splitlines()[0] if outcome.text.strip() else outcome.text
+    label = "codellama: " + (first[:60] + ("…" if len(first) > 60 or "\n" in outcome.text.strip() else ""))
+    edit = lsp.TextEdit(range=ls.to_range(lines, outcome.replace_start, outcome.replace_end),
+                        new_text=outcome.text)
+    item = lsp.CompletionItem(
+        label=label, kind=lsp.CompletionItemKind.Text, detail="codellama-lsp suggestion",
+        documentation=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=f"```\n{outcome.text}\n```"),
+        text_edit=edit, filter_text=outcome.text, sort_text="0", preselect=True,
+        insert_text_format=lsp.InsertTextFormat.PlainText)
+    return lsp.CompletionList(is_incomplete=True, items=[item])
+
+
+async def prompt(ls: CodeLlamaServer, params: lsp.TextDocumentPositionParams) -> dict[str, Any]:
+    """What the model sees (and answers) at a position: the JSON of ``complete --show-prompt --json``."""
+    if not await ls.wait_ready():
+        raise jsonrpc_error(RequestError(f"model not ready ({ls.state})"))
+    uri = params.text_document.uri
+    doc = ls.workspace.get_text_document(uri)
+    try:
+        text = doc.source
+    except (OSError, UnicodeDecodeError) as exc:
+        raise jsonrpc_error(RequestError(f"cannot read {uri}: {exc}")) from None
+    offset = ranges.offset(text, params.position, normalize_encoding(ls.workspace.position_encoding))
+    return await ls.completion.prompt(text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "",
+                                      open_documents=ls.open_documents() if ls.settings.repo_context else None,
+                                      recent_edits=list(ls.recent_edits))
+
+
+async def ping(ls: CodeLlamaServer, params: Any) -> dict[str, Any]:
+    """Answered straight from the event loop: how responsive the server is while the model works."""
+    return {"state": ls.state, "time": time.time()}
+
+
+def shutdown(ls: CodeLlamaServer, params: Any) -> None:
+    ls.shutdown_requested = True
+    ls.stop_warming()
+    ls.inflight.cancel_all("shutdown")
+    if ls.index is not None:
+        try:
+            ls.index.stop()
+        except Exception:
+            log.exception("index stop failed")
+    ls.completion.close()
+    try:
+        ls.engine.close()
+    except Exception:
+        log.exception("engine close failed")
+
+
+def exit_(ls: CodeLlamaServer, params: Any) -> None:
+    """Leave at once: tearing down torch and a few hundred thousand objects at interpreter exit
+    takes seconds, and the editor waits for the process (everything worth keeping was saved at
+    ``shutdown``)."""
+    logging.shutdown()
+    os._exit(0 if ls.shutdown_requested else 1)
+
+
+HANDLERS = (
+    (lsp.INITIALIZE, initialize),
+    (lsp.INITIALIZED, initialized),
+    (lsp.WORKSPACE_DID_CHANGE_CONFIGURATION, did_change_configuration),
+    (lsp.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS, did_change_folders),
+    (lsp.TEXT_DOCUMENT_DID_OPEN, did_open),
+    (lsp.TEXT_DOCUMENT_DID_SAVE, did_save),
+    (lsp.TEXT_DOCUMENT_DID_CHANGE, did_change),
+    (lsp.TEXT_DOCUMENT_DID_CLOSE, did_close),
+    (lsp.TEXT_DOCUMENT_INLINE_COMPLETION, inline_completion, lsp.InlineCompletionOptions(work_done_progress=False)),
+    (lsp.TEXT_DOCUMENT_COMPLETION, completion, lsp.CompletionOptions(resolve_provider=False)),
+    (PROMPT, prompt),
+    (PING, ping),
+    (lsp.SHUTDOWN, shutdown),
+    (lsp.EXIT, exit_),
+)
 
 
 def create_server(settings: Settings, *, engine=None) -> CodeLlamaServer:
-    """Build the server with every feature registered (actions and chat register their own)."""
+    """Build the server with every feature registered: the handlers below, code actions and chat."""
     server = CodeLlamaServer(settings, engine=engine)
-
-    @server.feature(lsp.INITIALIZE)
-    def initialize(ls: CodeLlamaServer, params: lsp.InitializeParams) -> None:
-        install_document_model(ls.workspace)  # pygls' own edit application mis-splits lines
-        if params.initialization_options is not None:
-            ls.apply_client_settings(params.initialization_options, source="initializationOptions")
-
-    @server.feature(lsp.INITIALIZED)
-    async def initialized(ls: CodeLlamaServer, params: lsp.InitializedParams) -> None:
-        loop = asyncio.get_running_loop()
-        handler = EditorLogHandler(ls._send_log, loop)
-        logging.getLogger("codellama_lsp").addHandler(handler)
-        ls._log_handler = handler
-        log.info("codellama-lsp %s, position encoding %s", __version__,
-                 normalize_encoding(ls.workspace.position_encoding))
-        await ls.pull_configuration()
-        ls._load_task = ls.spawn(ls.load_model())
-        ls.spawn(ls.restart_index())
-
-    @server.feature(lsp.WORKSPACE_DID_CHANGE_CONFIGURATION)
-    async def did_change_configuration(ls: CodeLlamaServer, params: lsp.DidChangeConfigurationParams) -> None:
-        caps = ls.client_capabilities
-        if caps and caps.workspace and caps.workspace.configuration:
-            await ls.pull_configuration()  # the pushed value may be null or partial (pull model)
-        elif isinstance(params.settings, dict):
-            ls.apply_client_settings(params.settings, source="workspace/didChangeConfiguration")
-
-    @server.feature(lsp.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
-    async def did_change_folders(ls: CodeLlamaServer, params: lsp.DidChangeWorkspaceFoldersParams) -> None:
-        ls.spawn(ls.restart_index())
-
-    @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
-    def did_open(ls: CodeLlamaServer, params: lsp.DidOpenTextDocumentParams) -> None:
-        _update_tree(ls, params.text_document.uri)
-        _tell_index(ls, "focus_on", params.text_document.uri)
-
-    @server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
-    def did_save(ls: CodeLlamaServer, params: lsp.DidSaveTextDocumentParams) -> None:
-        _tell_index(ls, "saved", params.text_document.uri)
-
-    @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
-    def did_change(ls: CodeLlamaServer, params: lsp.DidChangeTextDocumentParams) -> None:
-        uri = params.text_document.uri
-        _update_tree(ls, uri)
-        path = _fs_path(uri)
-        cursor = None
-        for change in params.content_changes:
-            if isinstance(change, lsp.TextDocumentContentChangePartial):
-                start = change.range.start
-                lines = change.text.split("\n")
-                end_line = start.line + len(lines) - 1
-                if path:
-                    ls.note_edit(path, start.line, end_line)
-                encoding = normalize_encoding(ls.workspace.position_encoding)
-                column = (start.character if len(lines) == 1 else 0) + units(lines[-1], encoding)
-                cursor = lsp.Position(line=end_line, character=column)
-        for key, token in list(ls._inflight.items()):  # a suggestion for the old text is of no use
-            if key.split(" ", 1)[1] == uri:
-                token.cancel("edited")
-        if cursor is not None:
-            ls.schedule_warm(uri, cursor)
-
-    @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
-    def did_close(ls: CodeLlamaServer, params: lsp.DidCloseTextDocumentParams) -> None:
-        uri = params.text_document.uri
-        ls.completion.forget(uri)
-        for key, token in list(ls._inflight.items()):
-            if key.split(" ", 1)[1] == uri:
-                token.cancel("closed")
-
-    @server.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions(work_done_progress=False))
-    async def inline_completion(ls: CodeLlamaServer, params: lsp.InlineCompletionParams) -> lsp.InlineCompletionList:
-        context = params.context
-        trigger = AUTOMATIC if context.trigger_kind == lsp.InlineCompletionTriggerKind.Automatic else INVOKED
-        outcome, lines = await ls.complete_at(params.text_document.uri, params.position, trigger=trigger,
-                                              selected=context.selected_completion_info)
-        if not outcome.text:
-            return lsp.InlineCompletionList(items=[])
-        # an invoked request (the user asked, or pressed "next") gets the alternatives too, best first
-        answers = [(outcome.text, outcome.replace_end), *outcome.alternatives]
-        return lsp.InlineCompletionList(items=[
-            lsp.InlineCompletionItem(insert_text=text, range=ls.to_range(lines, outcome.replace_start, end))
-            for text, end in answers])
-
-    @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(resolve_provider=False))
-    async def completion(ls: CodeLlamaServer, params: lsp.CompletionParams) -> lsp.CompletionList:
-        """The fallback for clients without inline completion: one clearly labelled item. Clients that
-        have inline completion get nothing here (the same suggestion twice, and two requests per keystroke
-        superseding each other, would be worse than none)."""
-        caps = ls.client_capabilities
-        if caps and caps.text_document and caps.text_document.inline_completion is not None:
-            return lsp.CompletionList(is_incomplete=False, items=[])
-        invoked = params.context is None or params.context.trigger_kind == lsp.CompletionTriggerKind.Invoked
-        outcome, lines = await ls.complete_at(params.text_document.uri, params.position,
-                                              trigger=INVOKED if invoked else AUTOMATIC, kind="completion")
-        if not outcome.text:
-            return lsp.CompletionList(is_incomplete=True, items=[])
-        first = outcome.text.strip().splitlines()[0] if outcome.text.strip() else outcome.text
-        label = "codellama: " + (first[:60] + ("…" if len(first) > 60 or "\n" in outcome.text.strip() else ""))
-        edit = lsp.TextEdit(range=ls.to_range(lines, outcome.replace_start, outcome.replace_end),
-                            new_text=outcome.text)
-        item = lsp.CompletionItem(
-            label=label, kind=lsp.CompletionItemKind.Text, detail="codellama-lsp suggestion",
-            documentation=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=f"```\n{outcome.text}\n```"),
-            text_edit=edit, filter_text=outcome.text, sort_text="0", preselect=True,
-            insert_text_format=lsp.InsertTextFormat.PlainText)
-        return lsp.CompletionList(is_incomplete=True, items=[item])
-
-    @server.feature(PROMPT)
-    async def prompt(ls: CodeLlamaServer, params: lsp.TextDocumentPositionParams) -> dict[str, Any]:
-        """What the model sees (and answers) at a position: the JSON of ``complete --show-prompt --json``."""
-        if not await ls.wait_ready():
-            raise jsonrpc_error(RequestError(f"model not ready ({ls.state})"))
-        uri = params.text_document.uri
-        doc = ls.workspace.get_text_document(uri)
-        try:
-            text = doc.source
-        except (OSError, UnicodeDecodeError) as exc:
-            raise jsonrpc_error(RequestError(f"cannot read {uri}: {exc}")) from None
-        offset = ranges.offset(text, params.position, normalize_encoding(ls.workspace.position_encoding))
-        return await ls.completion.prompt(text, offset, uri=uri, path=doc.path, language_id=doc.language_id or "",
-                                          open_documents=ls.open_documents() if ls.settings.repo_context else None,
-                                          recent_edits=list(ls.recent_edits))
-
-    @server.feature(PING)
-    async def ping(ls: CodeLlamaServer, params: Any) -> dict[str, Any]:
-        """Answered straight from the event loop: how responsive the server is while the model works."""
-        return {"state": ls.state, "time": time.time()}
-
-    @server.feature(lsp.SHUTDOWN)
-    def shutdown(ls: CodeLlamaServer, params: Any) -> None:
-        ls.stop_warming()
-        ls.cancel_all("shutdown")
-        if ls.index is not None:
-            try:
-                ls.index.stop()
-            except Exception:
-                log.exception("index stop failed")
-        ls.completion.close()
-        try:
-            ls.engine.close()
-        except Exception:
-            log.exception("engine close failed")
-
-    @server.feature(lsp.EXIT)
-    def exit_(ls: CodeLlamaServer, params: Any) -> None:
-        """Leave at once: tearing down torch and a few hundred thousand objects at interpreter exit
-        takes seconds, and the editor waits for the process (everything worth keeping was saved at
-        ``shutdown``)."""
-        logging.shutdown()
-        os._exit(0 if ls.protocol._shutdown else 1)
-
+    for method, handler, *options in HANDLERS:
+        server.feature(method, *options)(handler)
     actions.register(server)
     chat.register(server)
     return server

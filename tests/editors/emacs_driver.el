@@ -2,60 +2,24 @@
 ;; Keys go through `execute-kbd-macro', so commands, keymaps and `post-command-hook' run as when typed.
 ;; Input: CODELLAMA_TEST_LISP (editors/emacs), CODELLAMA_TEST_CMD / CODELLAMA_TEST_SETTINGS (JSON),
 ;; CODELLAMA_TEST_FILE, CODELLAMA_TEST_LINE (1-based), CODELLAMA_TEST_TYPE; output: CODELLAMA_TEST_OUT (JSON).
-(require 'json)
-(add-to-list 'load-path (getenv "CODELLAMA_TEST_LISP"))
-(require 'codellama)
-
-(defvar drv-report (list (cons 'steps nil)))
-(defvar drv-t0 (float-time))
-(defun drv-put (key value) (setq drv-report (cons (cons key value) drv-report)))
-(defun drv-step (name)
-  (setcdr (assq 'steps drv-report)
-          (append (cdr (assq 'steps drv-report)) (list (format "%s@%.1fs" name (- (float-time) drv-t0))))))
+(load (expand-file-name "emacs_driver_lib" (file-name-directory load-file-name)) nil t)
 
 (defun drv-finish (err)
   (drv-put 'error err)
   (when err
     ;; Eglot's JSON-RPC log and the server's stderr explain most failures.
-    (dolist (b (buffer-list))
-      (when (string-match-p "events\\*\\|stderr\\*\\|\\*Messages" (buffer-name b))
-        (with-current-buffer b
-          (drv-put (intern (buffer-name b))
-                   (buffer-substring-no-properties (max (point-min) (- (point-max) 6000)) (point-max)))))))
-  (with-temp-file (getenv "CODELLAMA_TEST_OUT")
-    (insert (json-encode drv-report)))
-  (kill-emacs 0))
-
-(defun drv-wait (what seconds pred)
-  "Process events until PRED is non-nil; give up after SECONDS."
-  (let ((deadline (+ (float-time) seconds)) v)
-    (while (and (not (setq v (funcall pred))) (< (float-time) deadline))
-      (accept-process-output nil 0.05))
-    (unless v (drv-finish (format "timed out waiting for %s" what)))
-    v))
-
-(defun drv-buffer-text () (buffer-substring-no-properties (point-min) (point-max)))
+    (drv-put-buffer-tails "events\\*\\|stderr\\*\\|\\*Messages" #'identity))
+  (drv-write-report))
 
 (condition-case err
     (progn
       (drv-put 'emacs emacs-version)
       (drv-put 'eglot (if (fboundp 'eglot-version) (eglot-version) (bound-and-true-p eglot-version)))
-      (setq codellama-server-command (append (json-parse-string (getenv "CODELLAMA_TEST_CMD")) nil)
-            codellama-initialization-options
-            (json-parse-string (getenv "CODELLAMA_TEST_SETTINGS") :object-type 'plist)
-            codellama-debounce 0.05)
-      (codellama-setup '(python-mode))
-      (find-file (getenv "CODELLAMA_TEST_FILE"))
-      (python-mode)
+      (drv-open-file)
       ;; `eglot-ensure' waits for an idle command loop, which batch mode never has.
       (apply #'eglot (eglot--guess-contact))
       (drv-step "connected")
-      (drv-wait "the model to be ready" 180
-                (lambda ()
-                  (when (equal (plist-get codellama-status :state) "error")
-                    (drv-finish (format "server error: %s" (plist-get codellama-status :message))))
-                  (equal (plist-get codellama-status :state) "ready")))
-      (drv-step "ready")
+      (drv-ready)
       (drv-put 'codellama_mode codellama-mode)
       (goto-char (point-min))
       (forward-line (1- (string-to-number (getenv "CODELLAMA_TEST_LINE"))))

@@ -1,6 +1,6 @@
 -- Drives Neovim (0.7.2 and 0.11) through the daily-use scenarios of tests/editors/test_nvim_daily.py.
--- Like nvim_driver.lua, everything runs from timers so fed keys go through insert mode, autocommands and
--- mappings as typed ones do. Environment:
+-- Like nvim_driver.lua, everything runs from timers (nvim_driver_lib.lua) so fed keys go through insert mode,
+-- autocommands and mappings as typed ones do. Environment:
 --   CODELLAMA_TEST_RTP, CODELLAMA_TEST_CMD, CODELLAMA_TEST_SETTINGS, CODELLAMA_TEST_FILE, CODELLAMA_TEST_OUT
 --   CODELLAMA_TEST_SCENARIO   'loading' | 'notice'
 --   CODELLAMA_TEST_LOAD_GATE  (loading) the file whose creation lets the server's model load go on
@@ -10,39 +10,9 @@ vim.opt.rtp:prepend(env.CODELLAMA_TEST_RTP)
 vim.cmd('runtime plugin/codellama.lua')
 vim.o.swapfile = false
 
-local report = { steps = {} }
-local t0 = vim.loop.hrtime()
-local function step(name)
-  table.insert(report.steps, string.format('%s@%.1fs', name, (vim.loop.hrtime() - t0) / 1e9))
-end
-
-local function finish(err)
-  report.error = err
-  local f = assert(io.open(env.CODELLAMA_TEST_OUT, 'w'))
-  f:write(vim.fn.json_encode(report))
-  f:close()
-  if env.CODELLAMA_TEST_KEEP_OPEN ~= '1' then vim.cmd('qa!') end
-end
-
-local function poll(what, timeout_ms, cond, next_fn)
-  local deadline = vim.loop.now() + timeout_ms
-  local function tick()
-    local ok, v = pcall(cond)
-    if not ok then return finish(what .. ': ' .. tostring(v)) end
-    if v then
-      local ok2, e = pcall(next_fn, v)
-      if not ok2 then finish(what .. ' (after): ' .. tostring(e)) end
-      return
-    end
-    if vim.loop.now() > deadline then return finish('timed out waiting for ' .. what) end
-    vim.defer_fn(tick, 50)
-  end
-  vim.defer_fn(tick, 0)
-end
-
-local function keys(s, mode)
-  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(s, true, false, true), mode, false)
-end
+local d = dofile(env.CODELLAMA_TEST_NVIM_LIB).new(env.CODELLAMA_TEST_OUT,
+                                                  { keep_open = env.CODELLAMA_TEST_KEEP_OPEN == '1' })
+local report, step, finish, poll, keys, t0 = d.report, d.step, d.finish, d.poll, d.keys, d.t0
 
 local cl = require('codellama').setup({
   cmd = vim.fn.json_decode(env.CODELLAMA_TEST_CMD),

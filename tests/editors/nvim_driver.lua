@@ -11,40 +11,8 @@ vim.opt.rtp:prepend(env.CODELLAMA_TEST_RTP)
 vim.cmd('runtime plugin/codellama.lua')
 vim.o.swapfile = false
 
-local report = { steps = {} }
-local t0 = vim.loop.hrtime()
-local function step(name)
-  table.insert(report.steps, string.format('%s@%.1fs', name, (vim.loop.hrtime() - t0) / 1e9))
-end
-
-local function finish(err)
-  report.error = err
-  local f = assert(io.open(env.CODELLAMA_TEST_OUT, 'w'))
-  f:write(vim.fn.json_encode(report))
-  f:close()
-  vim.cmd('qa!')
-end
-
---- Poll `cond` every 50 ms (on the main loop) until it returns a truthy value, then call `next_fn`.
-local function poll(what, timeout_ms, cond, next_fn)
-  local deadline = vim.loop.now() + timeout_ms
-  local function tick()
-    local ok, v = pcall(cond)
-    if not ok then return finish(what .. ': ' .. tostring(v)) end
-    if v then
-      local ok2, e = pcall(next_fn, v)
-      if not ok2 then finish(what .. ' (after): ' .. tostring(e)) end
-      return
-    end
-    if vim.loop.now() > deadline then return finish('timed out waiting for ' .. what) end
-    vim.defer_fn(tick, 50)
-  end
-  vim.defer_fn(tick, 0)
-end
-
-local function keys(s, mode)
-  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(s, true, false, true), mode, false)
-end
+local d = dofile(env.CODELLAMA_TEST_NVIM_LIB).new(env.CODELLAMA_TEST_OUT)
+local report, step, finish, poll, keys = d.report, d.step, d.finish, d.poll, d.keys
 
 local cl = require('codellama').setup({
   cmd = vim.fn.json_decode(env.CODELLAMA_TEST_CMD),

