@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": load_start, "load_average_end": [round(x, 1) for x in os.getloadavg()],
         "model": Path(args.model).name, "prompt_tokens": len(ids), "threads": backend.kv.n_threads,
         "uncancelled_prefill_s": round(full_prefill_s, 2), "rounds": rounds,
-        "stop_ms_median": statistics.median(stops), "stop_ms_max": max(stops),
+        "stop_ms_median": round(statistics.median(stops), 2), "stop_ms_max": max(stops),
     }
     backend.close()
     out = Path(args.out)

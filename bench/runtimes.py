@@ -169,7 +169,7 @@ def _decode_speed(backend, ids: list[int], decode: int, path: str, threads: int,
     if baseline is not None:
         baseline.generate(ids, n)
     ours, theirs, same = [], [], True
-    for _ in range(ROUNDS):  # interleaved: a burst of other work slows both sides alike
+    for _ in range(ROUNDS if own else 3):  # interleaved: a burst of other work slows both sides alike
         (_, w1, c1), (result, wn, cn) = _measured(lambda: backend.generate(ids, one)), \
             _measured(lambda: backend.generate(ids, many))
         n = len(result.token_ids)

@@ -69,6 +69,9 @@ class Settings:
     completion_timeout_s: float = setting(10.0, doc="wall-clock budget of one completion")
     alternatives: int = setting(3, doc="suggestions for an explicit request or \"next\" (distinct, ranked, sampled on "
                                        "the cached prompt: no second prefill); typing gets one")
+    alternatives_time_factor: float = setting(
+        2.0, doc="once there is one alternative, no new sample starts after the samples took this many times the "
+                 "first suggestion's time (at least 0.5 s counted); 0 = no bound but `completion_timeout_s`")
     debounce_ms: int = setting(0, doc="server-side debounce (clients debounce already)")
     speculation: str = setting("prompt_lookup", choices=("none", "prompt_lookup", "draft"), reloads=("draft",),
                                doc="`none`, `prompt_lookup` (drafts from the prompt itself), `draft` (with `draft_model`)")

@@ -320,6 +320,37 @@ def test_healer_fits_and_masks_alike():
     assert healer.remaining == "p" and healer.fits([4]) and not healer.fits([6])
 
 
+def test_inside_a_partial_word_the_naturally_tokenized_continuation_is_drafted_first():
+    """An earlier answer spelled the word a fragment at a time (``I|t|e``, nearest, in the history); the text
+    has it as the tokenizer writes it (``Iter|ator``). The natural one is drafted first, and even a tree of
+    three nodes gets its way through the word and one token past it."""
+    from types import SimpleNamespace
+
+    from codellama_lsp.engine.draft_tree import TreeBudget
+
+    texts = ["", "I", "t", "e", "Iter", "ator", ".", "x", ")", "\n"]
+    seq = [8, 9, 4, 5, 6, 7, 8, 9]  # ")\nIterator.x)\n", the prompt ends before the partial word "Ite"
+    history = [[8, 9, 1, 2, 3, 7]]  # ")\nItex": the earlier answer, spelled a fragment at a time
+    healer = D.Healer("Ite", lambda: texts)
+    assert healer.tokens_to_spend([4, 5]) == 1 and healer.tokens_to_spend([1, 2, 3, 7]) == 3
+    assert healer.tokens_to_spend([1, 2]) == 3  # not spent within them
+
+    def drafted(tree, path):
+        row, children = 0, tree.rows_children()
+        for token in path:
+            row = children[row].get(token)
+            if row is None:
+                return False
+        return True
+
+    for nodes, natural in ((16, [4, 5, 6, 7]), (3, [4, 5])):
+        g = SimpleNamespace(step=SimpleNamespace(budget=TreeBudget(most=nodes), lookup=None), healer=healer,
+                            trees=True, vocab_texts=lambda: texts)
+        tree = D.lookup_tree(g, seq, 10, history=history)
+        assert tree.tokens[:2] == [4, 5] and drafted(tree, natural), (nodes, tree.tokens)
+    assert drafted(tree, [1]) and not drafted(tree, [1, 2])  # the fragments get what is left
+
+
 def test_a_draft_tree_verifies_several_continuations_in_one_pass(chain, monkeypatch):
     """The nearest earlier occurrence of the last tokens continues one way (a decoy), an older one the way
     the model goes: both go into one draft tree, the model's path runs through the side branch, whose

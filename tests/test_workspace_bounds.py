@@ -463,3 +463,21 @@ def test_opening_documents_below_the_caps_starts_no_work(tmp_path):
     for doc in docs:
         index.focus_on(doc)
     assert states == [] and index._worker is None  # everything is indexed already: no job, no state change
+
+
+def test_background_indexing_stays_off_while_requests_keep_coming(tmp_path, monkeypatch):
+    """After a request the indexer waits a quiet period (a user typing sends one per keystroke), and a stop
+    still ends the wait at once."""
+    from codellama_lsp.context import workspace
+
+    monkeypatch.setattr(workspace, "QUIET_AFTER_REQUEST_S", 600.0)
+    monkeypatch.setattr(workspace, "MAX_PAUSE_S", 900.0)
+    home = home_like_tree(tmp_path, dirs=2, per_dir=4)
+    index = WorkspaceIndex([home], tmp_path / "cache", watch=False)
+    with index.busy():
+        index.start_background()
+        assert index.paused.wait(300)
+    assert index.files() == [] and index.state == "indexing"  # the request is over, the quiet period is not
+    worker = index._worker
+    index.stop()
+    assert not worker.is_alive()

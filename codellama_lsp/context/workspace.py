@@ -456,6 +456,10 @@ COST_PER_FILE = 1_500
 COST_PER_DEFINITION = 700
 COST_PER_BYTE = 3.5
 MAX_PAUSE_S = 5.0  # a request that never ends must not stop indexing for good
+# Background work also waits this long after the last request: while the user types (a request per keystroke)
+# the indexer stays off the CPU. Its CPU in the gaps between keystrokes otherwise delays the model's next forward
+# pass on a loaded machine (the kernel schedules by session, so the thread's nice value does not shield the model).
+QUIET_AFTER_REQUEST_S = 0.4
 BATCH = 16  # files per listener notification while building
 
 
@@ -545,6 +549,7 @@ class WorkspaceIndex:
         self._busy = 0
         self._idle = threading.Event()
         self._idle.set()
+        self._last_request_end = float("-inf")
         self.paused = threading.Event()  # set the first time the indexer waited for a request (tests look)
         self._stopping = threading.Event()
         self._cached: dict[str, FileEntry] = {}  # the persisted index, while building
@@ -648,6 +653,7 @@ class WorkspaceIndex:
                 self._busy -= 1
                 if self._busy <= 0:
                     self._busy = 0
+                    self._last_request_end = time.monotonic()
                     self._idle.set()
 
     def focus_on(self, path: str | os.PathLike) -> None:
@@ -1022,9 +1028,26 @@ class WorkspaceIndex:
         self._yield_to_requests()
 
     def _yield_to_requests(self) -> None:
-        if not self._idle.is_set():
+        """Wait while a request holds ``busy()`` and for ``QUIET_AFTER_REQUEST_S`` after the last one ended, at
+        most ``MAX_PAUSE_S`` in all per call (then one more file is done: a stream of requests slows indexing down,
+        it does not stop it)."""
+        deadline = None
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if not self._idle.is_set():
+                self.paused.set()
+                deadline = deadline or now + MAX_PAUSE_S
+                if not self._idle.wait(max(0.0, deadline - now)):
+                    return
+                continue
+            quiet = self._last_request_end + QUIET_AFTER_REQUEST_S - now
+            if quiet <= 0:
+                return
+            deadline = deadline or now + MAX_PAUSE_S
+            if now >= deadline:
+                return
             self.paused.set()
-            self._idle.wait(MAX_PAUSE_S)
+            self._stopping.wait(min(quiet, deadline - now))
 
     def _index_roots(self, roots: list[str], *, publish: bool) -> list[str]:
         """Index ``roots`` within the caps. ``publish``: add files to the live index in batches as they are done

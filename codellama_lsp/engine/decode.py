@@ -273,6 +273,17 @@ class Healer:
     def advance(self, token: int) -> None:
         self.remaining = _after(self._vocab_texts()[token], self.remaining)
 
+    def tokens_to_spend(self, tokens: Sequence[int]) -> int:
+        """How many of ``tokens`` it takes to write the rest of the partial word (``len(tokens) + 1``: not
+        within them). Fewer is likelier: a model mostly writes a word as its tokenizer does (``Iter|ator``),
+        not a fragment at a time (``I|t|e|...``, which an earlier answer under the mask may have done)."""
+        texts, rem = self._vocab_texts(), self.remaining
+        for i, token in enumerate(tokens):
+            if not rem:
+                return i
+            rem = _after(texts[token] if token < len(texts) else "", rem)
+        return len(tokens) if not rem else len(tokens) + 1
+
     def fits(self, tokens: Sequence[int]) -> bool:
         """Whether ``tokens`` could be generated from here: each one passes the mask until the prefix is spent."""
         texts, rem = self._vocab_texts(), self.remaining
@@ -442,16 +453,29 @@ def lookup_tree(g: Generation, seq: list[int], room: int, *, history: Sequence[S
     index = g.step.lookup
     if index is not None:
         index.extend(seq[len(index.seq) :])  # within one generation seq only grows
+    limit = LOOKUP_CANDIDATES if trees else 1
+    # inside a partial word, look a little further and put the naturally tokenized continuations first
     found = prompt_lookup_candidates(seq, history=history, num_tokens=min(LOOKUP_NUM_TOKENS, room, nodes),
-                                     fits=fits, limit=LOOKUP_CANDIDATES if trees else 1, index=index)
-    if found:
-        tree.add_path(found[0])
+                                     fits=fits, limit=2 * limit if healer.active else limit, index=index)
     if healer.active and g.vocab_texts is not None:
+        # Inside a partial word which continuation the model takes is least certain: first each one's
+        # way through the word and a token past it, naturally tokenized ones first (stable: nearest first
+        # among equals), then whole paths, then the spellings of the word that occur nowhere before.
+        found = sorted(found, key=healer.tokens_to_spend)[:limit]
+        for other in found:
+            tree.add_path(other[: healer.tokens_to_spend(other) + 1])
+        if found:
+            tree.add_path(found[0])
         texts = g.vocab_texts()
         if spell is not None:
             tree.add_path([t for t in spell(healer.remaining) if t < len(texts)][:room])
+        for other in found[1:]:
+            tree.add_path(other)
         if trees:
             tree.add_spellings(healer.remaining, ids_by_text(texts))
+        return tree
+    if found:
+        tree.add_path(found[0])
     for other in found[1:]:
         tree.add_path(other)
     return tree
@@ -465,6 +489,9 @@ def verify(g: Generation, last: int, tree: DraftTree, timed: bool = True) -> tup
     (the healer advances as drafts are accepted), so speculation works inside a partial word too."""
     step = g.step
     base = len(step.ids)
+    # inside a partial word rows are masked one by one on the host: a cost of its own, not of the draft's
+    # width, so such passes do not size the budget (healing now covers whole tokens and blanks, more often)
+    timed = timed and not g.healer.active
     began = monotonic()
     rows = step.forward([last, *tree.tokens], len(tree) + 1) if tree.is_chain else step.forward_tree(last, tree)
     # Greedy outside a partial word: every row's choice in one device-to-host transfer (one sync per pass, not

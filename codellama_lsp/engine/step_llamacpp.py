@@ -218,6 +218,11 @@ class LlamaCppStep(ModelStep):
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = 0
         self._llama_decode, self._logits_ith = lib.llama_decode, lib.llama_get_logits_ith
+        # One token at the next position of sequence 0, logits out: ``llama_batch_get_one`` over a 1-element
+        # array, made once. llama.cpp fills in the position and sequence itself, and that batch decodes
+        # faster than the same token in an explicit batch (SmolLM2, 1 thread: ~0.5 ms of ~12 ms per token).
+        self._one = (ctypes.c_int32 * 1)()
+        self._one_batch = lib.llama_batch_get_one(self._one, 1)
         self._row_bytes = self.n_vocab * 4
         self._check: Callable[[], None] | None = None
         self._stopped: Cancelled | None = None
@@ -342,14 +347,13 @@ class LlamaCppStep(ModelStep):
         base = len(self.ids)
         if base + 1 > self.n_ctx:
             return self.forward([token], 1)[-1]  # raises the one-line "does not fit" error
-        self._tokens[0], self._pos[0], self._flags[0] = token, base, 1
-        self._batch.n_tokens = 1
-        rc = self._llama_decode(self.ctx, self._batch)
+        self._one[0] = token
+        rc = self._llama_decode(self.ctx, self._one_batch)
         if rc != 0:
             self._failed(rc, [token], base)
         self.ids.append(token)
         row = np.empty(self.n_vocab, dtype=np.float32)
-        ctypes.memmove(row.__array_interface__["data"][0], self._logits_ith(self.ctx, 0), self._row_bytes)
+        ctypes.memmove(row.__array_interface__["data"][0], self._logits_ith(self.ctx, -1), self._row_bytes)
         return row
 
     def prefill(self, ids: Sequence[int], check: Callable[[], None] = lambda: None) -> Any:

@@ -33,6 +33,19 @@ AUTOMATIC = "automatic"
 
 # Sampling temperature of the alternatives an invoked request gets besides the (greedy) first suggestion.
 ALTERNATIVE_TEMPERATURE = 0.7
+# A first suggestion faster than this (the prompt was cached) counts as this long when bounding the alternatives.
+ALTERNATIVES_MIN_FIRST_S = 0.5
+
+
+def alternatives_window_s(first_s: float, factor: float) -> float | None:
+    """How long after the first suggestion new alternatives may still be started: ``factor`` times its time
+    (at least ``ALTERNATIVES_MIN_FIRST_S``), None for no bound (``factor`` 0). Why: each sample decodes a
+    whole answer without speculation, so on a slow CPU ``2 * wanted`` of them reach the completion budget
+    (10 s) before the user sees even the first suggestion; this keeps an invoked request within a few times
+    an automatic one. Sampling goes on until there is one alternative, so "next" has something to offer."""
+    if not factor or factor <= 0:
+        return None
+    return factor * max(first_s, ALTERNATIVES_MIN_FIRST_S)
 
 # Characters an editor inserts on its own after the cursor (auto-pairs). A completion that ends
 # with them replaces them instead of doubling them.
@@ -307,17 +320,29 @@ class CompletionService:
         so the KV cache already holds the prompt: each sample prefills one token (the prompt's last, whose
         logits start the answer), never the prompt again; ``alternative_stats`` (in ``codellama/status``)
         counts it (``generation_ms``: the model's time on them). At most ``2 * wanted`` samples, within what is
-        left of the completion time budget."""
+        left of the completion time budget; once there is one alternative, new samples start only within
+        :func:`alternatives_window_s` of the first answer (``stopped`` in the stats says what ended the sampling
+        early). A sample cut by the time budget is not offered: it would be a suggestion cut mid-way."""
         settings = self.settings
         budget = settings.completion_timeout_s or None
+        first_done = time.perf_counter()
+        window = alternatives_window_s(first_done - outcome.started,
+                                       float(getattr(settings, "alternatives_time_factor", 0) or 0))
         votes: dict[str, int] = {}
         order: list[str] = []
         stats = outcome.alternative_stats = {"samples": 0, "prefill_tokens": 0, "reused_tokens": 0, "generation_ms": 0.0}
         seed = 0
         while seed < 2 * wanted and (seed < wanted or len(order) < wanted):
             seed += 1
-            elapsed = time.perf_counter() - outcome.started
-            if cancel.cancelled or (budget is not None and elapsed >= budget):
+            now = time.perf_counter()
+            elapsed = now - outcome.started
+            if cancel.cancelled:
+                break
+            if budget is not None and elapsed >= budget:
+                stats["stopped"] = "completion_timeout"
+                break
+            if order and window is not None and now - first_done >= window:
+                stats["stopped"] = "alternatives_time"
                 break
             params = GenerationParams(
                 max_new_tokens=int(getattr(plan, "max_new_tokens", 0) or settings.max_tokens),
@@ -338,6 +363,9 @@ class CompletionService:
             stats["reused_tokens"] += result.stats.reused_tokens
             stats["generation_ms"] = round(stats["generation_ms"] + result.stats.total_s * 1000, 1)
             if result.cancelled:
+                break
+            if result.stats.stop_reason == "time_budget":  # cut mid-way: not a suggestion to offer
+                stats["stopped"] = "completion_timeout"
                 break
             text = await self.off_loop(self.clean, result.text, prefix, suffix, plan)
             if not text.strip() or text.rstrip() == first.rstrip():

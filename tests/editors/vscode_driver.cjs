@@ -23,6 +23,13 @@ async function fileChanged(file, before, ms = 20000) {
   while (Date.now() < deadline && fs.readFileSync(file, 'utf8') === before) await sleep(100);
   return fs.readFileSync(file, 'utf8');
 }
+
+/** The file once Ctrl+S has saved it: the save is over when the active tab is no longer dirty (read while
+ * VS Code writes it, the file can be empty). */
+async function savedFile(page, file, before, ms = 60000) {
+  await until(async () => (await page.locator('.tab.active.dirty').count()) === 0, ms, 'the save').catch(() => {});
+  return fileChanged(file, before, ms);
+}
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function until(cond, ms, what) {
   const deadline = Date.now() + ms;
@@ -182,7 +189,7 @@ async function daily(page) {
   const before = fs.readFileSync(file, 'utf8');
   await page.keyboard.press('Tab');
   await page.keyboard.press('Control+S');
-  report.checks.tab = { saved: await fileChanged(file, before) };
+  report.checks.tab = { saved: await savedFile(page, file, before) };
   step('tab+save');
 
   // 1. The suggest widget open with its item selected and ghost text extending it: Tab takes both.
@@ -212,7 +219,7 @@ async function daily(page) {
   }, plan.suggestLine);
   await shot(page, 'suggest-after-tab');
   await page.keyboard.press('Control+S');
-  report.checks.suggest.saved = await fileChanged(file, before1);
+  report.checks.suggest.saved = await savedFile(page, file, before1);
   report.checks.suggest.afterTab = afterTab;
   report.checks.suggest.lines = lineText;
   step('suggest tab');
