@@ -170,3 +170,96 @@ def test_python_completions_are_fitted_to_compile():
                 multiline=True)
     assert got == "x > 1:\n            y = 2"
     assert clean("x > 1", prefix=prefix, suffix=suffix, language="python", multiline=False) == "x > 1:"
+
+
+# ---------------------------------------------------------------- the Python fit parses the cursor's region only
+
+_TRICKY_COMPLETIONS = [
+    "", " x", " = 1", "(", ")", ":", "\n", "\n    pass", "\npass", "\nelse:\n    pass", "\n@decorator",
+    "\n@decorator(\n", '"""', '\n"""\n', "'", " \\", "\n    return (1,\n", "\ndef f():\n", "\nclass C:\n    x = 1\n",
+    "\n  y = 2", "\n        y = 2", "]", "\nexcept Exception:\n    pass", "\nfinally:", " if x else y", "#",
+    "\nimport os\n", "\n\x00",
+]
+
+
+def _real_sources() -> list[str]:
+    import inspect
+    import json
+    import textwrap
+    from codellama_lsp.features import postprocess
+
+    return [inspect.getsource(m) for m in (textwrap, json.decoder, postprocess)]
+
+
+def test_the_region_fit_gives_the_whole_document_answer():
+    """Whether a completion compiles, judged on the statements around the cursor, is exactly whether the whole
+    document compiles with it: every line end of real files, with completions that open or close brackets and
+    strings, dedent, continue an ``if``/``try`` or leave a decorator dangling."""
+    from codellama_lsp.features.postprocess import _compiles, _fits, _python_region
+
+    checked = differ = 0
+    for source in _real_sources():
+        lines = source.split("\n")
+        offset = 0
+        for number, line in enumerate(lines):
+            offset += len(line)
+            if number % 3 == 0 and offset < len(source):
+                prefix, suffix = source[:offset], source[offset:]
+                region = _python_region(prefix, suffix)
+                for completion in _TRICKY_COMPLETIONS[(number // 3) % 5::5]:
+                    whole = _compiles(prefix + completion + suffix)
+                    differ += _fits(region, completion) != whole
+                    checked += 1
+            offset += 1
+    assert checked > 300
+    assert differ == 0
+
+
+def test_the_region_split_cuts_off_most_of_a_long_file():
+    from codellama_lsp.features.postprocess import _python_region
+
+    source = _real_sources()[0]
+    offset = source.index("def dedent(")
+    offset = source.index("\n", offset + 200)
+    rest_prefix, near, far = _python_region(source[:offset], source[offset:])
+    assert len(rest_prefix) + len(near) < len(source) / 2
+    assert (source[:offset]).endswith(rest_prefix) and near + far == source[offset:]
+
+
+def test_a_request_parses_about_one_document_not_one_per_alternative(monkeypatch):
+    """The clean-up of a first answer and three alternatives at one position parses (``ast.parse``) about as many
+    characters as the document has once, instead of the whole document per answer and per cut tried."""
+    import ast
+
+    from codellama_lsp.features import postprocess
+
+    source = _real_sources()[0]
+    offset = source.index("\n", source.index("def indent(")) + 1
+    offset = source.index("\n", offset)
+    prefix, suffix = source[:offset], source[offset:]
+    parsed = []
+    real_parse = ast.parse
+    monkeypatch.setattr(ast, "parse", lambda text, *a, **k: (parsed.append(len(text)), real_parse(text, *a, **k))[1])
+    postprocess._compiles.cache_clear()
+    postprocess._python_region.cache_clear()
+
+    answers = [postprocess.clean(c, prefix=prefix, suffix=suffix, language="python", multiline=True)
+               for c in ("\n    x = 1\n", " foo", "\n    return (", "\n        y = 2\n    z = 3\n")]
+    assert answers[0] == "\n    x = 1"
+    assert sum(parsed) < 1.5 * len(source)
+
+
+def test_tree_sitter_validation_parses_the_document_without_a_completion_once(monkeypatch):
+    """The first answer and the alternatives of one request share the parse of the text without a completion."""
+    from codellama_lsp.context import syntax
+
+    if syntax.get_language("javascript") is None:
+        pytest.skip("no tree-sitter grammar for javascript")
+    prefix, suffix = "function f(a) {\n  const b = ", ";\n  return b;\n}\n"
+    texts = []
+    real_parse = syntax.parse
+    monkeypatch.setattr(syntax, "parse", lambda text, language: (texts.append(text), real_parse(text, language))[1])
+    syntax._errors_without.cache_clear()
+    answers = [syntax.validate(prefix, c, suffix, "javascript") for c in ("a + 1", "a * 2", "a +", "[a")]
+    assert answers[:2] == ["a + 1", "a * 2"]
+    assert texts.count(prefix + suffix) == 1

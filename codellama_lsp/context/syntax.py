@@ -530,6 +530,14 @@ def _window(prefix: str, suffix: str, before: int = _WINDOW_LINES_BEFORE,
     return prefix, suffix
 
 
+@lru_cache(maxsize=4)
+def _errors_without(prefix: str, suffix: str, language: str | None) -> tuple[tuple[int, int, bool], ...] | None:
+    """The parse errors of the window without a completion: the same for the first answer and every alternative
+    of one request (and every cut tried), so parsed once."""
+    errors = parse_errors(prefix + suffix, language)
+    return None if errors is None else tuple(errors)
+
+
 def validate(prefix: str, completion: str, suffix: str, language: str | None) -> str:
     """``completion`` trimmed to its longest prefix that adds no parse errors to ``prefix + … + suffix``, or "".
 
@@ -541,7 +549,7 @@ def validate(prefix: str, completion: str, suffix: str, language: str | None) ->
     if get_language(language) is None:
         return completion
     prefix, suffix = _window(prefix, suffix)
-    base = parse_errors(prefix + suffix, language)
+    base = _errors_without(prefix, suffix, language)
     if base is None:
         return completion
     start = len(prefix.encode("utf-8", "surrogatepass"))

@@ -85,7 +85,8 @@ def python_fit(prefix: str, completion: str, suffix: str) -> str | None:
     forgives what Python does not (a wrong dedent), which is what a small model gets wrong most."""
     if len(prefix) + len(suffix) > PYTHON_FIT_MAX_CHARS:
         return None
-    if _compiles(prefix + completion + suffix):
+    region = _python_region(prefix, suffix)
+    if _fits(region, completion):
         return completion
     line_prefix = prefix[prefix.rfind("\n") + 1:]
     ends = [len(completion)] + [i for i in range(len(completion) - 1, 0, -1) if completion[i] == "\n"][:12]
@@ -95,7 +96,7 @@ def python_fit(prefix: str, completion: str, suffix: str) -> str | None:
             continue
         header = _PY_HEADER.match(line_prefix + cut.split("\n", 1)[0]) and "\n" not in cut
         for candidate in ([cut, cut + ":"] if header and not cut.endswith(":") else [cut]):
-            if _compiles(prefix + candidate + suffix):
+            if _fits(region, candidate):
                 return candidate
     return None
 
@@ -115,6 +116,87 @@ def _compiles(source: str) -> bool:
         return True
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return False
+
+
+_PY_BOUNDARY = re.compile(r"^(?!(?:else|elif|except|finally)\b)[A-Za-z_]", re.M)
+
+
+@functools.lru_cache(maxsize=4)
+def _python_region(prefix: str, suffix: str) -> tuple[str, str, str]:
+    """``(rest_prefix, near_suffix, far_suffix)``: the document split at top-level statement boundaries around the
+    cursor, so that a completion is judged on the statements around it instead of the whole file, with the same
+    answer as a whole-document parse (see :func:`_fits`). Computed once per request (the first answer and the
+    alternatives share it): the cut-off head ``prefix[:len(prefix) - len(rest_prefix)]`` compiles on its own and
+    the next line starts a new statement at column 0; ``far_suffix`` (possibly "") compiles on its own and starts
+    with such a line after the cursor's line. When no such split exists: ``(prefix, suffix, "")``."""
+    line_start = prefix.rfind("\n") + 1  # the cursor's line; the head must end before it
+    head_end = 0
+    for match in _last_matches(_PY_BOUNDARY, prefix, line_start, 2):
+        if _compiles(prefix[: match.start()]):
+            head_end = match.start()
+            break
+    near_end = len(suffix)
+    first_break = suffix.find("\n")
+    if first_break >= 0:
+        match = _PY_BOUNDARY.search(suffix, first_break + 1)
+        if match is not None and _compiles(suffix[match.start():]):
+            near_end = match.start()
+    return prefix[head_end:], suffix[:near_end], suffix[near_end:]
+
+
+def _last_matches(pattern: re.Pattern, text: str, end: int, most: int) -> list[re.Match]:
+    """The last ``most`` matches of ``pattern`` that start before ``end`` (nearest first), searching backwards
+    in growing windows so that a long file is not scanned from its start."""
+    window = 4000
+    while True:
+        start = max(0, end - window)
+        # a match must start at a line start: begin the window at one
+        start = text.rfind("\n", 0, start) + 1 if start else 0
+        found = list(pattern.finditer(text, start, end))
+        if len(found) >= most or start == 0:
+            return found[::-1][:most]
+        window *= 4
+
+
+def _fits(region: tuple[str, str, str], completion: str) -> bool:
+    """Whether the whole document compiles with ``completion`` at the cursor, parsing as little as possible.
+
+    The head cut off by :func:`_python_region` compiles on its own and is followed by a new top-level statement,
+    so the document compiles exactly when the rest does. Within the rest: when ``rest_prefix + completion +
+    near_suffix`` compiles, it ends outside any bracket or string and the far part (which compiles, and starts a
+    new statement that continues nothing) follows it, so the rest compiles. When it does not compile and ends
+    outside brackets and strings (checked with the tokenizer) and not on a decorator, the far part cannot rescue
+    it: the rest does not compile either. Otherwise the rest is parsed."""
+    rest_prefix, near, far = region
+    middle = rest_prefix + completion + near
+    if not far:
+        return _compiles(middle)
+    if _compiles(middle):
+        return True
+    if 2 * len(middle) < len(middle) + len(far) and _ends_between_statements(middle):
+        return False
+    return _compiles(middle + far)
+
+
+def _ends_between_statements(source: str) -> bool:
+    """Whether Python's tokenizer ends ``source`` outside brackets, strings and line continuations, and its last
+    logical line is not a decorator (a decorator is continued by the ``def`` after it)."""
+    import io
+    import tokenize
+
+    first_of_line = None
+    at_line_start = True
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+                at_line_start = True
+            elif token.type not in (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT):
+                if at_line_start:
+                    first_of_line = token.string
+                at_line_start = False
+    except (tokenize.TokenError, SyntaxError, ValueError):  # IndentationError is a SyntaxError
+        return False
+    return first_of_line != "@"
 
 
 def _new_lines_above(text: str, prefix: str, suffix: str, language: str | None, multiline: bool,
