@@ -242,6 +242,7 @@ def test_a_request_parses_about_one_document_not_one_per_alternative(monkeypatch
     monkeypatch.setattr(ast, "parse", lambda text, *a, **k: (parsed.append(len(text)), real_parse(text, *a, **k))[1])
     postprocess._compiles.cache_clear()
     postprocess._python_region.cache_clear()
+    postprocess._compiles_alone.cache_clear()
 
     answers = [postprocess.clean(c, prefix=prefix, suffix=suffix, language="python", multiline=True)
                for c in ("\n    x = 1\n", " foo", "\n    return (", "\n        y = 2\n    z = 3\n")]

@@ -132,16 +132,24 @@ def _python_region(prefix: str, suffix: str) -> tuple[str, str, str]:
     line_start = prefix.rfind("\n") + 1  # the cursor's line; the head must end before it
     head_end = 0
     for match in _last_matches(_PY_BOUNDARY, prefix, line_start, 2):
-        if _compiles(prefix[: match.start()]):
+        if _compiles_alone(prefix[: match.start()]):
             head_end = match.start()
             break
     near_end = len(suffix)
     first_break = suffix.find("\n")
     if first_break >= 0:
         match = _PY_BOUNDARY.search(suffix, first_break + 1)
-        if match is not None and _compiles(suffix[match.start():]):
+        if match is not None and _compiles_alone(suffix[match.start():]):
             near_end = match.start()
     return prefix[head_end:], suffix[:near_end], suffix[near_end:]
+
+
+@functools.lru_cache(maxsize=16)
+def _compiles_alone(source: str) -> bool:
+    """:func:`_compiles` for the parts cut off around the cursor, memoized apart from the completions tried: the
+    code before the cursor's top-level statement and after the next one stays the same across requests while
+    the user types inside it."""
+    return _compiles.__wrapped__(source)
 
 
 def _last_matches(pattern: re.Pattern, text: str, end: int, most: int) -> list[re.Match]:
