@@ -12,7 +12,8 @@ Runs the real server (``python -m codellama_lsp serve``) over stdio, like an edi
 2. **Server overhead per inline request, excluding model time.** Inline requests at many positions of
    a real source file (this repository's ``codellama_lsp/lsp/server.py``), one generated token each. For
    each request: the client's round-trip time minus the model's own time on the worker
-   (``generation_ms`` from ``codellama/status``). What remains is JSON-RPC, position conversion, prompt
+   (``generation_ms`` from ``codellama/status``, plus the alternatives' ``generation_ms``: an invoked request
+   also samples the other suggestions). What remains is JSON-RPC, position conversion, prompt
    building (tree-sitter, retrieval, tokenizing), post-processing and the answer.
 3. **Typing-along cache hits**: the round trip when the user types the first character of the
    suggestion just shown (answered without the model).
@@ -78,10 +79,12 @@ async def measure(session: ServerSession, args) -> dict:
     await session.wait_loaded(600.0)
     load_s = time.perf_counter() - started
 
-    text = DOCUMENT.read_text(encoding="utf-8")
-    uri = DOCUMENT.as_uri()
+    document = Path(args.document).resolve() if args.document else DOCUMENT
+    text = document.read_text(encoding="utf-8")
+    uri = document.as_uri()
     open_document(client, uri, text)
-    results: dict = {"load_s": load_s, "document": str(DOCUMENT.relative_to(ROOT)),
+    shown = document.relative_to(ROOT) if document.is_relative_to(ROOT) else document
+    results: dict = {"load_s": load_s, "document": str(shown),
                      "document_lines": text.count("\n") + 1}
 
     # 2. overhead per inline request (1 token each) -------------------------------------------------
@@ -98,8 +101,9 @@ async def measure(session: ServerSession, args) -> dict:
         items = result.items if result else []
         empty += not items
         rtts.append(rtt)
-        overhead.append(rtt - status.get("generation_ms", 0.0))
-        server_side.append(status["total_ms"] - status.get("generation_ms", 0.0))
+        model_ms = status.get("generation_ms", 0.0) + (status.get("alternatives") or {}).get("generation_ms", 0.0)
+        overhead.append(rtt - model_ms)
+        server_side.append(status["total_ms"] - model_ms)
     results["inline"] = {
         "requests": len(rtts), "empty_answers": empty,
         "round_trip_ms": {"p50": percentile(rtts, 50), "p99": percentile(rtts, 99)},
@@ -205,6 +209,8 @@ def main() -> int:
     parser.add_argument("--cache-trials", type=int, default=10, help="positions tried for typing-along hits")
     parser.add_argument("--context-tokens", type=int, default=1024,
                         help="prompt budget (smaller keeps the excluded model time short on a slow machine)")
+    parser.add_argument("--document", help="the source file to complete in (default: the server module); the same "
+                        "file keeps runs of different commits comparable")
     parser.add_argument("--write", help="write the markdown result here")
     args = parser.parse_args()
     env = environment(args)

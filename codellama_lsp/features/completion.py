@@ -319,10 +319,10 @@ class CompletionService:
         Sampled (``ALTERNATIVE_TEMPERATURE``, seeds 1, 2, ...) on the same prompt right after the first answer,
         so the KV cache already holds the prompt: each sample prefills one token (the prompt's last, whose
         logits start the answer), never the prompt again; ``alternative_stats`` (in ``codellama/status``)
-        counts it. At most ``2 * wanted`` samples, within what is left of the completion time budget; once
-        there is one alternative, new samples start only within :func:`alternatives_window_s` of the first
-        answer (``stopped`` in the stats says what ended the sampling early). A sample cut by the time
-        budget is not offered: it would be a suggestion cut mid-way."""
+        counts it (``generation_ms``: the model's time on them). At most ``2 * wanted`` samples, within what is
+        left of the completion time budget; once there is one alternative, new samples start only within
+        :func:`alternatives_window_s` of the first answer (``stopped`` in the stats says what ended the sampling
+        early). A sample cut by the time budget is not offered: it would be a suggestion cut mid-way."""
         settings = self.settings
         budget = settings.completion_timeout_s or None
         first_done = time.perf_counter()
@@ -330,7 +330,7 @@ class CompletionService:
                                        float(getattr(settings, "alternatives_time_factor", 0) or 0))
         votes: dict[str, int] = {}
         order: list[str] = []
-        stats = outcome.alternative_stats = {"samples": 0, "prefill_tokens": 0, "reused_tokens": 0}
+        stats = outcome.alternative_stats = {"samples": 0, "prefill_tokens": 0, "reused_tokens": 0, "generation_ms": 0.0}
         seed = 0
         while seed < 2 * wanted and (seed < wanted or len(order) < wanted):
             seed += 1
@@ -361,6 +361,7 @@ class CompletionService:
             stats["samples"] += 1
             stats["prefill_tokens"] += result.stats.prefill_tokens
             stats["reused_tokens"] += result.stats.reused_tokens
+            stats["generation_ms"] = round(stats["generation_ms"] + result.stats.total_s * 1000, 1)
             if result.cancelled:
                 break
             if result.stats.stop_reason == "time_budget":  # cut mid-way: not a suggestion to offer

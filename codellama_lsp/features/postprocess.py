@@ -21,6 +21,7 @@ overrun`` (a right answer followed by a typical overrun must come back as the ri
 
 from __future__ import annotations
 
+import functools
 import re
 
 from ..context import syntax
@@ -99,7 +100,11 @@ def python_fit(prefix: str, completion: str, suffix: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=8)
 def _compiles(source: str) -> bool:
+    """Whether ``source`` parses as Python. Memoized: a whole-document parse costs milliseconds, and the same
+    source comes back within one clean-up (a one-line completion is also its own longest cut) and across the
+    alternatives of one request (samples often agree)."""
     import ast
     import warnings
 
