@@ -351,6 +351,27 @@ def test_inside_a_partial_word_the_naturally_tokenized_continuation_is_drafted_f
     assert drafted(tree, [1]) and not drafted(tree, [1, 2])  # the fragments get what is left
 
 
+def test_inside_a_partial_word_a_step_without_trees_gets_a_straight_draft():
+    """llama.cpp's default step verifies straight drafts only (a tree makes it refuse the pass, and the
+    request ends with no suggestion). Inside a partial word the earlier continuation is drafted; the
+    tokenizer's spelling of the word only when there is none, never as a branch beside it."""
+    from types import SimpleNamespace
+
+    from codellama_lsp.engine.draft_tree import TreeBudget
+
+    texts = ["", "I", "t", "e", "Iter", "ator", ".", "x", ")", "\n"]
+    healer = D.Healer("Ite", lambda: texts)
+    spell = lambda text: [1, 2, 3]  # noqa: E731  "I|t|e": not how the earlier text wrote it
+    for trees in (False, True):
+        g = SimpleNamespace(step=SimpleNamespace(budget=TreeBudget(most=16), lookup=None), healer=healer,
+                            trees=trees, vocab_texts=lambda: texts)
+        found = D.lookup_tree(g, [8, 9, 4, 5, 6, 7, 8, 9], 10, spell=spell)  # ")\nIterator.x)\n" earlier
+        assert found.tokens[:4] == [4, 5, 6, 7]
+        assert found.is_chain is not trees, (trees, found.tokens, found.parents)  # trees: the spelling beside it
+        alone = D.lookup_tree(g, [8, 9, 6, 7, 8, 9], 10, spell=spell)  # nothing earlier: the spelling
+        assert alone.tokens[:3] == [1, 2, 3] and (trees or alone.is_chain)
+
+
 def test_a_draft_tree_verifies_several_continuations_in_one_pass(chain, monkeypatch):
     """The nearest earlier occurrence of the last tokens continues one way (a decoy), an older one the way
     the model goes: both go into one draft tree, the model's path runs through the side branch, whose

@@ -467,7 +467,10 @@ def lookup_tree(g: Generation, seq: list[int], room: int, *, history: Sequence[S
         if found:
             tree.add_path(found[0])
         texts = g.vocab_texts()
-        if spell is not None:
+        # without trees (llama.cpp's default step) the draft must stay one straight line: the tokenizer's
+        # spelling only when no earlier continuation was found (as a branch it would make the step refuse
+        # the pass, and the request would end with no suggestion)
+        if spell is not None and (trees or not len(tree)):
             tree.add_path([t for t in spell(healer.remaining) if t < len(texts)][:room])
         for other in found[1:]:
             tree.add_path(other)
