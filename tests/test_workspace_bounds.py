@@ -481,3 +481,33 @@ def test_background_indexing_stays_off_while_requests_keep_coming(tmp_path, monk
     worker = index._worker
     index.stop()
     assert not worker.is_alive()
+
+
+def test_wait_ready_waits_while_the_last_worker_saves_the_store(tmp_path, monkeypatch):
+    """A worker clears ``_worker`` when its queue is empty, then saves the store, then says "ready": waiting in
+    that window must wait for the save, not answer "not ready" at once (a race the full suite once hit)."""
+    root = tmp_path / "proj"
+    write(root, "pyproject.toml", "[project]\nname = 'proj'\n")
+    write(root, "app.py", "def main():\n    return 1\n")
+    index = WorkspaceIndex([root], tmp_path / "cache", watch=False)
+    saving, release = threading.Event(), threading.Event()
+    save = index._save_cache
+
+    def slow_save(*args, **kwargs):
+        if kwargs.get("complete"):
+            saving.set()
+            release.wait(60)
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(index, "_save_cache", slow_save)
+    index.start_background()
+    assert saving.wait(60) and index._worker is None  # the worker left its loop and is saving
+    answers: list[bool] = []
+    waiter = threading.Thread(target=lambda: answers.append(index.wait_ready(60)))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive() and answers == []  # still waiting for the save
+    release.set()
+    waiter.join(60)
+    assert answers == [True]
+    index.stop()

@@ -546,6 +546,7 @@ class WorkspaceIndex:
         self._bytes = 0
         self._todo: list[str] = []
         self._worker: threading.Thread | None = None
+        self._last_worker: threading.Thread | None = None  # kept after the worker leaves its loop (wait_ready)
         self._busy = 0
         self._idle = threading.Event()
         self._idle.set()
@@ -587,9 +588,13 @@ class WorkspaceIndex:
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until background indexing is done (tests and benchmarks; the server never waits)."""
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
+        # Join the last worker started, not ``_worker``: a worker clears ``_worker`` when its queue is empty but
+        # still saves the store before it says "ready", and a newer worker may have started meanwhile.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (worker := self._last_worker) is not None:
+            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if worker.is_alive() or self._last_worker is worker:
+                break
         return self.state == "ready"
 
     def stop(self) -> None:
@@ -1223,7 +1228,8 @@ class WorkspaceIndex:
             self._todo.extend(r for r in roots if r not in self._todo)
             if self._worker is not None and self._worker.is_alive():
                 return
-            self._worker = threading.Thread(target=self._work, name="codellama-index", daemon=True)
+            self._worker = self._last_worker = threading.Thread(target=self._work, name="codellama-index",
+                                                                daemon=True)
             self._set_state("indexing")
             self._worker.start()
 
