@@ -195,7 +195,7 @@ def test_the_region_fit_gives_the_whole_document_answer():
     """Whether a completion compiles, judged on the statements around the cursor, is exactly whether the whole
     document compiles with it: every line end of real files, with completions that open or close brackets and
     strings, dedent, continue an ``if``/``try`` or leave a decorator dangling."""
-    from codellama_lsp.features.postprocess import _compiles, _fits, _python_region
+    from codellama_lsp.features.postprocess import PythonSplit, _compiles
 
     checked = differ = 0
     for source in _real_sources():
@@ -205,10 +205,10 @@ def test_the_region_fit_gives_the_whole_document_answer():
             offset += len(line)
             if number % 3 == 0 and offset < len(source):
                 prefix, suffix = source[:offset], source[offset:]
-                region = _python_region(prefix, suffix)
+                split = PythonSplit(prefix, suffix)
                 for completion in _TRICKY_COMPLETIONS[(number // 3) % 5::5]:
                     whole = _compiles(prefix + completion + suffix)
-                    differ += _fits(region, completion) != whole
+                    differ += split.fits(completion) != whole
                     checked += 1
             offset += 1
     assert checked > 300
@@ -216,14 +216,33 @@ def test_the_region_fit_gives_the_whole_document_answer():
 
 
 def test_the_region_split_cuts_off_most_of_a_long_file():
-    from codellama_lsp.features.postprocess import _python_region
+    from codellama_lsp.features.postprocess import PythonSplit
 
     source = _real_sources()[0]
     offset = source.index("def dedent(")
     offset = source.index("\n", offset + 200)
-    rest_prefix, near, far = _python_region(source[:offset], source[offset:])
-    assert len(rest_prefix) + len(near) < len(source) / 2
-    assert (source[:offset]).endswith(rest_prefix) and near + far == source[offset:]
+    split = PythonSplit(source[:offset], source[offset:])
+    assert len(split.rest_prefix) + len(split.near) < len(source) / 2
+    assert (source[:offset]).endswith(split.rest_prefix) and split.near + split.far == source[offset:]
+
+
+def test_inside_a_long_class_only_the_method_around_the_cursor_is_parsed_with_an_answer():
+    """The statements of the class body before and after the cursor's method are checked once (each alone) and
+    left out of the text parsed with each answer; the verdicts stay the whole document's."""
+    from codellama_lsp.features.postprocess import PythonSplit, _compiles
+
+    source = _real_sources()[0]
+    class_start = source.index("class TextWrapper")
+    class_end = source.index("\n# -- Convenience interface", class_start)
+    offset = source.index("\n", source.index("lines = []", source.index("def _wrap_chunks(")))
+    split = PythonSplit(source[:offset], source[offset:])
+    assert split.near_kept is not None
+    parsed_per_answer = len(split.lead) + len(split.near_kept) + len(split.pad)
+    assert parsed_per_answer < (class_end - class_start) / 3
+    assert split.lead.startswith("class TextWrapper") and "def _split(" not in split.lead
+    for completion in ["", " = 1", "\n        return lines", "\n    def f(self):\n        pass", "\nx = 1",
+                       "\n   y = 2", "(", '"""', "\n    @property", "\n    else:\n        pass"]:
+        assert split.fits(completion) == _compiles(source[:offset] + completion + source[offset:]), completion
 
 
 def test_a_request_parses_about_one_document_not_one_per_alternative(monkeypatch):
@@ -240,9 +259,9 @@ def test_a_request_parses_about_one_document_not_one_per_alternative(monkeypatch
     parsed = []
     real_parse = ast.parse
     monkeypatch.setattr(ast, "parse", lambda text, *a, **k: (parsed.append(len(text)), real_parse(text, *a, **k))[1])
-    postprocess._compiles.cache_clear()
-    postprocess._python_region.cache_clear()
+    postprocess.python_split.cache_clear()
     postprocess._compiles_alone.cache_clear()
+    postprocess._piece_compiles.cache_clear()
 
     answers = [postprocess.clean(c, prefix=prefix, suffix=suffix, language="python", multiline=True)
                for c in ("\n    x = 1\n", " foo", "\n    return (", "\n        y = 2\n    z = 3\n")]

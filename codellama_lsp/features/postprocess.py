@@ -85,8 +85,8 @@ def python_fit(prefix: str, completion: str, suffix: str) -> str | None:
     forgives what Python does not (a wrong dedent), which is what a small model gets wrong most."""
     if len(prefix) + len(suffix) > PYTHON_FIT_MAX_CHARS:
         return None
-    region = _python_region(prefix, suffix)
-    if _fits(region, completion):
+    split = python_split(prefix, suffix)
+    if split.fits(completion):
         return completion
     line_prefix = prefix[prefix.rfind("\n") + 1:]
     ends = [len(completion)] + [i for i in range(len(completion) - 1, 0, -1) if completion[i] == "\n"][:12]
@@ -96,16 +96,13 @@ def python_fit(prefix: str, completion: str, suffix: str) -> str | None:
             continue
         header = _PY_HEADER.match(line_prefix + cut.split("\n", 1)[0]) and "\n" not in cut
         for candidate in ([cut, cut + ":"] if header and not cut.endswith(":") else [cut]):
-            if _fits(region, candidate):
+            if split.fits(candidate):
                 return candidate
     return None
 
 
-@functools.lru_cache(maxsize=8)
 def _compiles(source: str) -> bool:
-    """Whether ``source`` parses as Python. Memoized: a whole-document parse costs milliseconds, and the same
-    source comes back within one clean-up (a one-line completion is also its own longest cut) and across the
-    alternatives of one request (samples often agree)."""
+    """Whether ``source`` parses as Python (``ast.parse``: syntax only, not what the compiler checks after)."""
     import ast
     import warnings
 
@@ -118,38 +115,162 @@ def _compiles(source: str) -> bool:
         return False
 
 
-_PY_BOUNDARY = re.compile(r"^(?!(?:else|elif|except|finally)\b)[A-Za-z_]", re.M)
+@functools.lru_cache(maxsize=16)
+def _compiles_alone(source: str) -> bool:
+    """:func:`_compiles` for the parts cut off around the cursor's top-level statement (never a completion),
+    memoized across requests: they stay the same while the user types inside that statement."""
+    return _compiles(source)
 
 
 @functools.lru_cache(maxsize=4)
-def _python_region(prefix: str, suffix: str) -> tuple[str, str, str]:
-    """``(rest_prefix, near_suffix, far_suffix)``: the document split at top-level statement boundaries around the
-    cursor, so that a completion is judged on the statements around it instead of the whole file, with the same
-    answer as a whole-document parse (see :func:`_fits`). Computed once per request (the first answer and the
-    alternatives share it): the cut-off head ``prefix[:len(prefix) - len(rest_prefix)]`` compiles on its own and
-    the next line starts a new statement at column 0; ``far_suffix`` (possibly "") compiles on its own and starts
-    with such a line after the cursor's line. When no such split exists: ``(prefix, suffix, "")``."""
-    line_start = prefix.rfind("\n") + 1  # the cursor's line; the head must end before it
-    head_end = 0
-    for match in _last_matches(_PY_BOUNDARY, prefix, line_start, 2):
-        if _compiles_alone(prefix[: match.start()]):
-            head_end = match.start()
-            break
-    near_end = len(suffix)
-    first_break = suffix.find("\n")
-    if first_break >= 0:
-        match = _PY_BOUNDARY.search(suffix, first_break + 1)
-        if match is not None and _compiles_alone(suffix[match.start():]):
-            near_end = match.start()
-    return prefix[head_end:], suffix[:near_end], suffix[near_end:]
+def python_split(prefix: str, suffix: str) -> "PythonSplit":
+    """The split of one request's document, shared by the first answer and the alternatives (and every cut)."""
+    return PythonSplit(prefix, suffix)
 
 
-@functools.lru_cache(maxsize=16)
-def _compiles_alone(source: str) -> bool:
-    """:func:`_compiles` for the parts cut off around the cursor, memoized apart from the completions tried: the
-    code before the cursor's top-level statement and after the next one stays the same across requests while
-    the user types inside it."""
-    return _compiles.__wrapped__(source)
+_PY_BOUNDARY = re.compile(r"^(?!(?:else|elif|except|finally)\b)[A-Za-z_]", re.M)
+_PY_CODE_AT_0 = re.compile(r"^[^ \n#]", re.M)
+_PY_INDENTED_CODE = re.compile(r"^( +)[^ \n#]", re.M)
+
+
+class PythonSplit:
+    """The document around the cursor cut so that a completion is judged on the statement around it instead of
+    the whole file, with the same verdict as ``ast.parse`` of the whole document (:meth:`fits`). Built once per
+    request; the parts cut off are checked once (memoized across requests while they do not change).
+
+    Two levels, each an exact reduction:
+
+    1. Top level: ``head`` (the code before the cursor's top-level statement) compiles on its own and the next
+       line starts a new statement at column 0, so it is left out; ``far`` (the code from the next such statement
+       after the cursor's line) compiles on its own, so whether the document compiles is decided by
+       ``rest_prefix + completion + near`` alone, except when that does not compile and ends inside brackets or
+       a string (then ``far`` is parsed with it).
+    2. Inside the cursor's top-level statement (a class or function: its body is at ``indent`` columns): the
+       statements of that body before the one the cursor is in are complete statements (each checked alone in
+       an ``if 1:`` block), none of their lines is shallower than the body, and the header before them accepts
+       a body at that indentation: leaving them out changes no verdict (a statement list is a plain sequence;
+       the next statement starts fresh, not with ``else``/``except``/``case``...). The same holds for the
+       statements after the cursor's one up to the end of ``near``; they are replaced by one ``pass`` at the
+       body's indentation, which is exact when the text before them ends between statements (a ``pass`` that
+       compiles after a line that does not end with a backslash shows it does; when it does not compile,
+       Python's tokenizer tells).
+
+    Tabs, form feeds or carriage returns in the statement skip level 2 (widths and blank lines would need the
+    tokenizer's rules)."""
+
+    def __init__(self, prefix: str, suffix: str) -> None:
+        line_start = prefix.rfind("\n") + 1  # the cursor's line; the head must end before it
+        head_end = 0
+        for match in _last_matches(_PY_BOUNDARY, prefix, line_start, 2):
+            if _compiles_alone(prefix[: match.start()]):
+                head_end = match.start()
+                break
+        near_end = len(suffix)
+        first_break = suffix.find("\n")
+        if first_break >= 0:
+            match = _PY_BOUNDARY.search(suffix, first_break + 1)
+            if match is not None and _compiles_alone(suffix[match.start():]):
+                near_end = match.start()
+        self.rest_prefix, self.near, self.far = prefix[head_end:], suffix[:near_end], suffix[near_end:]
+        self.lead = self.rest_prefix  # rest_prefix with the statements before the cursor's left out (level 2)
+        self.near_kept: str | None = None  # near up to the statements left out after the cursor's, if any
+        self.pad = ""  # what stands in for them
+        self.indent = 0
+        self._inner(line_start - head_end, first_break)
+        self._verdicts: dict[str, bool] = {}
+
+    def _inner(self, line_start: int, first_break: int) -> None:
+        rest, near = self.rest_prefix, self.near
+        if any(c in rest or c in near for c in "\t\f\r"):
+            return
+        top = _last_matches(_PY_CODE_AT_0, rest, line_start, 1)
+        if not top:
+            return
+        body = _PY_INDENTED_CODE.search(rest, top[0].end(), line_start)
+        if body is None:
+            return
+        body_start, indent = body.start(), len(body.group(1))
+        header = rest[:body_start]
+        pad = " " * indent + "pass\n"
+        if not _compiles_alone(header + pad):  # the header takes a body at this indentation
+            return
+        fresh = re.compile(r"^ {%d}(?!(?:else|elif|except|finally|case)\b)[A-Za-z_@]" % indent, re.M)
+        shallower = re.compile(r"^ {0,%d}[^ \n#]" % (indent - 1), re.M)
+        self.indent, self.pad = indent, pad
+        # before: the nearest statement start at the body's indentation whose predecessors check out
+        limit = line_start
+        low = shallower.search(rest, body_start, line_start)
+        if low is not None:
+            limit = low.start()
+        for match in _last_matches(fresh, rest, limit, 3):
+            if match.start() > body_start and _statements(rest, body_start, match.start(), fresh, pad):
+                self.lead = header + rest[match.start():]
+                break
+        # after: the first statement start at the body's indentation after the cursor's line, with only
+        # complete statements no shallower than the body from there to the end of near
+        if first_break < 0 or first_break >= len(near):
+            return
+        low_after = None
+        for low_after in shallower.finditer(near, first_break + 1):
+            pass
+        start = max(first_break + 1, low_after.end() if low_after is not None else 0)
+        match = fresh.search(near, start)
+        if (match is not None and not _continued(near, match.start())
+                and _statements(near, match.start(), len(near), fresh, pad)):
+            self.near_kept = near[: match.start()]
+
+    def fits(self, completion: str) -> bool:
+        """Whether the whole document compiles with ``completion`` at the cursor (memoized per answer)."""
+        verdict = self._verdicts.get(completion)
+        if verdict is None:
+            verdict = self._verdicts[completion] = self._fits(completion)
+        return verdict
+
+    def _fits(self, completion: str) -> bool:
+        if self.near_kept is not None:
+            kept = self.lead + completion + self.near_kept
+            if not _continued(kept, len(kept)):  # else the ``pass`` would join its line, not follow it
+                if _compiles(kept + self.pad):
+                    return True
+                if _ends_between_statements(kept):
+                    return False
+        middle = self.lead + completion + self.near
+        if not self.far:
+            return _compiles(middle)
+        if _compiles(middle):
+            return True
+        if 2 * len(middle) < len(middle) + len(self.far) and _ends_between_statements(middle):
+            return False
+        return _compiles(middle + self.far)
+
+
+def _statements(text: str, start: int, end: int, fresh: re.Pattern, pad: str) -> bool:
+    """Whether ``text[start:end]`` is complete statements (at the indentation ``fresh`` and ``pad`` have), checked
+    one piece at a time between the lines ``fresh`` matches (a piece that is not complete alone, a line inside a
+    string that looks like a statement, is checked joined with the next), each in an ``if 1:`` block followed by
+    ``pad``, memoized across requests. A piece must not end with a backslash: the next line would continue it."""
+    piece_start = start
+    for match in fresh.finditer(text, start + 1, end):
+        piece = text[piece_start:match.start()]
+        if not _continued(piece, len(piece)) and _piece_compiles("if 1:\n" + piece + pad):
+            piece_start = match.start()
+    piece = text[piece_start:end]
+    return not piece or (not _continued(piece, len(piece)) and _piece_compiles("if 1:\n" + piece + pad))
+
+
+def _continued(text: str, pos: int) -> bool:
+    """Whether the line that ends before ``pos`` (a line start) ends with a backslash (a line continuation)."""
+    end = pos - 1 if pos and text[pos - 1] == "\n" else pos
+    if end and text[end - 1] == "\r":
+        end -= 1
+    return end > 0 and text[end - 1] == "\\"
+
+
+@functools.lru_cache(maxsize=1024)
+def _piece_compiles(source: str) -> bool:
+    """:func:`_compiles` for one statement of the cursor's block (wrapped in ``if 1:``), memoized across requests:
+    the statements around the cursor's stay the same while the user types, or moves to another one nearby."""
+    return _compiles(source)
 
 
 def _last_matches(pattern: re.Pattern, text: str, end: int, most: int) -> list[re.Match]:
@@ -164,26 +285,6 @@ def _last_matches(pattern: re.Pattern, text: str, end: int, most: int) -> list[r
         if len(found) >= most or start == 0:
             return found[::-1][:most]
         window *= 4
-
-
-def _fits(region: tuple[str, str, str], completion: str) -> bool:
-    """Whether the whole document compiles with ``completion`` at the cursor, parsing as little as possible.
-
-    The head cut off by :func:`_python_region` compiles on its own and is followed by a new top-level statement,
-    so the document compiles exactly when the rest does. Within the rest: when ``rest_prefix + completion +
-    near_suffix`` compiles, it ends outside any bracket or string and the far part (which compiles, and starts a
-    new statement that continues nothing) follows it, so the rest compiles. When it does not compile and ends
-    outside brackets and strings (checked with the tokenizer) and not on a decorator, the far part cannot rescue
-    it: the rest does not compile either. Otherwise the rest is parsed."""
-    rest_prefix, near, far = region
-    middle = rest_prefix + completion + near
-    if not far:
-        return _compiles(middle)
-    if _compiles(middle):
-        return True
-    if 2 * len(middle) < len(middle) + len(far) and _ends_between_statements(middle):
-        return False
-    return _compiles(middle + far)
 
 
 def _ends_between_statements(source: str) -> bool:
