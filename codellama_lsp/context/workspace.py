@@ -545,8 +545,8 @@ class WorkspaceIndex:
         self.on_state: Callable[[], None] | None = None
         self._bytes = 0
         self._todo: list[str] = []
-        self._worker: threading.Thread | None = None
-        self._last_worker: threading.Thread | None = None  # kept after the worker leaves its loop (wait_ready)
+        self._worker: threading.Thread | None = None  # the indexing thread, until it has saved and said "ready"
+        self._ready = threading.Event()  # set by the worker at its very end; cleared when work is queued
         self._busy = 0
         self._idle = threading.Event()
         self._idle.set()
@@ -574,7 +574,9 @@ class WorkspaceIndex:
         if self.watch:
             self._start_watching(self.scan_roots)
         self._started = True
-        self._set_state("ready")
+        with self._lock:
+            self._say_ready_locked()
+        self._tell_state()
         return self
 
     def start_background(self) -> "WorkspaceIndex":
@@ -587,15 +589,11 @@ class WorkspaceIndex:
         return self
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Block until background indexing is done (tests and benchmarks; the server never waits)."""
-        # Join the last worker started, not ``_worker``: a worker clears ``_worker`` when its queue is empty but
-        # still saves the store before it says "ready", and a newer worker may have started meanwhile.
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (worker := self._last_worker) is not None:
-            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if worker.is_alive() or self._last_worker is worker:
-                break
-        return self.state == "ready"
+        """Block until background indexing is done, the store saved (tests and benchmarks; the server never
+        waits). False at once when nothing was started."""
+        if not self._started:
+            return self.state == "ready"
+        return self._ready.wait(timeout) and self.state == "ready"
 
     def stop(self) -> None:
         self._stopping.set()
@@ -1226,20 +1224,36 @@ class WorkspaceIndex:
     def _enqueue(self, roots: list[str]) -> None:
         with self._lock:
             self._todo.extend(r for r in roots if r not in self._todo)
-            if self._worker is not None and self._worker.is_alive():
+            self._ready.clear()
+            if self._worker is not None:  # it takes the new work before it says "ready"
                 return
-            self._worker = self._last_worker = threading.Thread(target=self._work, name="codellama-index",
-                                                                daemon=True)
+            self._worker = threading.Thread(target=self._work, name="codellama-index", daemon=True)
             self._set_state("indexing")
             self._worker.start()
 
     def _work(self) -> None:
+        """Index what is queued, run a rescan asked for meanwhile, save the store; again while work came in
+        meanwhile. Only then is the index "ready": ``_worker`` is cleared and ``_ready`` set under the lock
+        ``_enqueue`` takes, so work queued at any moment is either taken by this thread or starts a new one."""
         _lower_thread_priority()
-        t0 = time.perf_counter()
+        t0, done = time.perf_counter(), False
+        try:
+            while not done:
+                self._build_queued(t0)
+                with self._lock:  # a rescan asked for while this thread saved is this thread's too
+                    done = not (self._todo or self._rescan) or self._stopping.is_set()
+                    if done:
+                        self._say_ready_locked()
+        finally:
+            if not done:  # an unexpected error: never leave a worker that is gone registered, or waiters waiting
+                with self._lock:
+                    self._say_ready_locked()
+            self._tell_state()  # outside the lock: the callback may take other locks
+
+    def _build_queued(self, t0: float) -> None:
         while not self._stopping.is_set():
             with self._lock:
                 if not self._todo:
-                    self._worker = None
                     break
                 root = self._todo.pop(0)
             try:
@@ -1257,10 +1271,17 @@ class WorkspaceIndex:
             self._flush()  # a rescan asked for while building
         if self.persist and not self._stopping.is_set():
             self._save_cache(complete=True)
-        self._set_state("ready")
+
+    def _say_ready_locked(self) -> None:
+        self._worker = None
+        self.state = "ready"
+        self._ready.set()
 
     def _set_state(self, state: str) -> None:
         self.state = state
+        self._tell_state()
+
+    def _tell_state(self) -> None:
         callback = self.on_state
         if callback is not None:
             try:
@@ -1439,7 +1460,8 @@ class WorkspaceIndex:
         with self._lock:
             pending, self._pending = self._pending, set()
             rescan = self._rescan
-            building = self._worker is not None
+            worker = self._worker
+            building = worker is not None and worker is not threading.current_thread()  # the worker's own call rescans
             if not (rescan and building):
                 self._rescan = False
             self._timer = None
