@@ -10,7 +10,8 @@ Definitions (functions, classes, methods, types, constants) come from tree-sitte
 ``queries/<language>.scm``. The index is persisted in the platformdirs cache (keyed by root; entries validated by
 mtime + size, then content hash) so a restart does not re-parse, and watchdog keeps it current: file events are
 collected into a set and flushed by a ``threading.Timer`` (debounce without sleeping), then listeners are told
-which files changed. All state is guarded by one lock: the watchdog thread writes, the asyncio loop reads.
+which files changed; when the kernel's inotify queue overflows (a big ``git checkout``: events were lost) every
+root is rescanned, which re-reads only files whose mtime or size changed. All state is guarded by one lock: the watchdog thread writes, the asyncio loop reads.
 """
 
 from __future__ import annotations
@@ -1398,6 +1399,7 @@ class WorkspaceIndex:
             if fresh:
                 observer = Observer()
                 observer.daemon = True
+                _report_overflows(observer, self._overflowed)
             for root in roots:
                 if os.path.isdir(root):
                     # Only changes: without a filter inotify also reports every open and close-without-write, so
@@ -1433,6 +1435,14 @@ class WorkspaceIndex:
         with self._lock:
             if notice not in self.notices:
                 self.notices.append(notice)
+
+    def _overflowed(self) -> None:
+        """The watcher lost events (the kernel's queue overflowed): rescan every root, as for a new ``.gitignore``.
+        Cheap: a file whose mtime and size are unchanged keeps its entry unread."""
+        with self._lock:
+            self.stats["watch_overflows"] = self.stats.get("watch_overflows", 0) + 1
+            self._rescan = True
+        self._queue([], False)  # the debounce timer flushes it
 
     def _queue(self, paths: list[str], is_directory: bool, event_type: str = "modified") -> None:
         """Collect changed paths; a timer started by the first event flushes them ``debounce_s`` later."""
@@ -1539,6 +1549,31 @@ class WorkspaceIndex:
                 os.replace(tmp, target)
             except OSError:
                 pass
+
+
+def _report_overflows(observer: Any, on_overflow: Callable[[], None]) -> bool:
+    """Have ``observer`` call ``on_overflow`` after an inotify queue overflow; returns whether it will.
+
+    On overflow the kernel drops events and queues one IN_Q_OVERFLOW instead. watchdog (7.1) reads it and rebuilds
+    its watches but tells no event handler, so the index would miss every change in the lost events for good. Its
+    inotify observer hands each event it reads to ``InotifyFD.handle_event``: that is wrapped here, and
+    ``on_overflow`` runs once watchdog has rebuilt the watches (a rescan then cannot miss a change made after it
+    started). Older watchdog versions skip the overflow event unread, and other platforms' observers have no such
+    queue: nothing to wire there."""
+    fd = getattr(observer, "_inotify_fd", None)
+    handle = getattr(fd, "handle_event", None)
+    if handle is None:
+        return False
+
+    def handle_event(event: Any) -> None:
+        try:
+            handle(event)
+        finally:
+            if getattr(event, "is_queue_overflow", False):
+                on_overflow()
+
+    fd.handle_event = handle_event
+    return True
 
 
 def _lower_thread_priority() -> None:
