@@ -346,7 +346,11 @@ class CodeLlamaServer(LanguageServer):
             self.spawn(self.restart_index())
         if changed:
             self.completion.forget()
-            if self.state != "starting" and reload_reasons(old, new):
+            # a setting the loaded model was sized for (llama.cpp's context) reloads only when it no longer fits
+            holds = self.engine.holds if self.engine.ready else None
+            reasons = reload_reasons(old, new, holds) if self.state != "starting" else []
+            if reasons:
+                log.info("reloading the model for %s", ", ".join(reasons))
                 self.spawn(self.load_model(reload=True))
         return errors
 
