@@ -13,19 +13,23 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 DEFAULT_MODEL = "codellama/CodeLlama-7b-Instruct-hf"
 DEMO_MODEL = "demo"
+SIZES = "sizes"  # ``reloads`` of a setting the loaded model is sized for (see ``setting``)
 
 
-def setting(default: Any = None, *, choices: tuple[str, ...] = (), reloads: bool | tuple[str, ...] = False,
+def setting(default: Any = None, *, choices: tuple[str, ...] = (), reloads: bool | str | tuple[str, ...] = False,
             doc: str = "", internal: bool = False, default_factory: Any = None) -> Any:
     """A settings field with what the rest of the program derives from it, declared once:
 
     - ``choices``: the allowed values (validation, argparse ``choices``, the docs table);
     - ``reloads``: True when a change needs the model loaded again; a tuple of values when only a change
       into or out of one of them does (``speculation``: the draft model is loaded for "draft" only);
+      ``SIZES`` when the loaded model was sized for the value and only a value it cannot hold needs a new one
+      (``context_tokens``: llama.cpp allocates its context at load; lowering it, or raising it within that
+      context, keeps the model; the loaded backend answers, see ``reload_reasons``);
     - ``doc``: the meaning, as the settings table in the README shows it;
     - ``internal``: set by the program, not a user setting.
     """
@@ -80,8 +84,9 @@ class Settings:
                             doc="`quantized` (fp8) saves memory at long contexts, never time, and cannot be cropped "
                                 "(less reuse); `static` preallocates the cache and writes it in place, with the "
                                 "one-token step replayed as a CUDA graph on a GPU (Llama-layout models)")
-    context_tokens: int = setting(4096, doc="the whole prompt's budget, up to the model's window (16k; Code Llama stays "
-                                                 "stable to 100k)")
+    context_tokens: int = setting(4096, reloads=SIZES,
+                                  doc="the whole prompt's budget, up to the model's window (16k; Code Llama stays "
+                                      "stable to 100k); llama.cpp sizes its context for it at load")
     repo_context: bool = setting(True, doc="repository snippets (definitions, imports, recent edits, open files, "
                                            "similar code)")
     # workspace index: caps that hold under any tree; a root that is /, the home directory or no project is
@@ -143,7 +148,7 @@ class Settings:
             reloads, value = f.metadata["reloads"], getattr(self, f.name)
             if reloads is True:
                 spec[f.name] = value
-            elif reloads:
+            elif isinstance(reloads, tuple):
                 spec[f.name] = value if value in reloads else None
         return spec
 
@@ -162,10 +167,18 @@ def choices(name: str) -> tuple[str, ...]:
     return CHOICES[name]
 
 
-def reload_reasons(old: Settings, new: Settings) -> list[str]:
-    """The settings whose change from ``old`` to ``new`` needs the model loaded again."""
+def reload_reasons(old: Settings, new: Settings, holds: Callable[[Settings], bool] | None = None) -> list[str]:
+    """The settings whose change from ``old`` to ``new`` needs the model loaded again.
+
+    A changed setting the model is sized for (``reloads=SIZES``) counts when ``holds(new)``, the loaded model's
+    answer, is False; without ``holds`` (nothing is loaded: a load is under way or failed) it always counts."""
     before, after = old.load_spec(), new.load_spec()
-    return [name for name in before if before[name] != after[name]]
+    reasons = [name for name in before if before[name] != after[name]]
+    sized = [f.name for f in SETTINGS_FIELDS if f.metadata["reloads"] == SIZES
+             and getattr(old, f.name) != getattr(new, f.name)]
+    if sized and (holds is None or not holds(new)):
+        reasons += sized
+    return reasons
 
 
 def settings_table() -> str:
@@ -175,7 +188,8 @@ def settings_table() -> str:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         values = ", ".join(f"`{v}`" for v in f.metadata["choices"])
         reloads = f.metadata["reloads"]
-        reload_text = "yes" if reloads is True else (f"to or from {', '.join(f'`{v}`' for v in reloads)}" if reloads else "")
+        reload_text = ("yes" if reloads is True else "when raised past what the loaded model was sized for" if reloads == SIZES
+                       else f"to or from {', '.join(f'`{v}`' for v in reloads)}" if reloads else "")
         rows.append(f"| `{f.name}` | {_markdown_value(default)} | {values} | {reload_text} | {f.metadata['doc']} |")
     return "\n".join(rows) + "\n"
 

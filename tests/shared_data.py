@@ -37,6 +37,33 @@ needs_shared = pytest.mark.skipif(
 )
 
 
+def user_directories() -> dict[str, Path]:
+    """This program's cache, config and log directories as the code resolves them now (platformdirs)."""
+    import platformdirs
+
+    return {"cache": Path(platformdirs.user_cache_dir("codellama-lsp")),
+            "config": Path(platformdirs.user_config_dir("codellama-lsp")),
+            "log": Path(platformdirs.user_log_dir("codellama-lsp"))}
+
+
+# The user's own directories: conftest.py imports this module before it isolates the session (tests check that
+# nothing lands there).
+REAL_USER_DIRS = user_directories()
+ISOLATED_HOME: Path | None = None
+
+
+def isolate_user_directories(home: Path) -> None:
+    """Point the XDG cache, config and state directories under ``home`` for the whole test session (conftest.py
+    does it before collection): code called without a cache directory (the workspace index, converted GGUFs,
+    ``serve`` without ``--log-file``) writes there, never into the user's ``~/.cache``, and a user's own config
+    file cannot change what a test sees. ``CODELLAMA_LSP_CACHE`` (converted GGUFs) is dropped for the same reason."""
+    global ISOLATED_HOME
+    for var, sub in (("XDG_CACHE_HOME", "cache"), ("XDG_CONFIG_HOME", "config"), ("XDG_STATE_HOME", "state")):
+        os.environ[var] = str(home / sub)
+    os.environ.pop("CODELLAMA_LSP_CACHE", None)
+    ISOLATED_HOME = home
+
+
 def write(root: Path, rel: str, data: str | bytes) -> Path:
     """Write ``data`` (UTF-8 text, or bytes as they are) to ``root/rel``, making its folders: the trees the
     workspace, retrieval and prompt tests index."""

@@ -99,3 +99,18 @@ def test_the_console_entry_point_prints_only_the_completion_on_stdout(project, t
         capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.endswith("\n") and "prompt" not in proc.stdout
+
+
+def test_an_empty_answer_says_why_on_stderr(capsys, project, tiny_model_dir, tmp_path):
+    # the usual cause on a CPU: a long first prompt cut by the completion budget; the fix is a setting
+    config = tmp_path / "config.toml"
+    config.write_text("completion_timeout_s = 0.000001\n")
+    code, out, err = run_cli(capsys, f"{project}:7:12", "--model", str(tiny_model_dir), "--max-tokens", "4",
+                             "--config", str(config), "--no-resident")
+    assert code == 0 and out == "\n"
+    assert "codellama-lsp: no suggestion: completion_timeout_s (1e-06 s) ran out while reading the" in err
+    assert "raise completion_timeout_s" in err
+    # an answer prints no such line
+    code, out, err = run_cli(capsys, f"{project}:7:12", "--model", str(tiny_model_dir), "--max-tokens", "4",
+                             "--no-resident")
+    assert code == 0 and out.strip() and "no suggestion" not in err

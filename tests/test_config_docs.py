@@ -69,3 +69,23 @@ def test_every_model_setting_reloads_and_others_do_not():
         other, errors = base.updated({key: value})
         assert not errors and key in reload_reasons(base, other)
         assert resident.key_of(base) != resident.key_of(other)
+
+
+def test_context_tokens_reloads_only_when_the_loaded_model_cannot_hold_it():
+    """llama.cpp sizes its context at load: the loaded backend says whether new settings fit (``holds``);
+    other settings never ask it, and with nothing loaded a change to it always reloads."""
+    base, _ = Settings().updated({"context_tokens": 2048})
+    raised, _ = base.updated({"context_tokens": 8192})
+    lowered, _ = base.updated({"context_tokens": 1024})
+    asked: list[int] = []
+
+    def holds_up_to(n: int):
+        return lambda s: asked.append(s.context_tokens) or s.context_tokens <= n
+
+    assert reload_reasons(base, raised, holds_up_to(2048)) == ["context_tokens"]
+    assert reload_reasons(base, lowered, holds_up_to(2048)) == []
+    assert reload_reasons(base, raised, holds_up_to(16384)) == []
+    assert reload_reasons(base, lowered, None) == ["context_tokens"]  # a load under way or failed: load for it
+    assert asked == [8192, 1024, 8192]
+    other, _ = base.updated({"max_tokens": 7})
+    assert reload_reasons(base, other, holds_up_to(0)) == [] and asked == [8192, 1024, 8192]

@@ -610,6 +610,15 @@ def test_prompt_lookup_draft_prefers_longest_and_nearest_match():
     assert D.prompt_lookup_draft([1, 2, 3, 1, 2, 3], num_tokens=3, max_ngram=3) == [1, 2, 3]
 
 
+def test_a_one_token_match_is_the_last_resort_and_proposes_a_short_draft():
+    # "load_" after "list_iterator)": only the "_" repeats; what followed it is proposed, cut to a few tokens
+    seq = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 11]
+    assert D.prompt_lookup_candidates(seq, num_tokens=10) == [[12, 13, 14, 15][: D.LOOKUP_UNIGRAM_TOKENS]]
+    # a two-token match comes first, with its full length; the one-token match only fills the remaining room
+    seq = [1, 2, 3, 4, 5, 6, 7, 8, 2, 9, 9, 9, 9, 9, 9, 1, 2]
+    assert D.prompt_lookup_candidates(seq, num_tokens=6, limit=2) == [[3, 4, 5, 6, 7, 8], [9, 9, 9, 9]]
+
+
 def test_prompt_lookup_draft_searches_the_previous_answers_first():
     seq = [1, 2, 3, 9, 9, 5, 2, 3]
     history = [[8, 2, 3, 6, 6, 6], [2, 3, 7]]  # most recent first

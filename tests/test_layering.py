@@ -5,7 +5,10 @@
 - ``features/`` never imports ``lsp/``: features take text and offsets and return plain data;
 - ``context/`` and ``engine/`` import neither ``lsp/`` nor ``features/`` (the layers below them);
 - the module-level imports of the package form no cycle;
-- handlers use the server's public names only (no ``ls._inflight``, ``ls.protocol._shutdown``).
+- handlers use the server's public names only (no ``ls._inflight``, ``ls.protocol._shutdown``), and so do
+  the server's parts in ``lsp/`` that hold it (``self._server._load_task`` is as private as ``ls._load_task``);
+- ``lsp/server.py`` is the top of ``lsp/``: its parts never import it (they get the server object), and the
+  only module that does is the ``serve`` command that starts it.
 
 Imports inside functions count for the first three rules (a lazy import is still a dependency) but not for
 cycles (they run after every module has loaded).
@@ -145,12 +148,35 @@ def test_handlers_do_not_reach_private_fields_of_the_server():
     for name, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
-                owner = node.value
-                while isinstance(owner, ast.Attribute):  # ls.protocol._shutdown
-                    owner = owner.value
-                if isinstance(owner, ast.Name) and owner.id in ("ls", "server"):
+                if _reaches_the_server(node.value):
                     offenders.append((name, node.lineno, node.attr))
     assert offenders == []
+
+
+def _reaches_the_server(owner: ast.expr) -> bool:
+    """``ls``, ``server``, ``self._server`` or ``self.server``, or an attribute of one (``ls.protocol``)."""
+    while isinstance(owner, ast.Attribute):
+        if owner.attr in ("_server", "server") and isinstance(owner.value, ast.Name) and owner.value.id == "self":
+            return True
+        owner = owner.value
+    return isinstance(owner, ast.Name) and owner.id in ("ls", "server")
+
+
+def test_the_private_field_check_sees_through_attributes():
+    def owner(expr: str) -> ast.expr:
+        return ast.parse(expr, mode="eval").body.value
+
+    assert _reaches_the_server(owner("ls.protocol._shutdown"))
+    assert _reaches_the_server(owner("self._server._load_task"))
+    assert _reaches_the_server(owner("self._server.engine._worker"))
+    assert not _reaches_the_server(owner("self._load_task"))
+    assert not _reaches_the_server(owner("self.index._worker"))
+
+
+def test_only_the_serve_command_imports_the_server_module():
+    server = "codellama_lsp.lsp.server"
+    importers = sorted(name for name in MODULES if name != server and server in imports(name))
+    assert importers == ["codellama_lsp.commands.serve"]
 
 
 def test_the_cycle_check_finds_a_cycle():

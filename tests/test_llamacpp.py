@@ -472,3 +472,52 @@ def test_doctor_reports_the_llamacpp_runtime(demo_path, capsys):
     assert model["runtime"] == "llamacpp" and model["loaded"] and model["fim"] and model["quantization"] == "F16"
     assert main(["doctor", "--model", str(demo_path), "--no-load"]) == 0
     assert "runtime       llamacpp" in capsys.readouterr().out
+
+
+@needs_smollm2
+@pytest.mark.slow
+async def test_raising_context_tokens_past_the_loaded_context_reloads_the_model(tmp_path):
+    """llama.cpp's context is made at load, sized for ``context_tokens`` (plus room to answer). Raising the setting
+    from the editor past it loads the model again, with the usual status and progress, and the prompt gets the
+    larger budget; before, the prompt was silently cut to the old context (and a long answer ended in "lower the
+    `context_tokens` setting"). Lowering it again keeps the loaded model."""
+    from lsprotocol import types as lsp
+
+    from lsp_client import capabilities, lsp_session, open_document, raw_request, to_plain
+
+    start = {"repoContext": False, "nThreads": 1, "maxTokens": 2, "contextTokens": 512}  # a 1,024-token context
+    text = "".join(f"def function_{i}(value):\n    return value * {i} + {i * 7}\n\n" for i in range(200))
+    uri = (tmp_path / "long.py").as_uri()
+    async with lsp_session(tmp_path / "home", model=SMOLLM2_GGUF, caps=capabilities(configuration=False),
+                           init_options=start, ready=True) as c:
+        open_document(c, uri, text, "python")
+
+        async def prompt_tokens() -> int:
+            plan = to_plain(await raw_request(c, "codellama/prompt", {
+                "textDocument": {"uri": uri}, "position": {"line": text.count("\n"), "character": 0}}, timeout=300))
+            assert plan["runtime"] == "llamacpp" and plan["completion"] is not None
+            return plan["total_tokens"]
+
+        def configure(context_tokens: int) -> None:
+            c.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(
+                settings={"codellama": {**start, "contextTokens": context_tokens}}))
+
+        def loads() -> int:
+            return sum(1 for reports in c.progress_reports.values()
+                       if reports and reports[0].kind == "begin" and reports[0].message.startswith("Loading"))
+
+        assert 400 < await prompt_tokens() <= 512
+        statuses, loaded = len(c.notes.statuses), loads()
+        configure(2048)
+        await c.notes.wait_status(lambda s: s.get("state") == "loading", after=statuses, timeout=60)
+        ready = await c.notes.wait_status(lambda s: s.get("state") in ("ready", "error"), after=statuses)
+        assert ready["state"] == "ready", ready
+        assert loads() == loaded + 1
+        assert 1600 < await prompt_tokens() <= 2048  # past the 1,024 tokens the first context held
+
+        statuses, logs = len(c.notes.statuses), len(c.notes.logs)
+        configure(1024)
+        await c.notes.wait_log("settings applied", after=logs)
+        assert 800 < await prompt_tokens() <= 1024
+        assert [s["state"] for s in c.notes.statuses[statuses:]] == ["ready"] * (len(c.notes.statuses) - statuses)
+        assert loads() == loaded + 1  # no reload for a smaller budget

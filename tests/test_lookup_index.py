@@ -46,4 +46,4 @@ def test_an_index_that_does_not_cover_the_sequence_is_not_used():
     index.sync([9, 9, 9, 9])
     seq = [1, 2, 3, 7, 7, 1, 2, 3]
     assert D.prompt_lookup_candidates(seq, index=index, limit=1) == [[7, 7, 1, 2, 3]]
-    assert D.prompt_lookup_candidates(seq, index=index, min_ngram=1, max_ngram=1, limit=1) == [[7, 7, 1, 2, 3]]
+    assert D.prompt_lookup_candidates(seq, index=index, min_ngram=1, max_ngram=1, limit=1) == [[7, 7, 1, 2]]

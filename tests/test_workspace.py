@@ -231,3 +231,28 @@ def test_parse_imports_python_and_js():
                        "javascript")
     assert js[0].module == "./util" and ("o", "other") in js[0].names
     assert any(i.module == "../lib/x" for i in js)
+
+
+def test_a_change_lost_in_an_inotify_queue_overflow_is_picked_up_by_a_rescan(repo, tmp_path):
+    """A big ``git checkout`` can overflow the kernel's inotify queue: its events are lost and one IN_Q_OVERFLOW
+    comes instead. The lost change here is made through a hard link outside the watched tree (inotify reports a
+    write only under the path it was made through: no event reaches the index, as if dropped); then the overflow
+    event is handed to the live observer the way its reader hands the kernel's. The index rescans, has the
+    change, and re-reads only that file (mtime + size say the others are unchanged)."""
+    index = WorkspaceIndex([repo], tmp_path / "cache").start()
+    try:
+        fd = getattr(index._observer, "_inotify_fd", None)
+        if not index.watching or fd is None:
+            pytest.skip("no inotify observer here (watchdog 7.1 on Linux reports queue overflows)")
+        from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent
+
+        outside = tmp_path / "checkout-elsewhere.py"
+        os.link(repo / "pkg/models.py", outside)
+        parsed = index.stats["parsed"]
+        outside.write_text("def checked_out():\n    return 2\n")  # same inode: pkg/models.py changed, unreported
+        fd.handle_event(InotifyEvent(-1, InotifyConstants.IN_Q_OVERFLOW, 0, b""))
+        assert _wait_for(index, lambda: len(index.definitions("checked_out")) == 1)
+        assert index.definitions("make_user") == [] and index.stats["parsed"] == parsed + 1
+        assert index.stats["watch_overflows"] == 1
+    finally:
+        index.stop()

@@ -484,8 +484,8 @@ def test_background_indexing_stays_off_while_requests_keep_coming(tmp_path, monk
 
 
 def test_wait_ready_waits_while_the_last_worker_saves_the_store(tmp_path, monkeypatch):
-    """A worker clears ``_worker`` when its queue is empty, then saves the store, then says "ready": waiting in
-    that window must wait for the save, not answer "not ready" at once (a race the full suite once hit)."""
+    """A worker that has emptied its queue still saves the store before it says "ready": waiting in that window
+    must wait for the save, not answer "not ready" at once (a race the full suite once hit)."""
     root = tmp_path / "proj"
     write(root, "pyproject.toml", "[project]\nname = 'proj'\n")
     write(root, "app.py", "def main():\n    return 1\n")
@@ -501,7 +501,7 @@ def test_wait_ready_waits_while_the_last_worker_saves_the_store(tmp_path, monkey
 
     monkeypatch.setattr(index, "_save_cache", slow_save)
     index.start_background()
-    assert saving.wait(60) and index._worker is None  # the worker left its loop and is saving
+    assert saving.wait(60) and index.state == "indexing"  # the worker left its loop and is saving
     answers: list[bool] = []
     waiter = threading.Thread(target=lambda: answers.append(index.wait_ready(60)))
     waiter.start()
@@ -510,4 +510,35 @@ def test_wait_ready_waits_while_the_last_worker_saves_the_store(tmp_path, monkey
     release.set()
     waiter.join(60)
     assert answers == [True]
+    index.stop()
+
+
+def test_work_queued_while_the_worker_saves_is_its_own_and_ready_comes_after_it(tmp_path, monkeypatch):
+    """One indexing thread at a time: a document opened while the worker saves the store queues work that the
+    same worker takes after the save (no second thread indexing beside it, no "ready" while work is left)."""
+    home = home_like_tree(tmp_path, dirs=2, per_dir=4)
+    monkeypatch.setenv("HOME", str(home))
+    index = WorkspaceIndex([home], tmp_path / "cache", broad_roots=False, watch=False)
+    saving, release = threading.Event(), threading.Event()
+    save = index._save_cache
+
+    def slow_save(*args, **kwargs):
+        if kwargs.get("complete") and not release.is_set():
+            saving.set()
+            release.wait(60)
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(index, "_save_cache", slow_save)
+    states: list[str] = []
+    index.on_state = lambda: states.append(index.state)
+    index.start_background()
+    assert saving.wait(60) and index.files() == []  # nothing in scope yet: the worker went straight to saving
+    loose = home / "area0/dir0/sub1/mod1.py"
+    index.focus_on(loose)  # widens the scope: queues a job while the worker is still saving
+    assert [t.name for t in threading.enumerate()].count("codellama-index") == 1
+    assert not index.wait_ready(0)
+    release.set()
+    assert index.wait_ready(60)
+    assert {Path(p).parent for p in index.files()} == {loose.parent}  # the queued job was done before "ready"
+    assert states[-1] == "ready" and "ready" not in states[:-1]
     index.stop()

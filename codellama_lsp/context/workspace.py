@@ -10,7 +10,8 @@ Definitions (functions, classes, methods, types, constants) come from tree-sitte
 ``queries/<language>.scm``. The index is persisted in the platformdirs cache (keyed by root; entries validated by
 mtime + size, then content hash) so a restart does not re-parse, and watchdog keeps it current: file events are
 collected into a set and flushed by a ``threading.Timer`` (debounce without sleeping), then listeners are told
-which files changed. All state is guarded by one lock: the watchdog thread writes, the asyncio loop reads.
+which files changed; when the kernel's inotify queue overflows (a big ``git checkout``: events were lost) every
+root is rescanned, which re-reads only files whose mtime or size changed. All state is guarded by one lock: the watchdog thread writes, the asyncio loop reads.
 """
 
 from __future__ import annotations
@@ -545,8 +546,8 @@ class WorkspaceIndex:
         self.on_state: Callable[[], None] | None = None
         self._bytes = 0
         self._todo: list[str] = []
-        self._worker: threading.Thread | None = None
-        self._last_worker: threading.Thread | None = None  # kept after the worker leaves its loop (wait_ready)
+        self._worker: threading.Thread | None = None  # the indexing thread, until it has saved and said "ready"
+        self._ready = threading.Event()  # set by the worker at its very end; cleared when work is queued
         self._busy = 0
         self._idle = threading.Event()
         self._idle.set()
@@ -574,7 +575,9 @@ class WorkspaceIndex:
         if self.watch:
             self._start_watching(self.scan_roots)
         self._started = True
-        self._set_state("ready")
+        with self._lock:
+            self._say_ready_locked()
+        self._tell_state()
         return self
 
     def start_background(self) -> "WorkspaceIndex":
@@ -587,15 +590,11 @@ class WorkspaceIndex:
         return self
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Block until background indexing is done (tests and benchmarks; the server never waits)."""
-        # Join the last worker started, not ``_worker``: a worker clears ``_worker`` when its queue is empty but
-        # still saves the store before it says "ready", and a newer worker may have started meanwhile.
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (worker := self._last_worker) is not None:
-            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if worker.is_alive() or self._last_worker is worker:
-                break
-        return self.state == "ready"
+        """Block until background indexing is done, the store saved (tests and benchmarks; the server never
+        waits). False at once when nothing was started."""
+        if not self._started:
+            return self.state == "ready"
+        return self._ready.wait(timeout) and self.state == "ready"
 
     def stop(self) -> None:
         self._stopping.set()
@@ -1226,20 +1225,36 @@ class WorkspaceIndex:
     def _enqueue(self, roots: list[str]) -> None:
         with self._lock:
             self._todo.extend(r for r in roots if r not in self._todo)
-            if self._worker is not None and self._worker.is_alive():
+            self._ready.clear()
+            if self._worker is not None:  # it takes the new work before it says "ready"
                 return
-            self._worker = self._last_worker = threading.Thread(target=self._work, name="codellama-index",
-                                                                daemon=True)
+            self._worker = threading.Thread(target=self._work, name="codellama-index", daemon=True)
             self._set_state("indexing")
             self._worker.start()
 
     def _work(self) -> None:
+        """Index what is queued, run a rescan asked for meanwhile, save the store; again while work came in
+        meanwhile. Only then is the index "ready": ``_worker`` is cleared and ``_ready`` set under the lock
+        ``_enqueue`` takes, so work queued at any moment is either taken by this thread or starts a new one."""
         _lower_thread_priority()
-        t0 = time.perf_counter()
+        t0, done = time.perf_counter(), False
+        try:
+            while not done:
+                self._build_queued(t0)
+                with self._lock:  # a rescan asked for while this thread saved is this thread's too
+                    done = not (self._todo or self._rescan) or self._stopping.is_set()
+                    if done:
+                        self._say_ready_locked()
+        finally:
+            if not done:  # an unexpected error: never leave a worker that is gone registered, or waiters waiting
+                with self._lock:
+                    self._say_ready_locked()
+            self._tell_state()  # outside the lock: the callback may take other locks
+
+    def _build_queued(self, t0: float) -> None:
         while not self._stopping.is_set():
             with self._lock:
                 if not self._todo:
-                    self._worker = None
                     break
                 root = self._todo.pop(0)
             try:
@@ -1257,10 +1272,17 @@ class WorkspaceIndex:
             self._flush()  # a rescan asked for while building
         if self.persist and not self._stopping.is_set():
             self._save_cache(complete=True)
-        self._set_state("ready")
+
+    def _say_ready_locked(self) -> None:
+        self._worker = None
+        self.state = "ready"
+        self._ready.set()
 
     def _set_state(self, state: str) -> None:
         self.state = state
+        self._tell_state()
+
+    def _tell_state(self) -> None:
         callback = self.on_state
         if callback is not None:
             try:
@@ -1377,6 +1399,7 @@ class WorkspaceIndex:
             if fresh:
                 observer = Observer()
                 observer.daemon = True
+                _report_overflows(observer, self._overflowed)
             for root in roots:
                 if os.path.isdir(root):
                     # Only changes: without a filter inotify also reports every open and close-without-write, so
@@ -1413,6 +1436,14 @@ class WorkspaceIndex:
             if notice not in self.notices:
                 self.notices.append(notice)
 
+    def _overflowed(self) -> None:
+        """The watcher lost events (the kernel's queue overflowed): rescan every root, as for a new ``.gitignore``.
+        Cheap: a file whose mtime and size are unchanged keeps its entry unread."""
+        with self._lock:
+            self.stats["watch_overflows"] = self.stats.get("watch_overflows", 0) + 1
+            self._rescan = True
+        self._queue([], False)  # the debounce timer flushes it
+
     def _queue(self, paths: list[str], is_directory: bool, event_type: str = "modified") -> None:
         """Collect changed paths; a timer started by the first event flushes them ``debounce_s`` later."""
         with self._lock:
@@ -1439,7 +1470,8 @@ class WorkspaceIndex:
         with self._lock:
             pending, self._pending = self._pending, set()
             rescan = self._rescan
-            building = self._worker is not None
+            worker = self._worker
+            building = worker is not None and worker is not threading.current_thread()  # the worker's own call rescans
             if not (rescan and building):
                 self._rescan = False
             self._timer = None
@@ -1517,6 +1549,31 @@ class WorkspaceIndex:
                 os.replace(tmp, target)
             except OSError:
                 pass
+
+
+def _report_overflows(observer: Any, on_overflow: Callable[[], None]) -> bool:
+    """Have ``observer`` call ``on_overflow`` after an inotify queue overflow; returns whether it will.
+
+    On overflow the kernel drops events and queues one IN_Q_OVERFLOW instead. watchdog (7.1) reads it and rebuilds
+    its watches but tells no event handler, so the index would miss every change in the lost events for good. Its
+    inotify observer hands each event it reads to ``InotifyFD.handle_event``: that is wrapped here, and
+    ``on_overflow`` runs once watchdog has rebuilt the watches (a rescan then cannot miss a change made after it
+    started). Older watchdog versions skip the overflow event unread, and other platforms' observers have no such
+    queue: nothing to wire there."""
+    fd = getattr(observer, "_inotify_fd", None)
+    handle = getattr(fd, "handle_event", None)
+    if handle is None:
+        return False
+
+    def handle_event(event: Any) -> None:
+        try:
+            handle(event)
+        finally:
+            if getattr(event, "is_queue_overflow", False):
+                on_overflow()
+
+    fd.handle_event = handle_event
+    return True
 
 
 def _lower_thread_priority() -> None:

@@ -39,8 +39,13 @@ from .draft_tree import DraftTree, chain
 from .step import PREFILL_CHUNK, TREE_NODES, Cancelled, ModelStep, common_prefix_len  # noqa: F401 - re-exported
 
 LOOKUP_MAX_NGRAM = 3
-LOOKUP_MIN_NGRAM = 2  # a single repeated token ("(" or "\n") predicts too little to be worth a wide verify
+LOOKUP_MIN_NGRAM = 1
 LOOKUP_NUM_TOKENS = 10
+# A single repeated token ("_", "(", a name) is the weakest evidence: tried after the longer n-grams, and its
+# continuation is kept short, so that a rejected guess costs a narrow verify (on a CPU a 5-token pass costs
+# ~1.3 one-token steps, a 16-token one ~1.6: bench/results/verify_width_demo.md). Inside names it is what finds
+# the rest of one already typed (``load_`` -> ``iterator)``, seen after ``list_``): bench/typing_replay.py.
+LOOKUP_UNIGRAM_TOKENS = 4
 LOOKUP_CANDIDATES = 3  # distinct continuations of the last n-gram put in one draft tree
 DRAFT_NUM_TOKENS = 5
 
@@ -94,12 +99,13 @@ def prompt_lookup_candidates(
     """Propose the tokens that followed the most recent earlier occurrences of the sequence's last n-gram
     (at most ``limit`` distinct continuations, best first).
 
-    Longest n-gram first. Code repeats itself (names, argument lists, the line above), so this is the
-    cheapest draft there is: no second model. ``history`` holds earlier token runs (the cursor context and
-    answer of the last few requests), searched before ``seq`` for each n: while the user types, the model's
-    next answer mostly continues its previous one. ``fits`` skips occurrences whose continuation cannot be
-    the answer (under token healing: text that does not start with the partial word at the cursor), so
-    that ``self.`` followed by ``ap`` drafts the earlier ``self.append(`` rather than the nearest ``self.x``.
+    Longest n-gram first; a one-token match proposes at most ``LOOKUP_UNIGRAM_TOKENS``. Code repeats itself
+    (names, argument lists, the line above), so this is the cheapest draft there is: no second model.
+    ``history`` holds earlier token runs (the cursor context and answer of the last few requests), searched
+    before ``seq`` for each n: while the user types, the model's next answer mostly continues its previous
+    one. ``fits`` skips occurrences whose continuation cannot be the answer (under token healing: text that
+    does not start with the partial word at the cursor), so that ``self.`` followed by ``ap`` drafts the
+    earlier ``self.append(`` rather than the nearest ``self.x``.
     ``index``: a :class:`~codellama_lsp.engine.lookup_index.LookupIndex` covering ``seq``, answering for it
     without a scan (same answers)."""
     n_seq = len(seq)
@@ -107,11 +113,11 @@ def prompt_lookup_candidates(
     if num_tokens <= 0 or limit <= 0:
         return found
     for n in range(min(max_ngram, n_seq - 1), min_ngram - 1, -1):
-        tail = list(seq[n_seq - n :])
+        tail, length = list(seq[n_seq - n :]), num_tokens if n > 1 else min(num_tokens, LOOKUP_UNIGRAM_TOKENS)
         indexed = index is not None and index.covers(n) and len(index.seq) == n_seq
         for run, last_start in [*((run, len(run) - n) for run in history), (seq, n_seq - n - 1)]:
             scan = index.follows if indexed and run is seq else lambda *a, run=run: _follows(run, *a)
-            for follow in scan(tail, last_start, num_tokens):
+            for follow in scan(tail, last_start, length):
                 if follow not in found and (fits is None or fits(follow)):
                     found.append(follow)
                     if len(found) >= limit:

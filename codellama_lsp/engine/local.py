@@ -79,6 +79,12 @@ class LocalBackend(TokenizerText):
             self._vocab_texts = texts
         return self._vocab_texts
 
+    def holds(self, settings: Any) -> bool:
+        """Whether this model serves ``settings`` as one loaded for them would: a step sized at load (llama.cpp's
+        context) says; the transformers caches grow as needed."""
+        holds = getattr(self.kv, "holds", None)
+        return holds is None or bool(holds(settings))
+
     # -- generation ---------------------------------------------------------------------------------------------
 
     def generate(

@@ -229,6 +229,13 @@ class LlamaCppStep(ModelStep):
         self._abort = lib.ggml_abort_callback(self._should_abort)
         self._no_abort = lib.ggml_abort_callback()  # NULL: no callback while decoding token by token
 
+    def holds(self, settings: Any) -> bool:
+        """Whether this context is as large as one made for ``settings`` would be (``llamacpp.context_size``): a
+        larger ``context_tokens`` needs a new context, which means loading again; a smaller one fits."""
+        from .llamacpp import context_size
+
+        return context_size(settings, self.model.n_ctx_train) <= self.n_ctx
+
     # -- ModelStep ------------------------------------------------------------------------------------------
 
     def _new_cache(self) -> Any:

@@ -175,6 +175,16 @@ class Engine:
         """Replace the model (new settings). The old one is released first, so on failure none is loaded."""
         return await self.run(self._load_on_worker, settings, _on_loop(progress))
 
+    def holds(self, settings: Any) -> bool:
+        """Whether the loaded model serves ``settings`` as one loaded for them would (``config.reload_reasons``
+        asks about the settings it was sized for: llama.cpp's context is allocated at load). A backend without
+        ``holds`` (a remote server, whose context is the server's) always does; with nothing loaded, False."""
+        backend = self.backend
+        if backend is None:
+            return False
+        holds = getattr(backend, "holds", None)
+        return holds is None or bool(holds(settings))
+
     # -- generation --------------------------------------------------------------------------------------------
 
     def _require_backend(self) -> Any:

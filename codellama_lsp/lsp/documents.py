@@ -48,3 +48,13 @@ def install_document_model(workspace) -> None:
 
     if isinstance(workspace, Workspace) and not isinstance(workspace, LspWorkspace):
         workspace.__class__ = LspWorkspace
+
+
+def fs_path(uri: str) -> str | None:
+    """The file a document URI names, or None (not a ``file:`` URI, or one pygls cannot convert)."""
+    from pygls.uris import to_fs_path
+
+    try:
+        return to_fs_path(uri)
+    except Exception:
+        return None
