@@ -79,6 +79,43 @@ def test_prompt_ids_are_exactly_the_templates(repo, template, tokenizer, retriev
     assert plan.prompt_ids == template.fim_ids(plan.context_text + plan.prefix, plan.suffix, "spm")
 
 
+def test_no_line_is_tokenized_twice_for_one_prompt():
+    """The budget counts the document's lines one by one (``Tokenizer.count_line``) through the line cache the
+    final encode of the prompt uses, so the ids do not tokenize those lines a second time (before: each line the
+    budget took was tokenized twice)."""
+    from codellama_lsp.engine.templates import template_for
+    from codellama_lsp.engine.tokenizer import load_tokenizer
+
+    fresh = load_tokenizer(TOKENIZER_DIR)  # empty caches
+    raw, seen = fresh._text, []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(raw, name)
+
+        def encode(self, text, **kwargs):
+            seen.append(text.removeprefix("\u2581").removesuffix("\n"))
+            return raw.encode(text, **kwargs)
+
+    fresh._text = Recording()
+    text, offset = at_cursor()
+    plan = build_prompt(text=text, offset=offset, path=None, language_id="python",
+                        template=template_for(fresh, model_name="codellama/CodeLlama-7b-hf"), tokenizer=fresh,
+                        settings=Settings(context_tokens=1024))
+    assert plan.prefix_tokens > 500 and len(seen) > 50
+    cursor_line = text[:offset].rsplit("\n", 1)[-1]  # token healing encodes the cursor's line on its own
+    assert sorted(t for t in set(seen) if seen.count(t) > 1 and t != cursor_line) == []
+
+
+def test_count_line_agrees_with_encode(tokenizer):
+    for line in _LINES + [x + "\n" for x in _LINES]:
+        assert tokenizer.count_line(line) == len(tokenizer.encode(line, leading_space=False)), repr(line)
+
+
+_LINES = ["", " ", "x = 1", "    return value * 3 + len(str(value))", "# \u00e9t\u00e9 \U0001f600", "\t\tif a:",
+          "<PRE> not a control token", "a" * 200]
+
+
 def test_snippets_are_comment_blocks_with_path_most_relevant_last(repo, template, tokenizer, retriever):
     plan = plan_for(template, tokenizer, retriever, path=str(repo / "pkg/app.py"))
     data = plan.to_json()

@@ -146,7 +146,10 @@ class _LineCounter:
     def line(self, line: str) -> int:
         n = self._counts.get(line)
         if n is None:
-            n = len(self.tok.encode(line, leading_space=False)) if hasattr(self.tok, "encode") else self.tok.count(line)
+            if hasattr(self.tok, "count_line"):  # the model's tokenizer: shares its line cache with the final encode
+                n = self.tok.count_line(line)
+            else:
+                n = len(self.tok.encode(line, leading_space=False)) if hasattr(self.tok, "encode") else self.tok.count(line)
             if len(self._counts) > 200_000:
                 self._counts.clear()
             self._counts[line] = n

@@ -190,6 +190,15 @@ class Tokenizer:
             out.extend(block("\n".join(lines[start:start + _BLOCK_LINES])))
         return out
 
+    def count_line(self, line: str) -> int:
+        """Tokens of one line (``line`` may end with its newline), without the leading space: what the line adds
+        to an encoded prompt. Through the same line cache as ``encode`` when no token crosses a newline, so the
+        lines a prompt's budget counts are not tokenized a second time when the prompt is encoded."""
+        body = line[:-1] if line.endswith("\n") else line
+        if self._newline_id is None or "\n" in body:
+            return len(self.encode(line, leading_space=False))
+        return len(self._line_cache(body, False)) + (len(line) - len(body))
+
     def _encode_block(self, block: str) -> tuple[int, ...]:
         newline, cached = self._newline_id, self._line_cache
         out: list[int] = []
