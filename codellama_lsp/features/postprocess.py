@@ -129,6 +129,7 @@ def python_split(prefix: str, suffix: str) -> "PythonSplit":
 
 
 _PY_BOUNDARY = re.compile(r"^(?!(?:else|elif|except|finally)\b)[A-Za-z_]", re.M)
+_NEUTRAL = re.compile(r"[^()\[\]{}'\"\\#@\n\r\f\x00]*")
 _PY_CODE_AT_0 = re.compile(r"^[^ \n#]", re.M)
 _PY_INDENTED_CODE = re.compile(r"^( +)[^ \n#]", re.M)
 
@@ -178,6 +179,8 @@ class PythonSplit:
         self.indent = 0
         self._inner(line_start - head_end, first_break)
         self._verdicts: dict[str, bool] = {}
+        self._code_before_cursor = bool(prefix[line_start:].strip())
+        self._ends_without: bool | None = None
 
     def _inner(self, line_start: int, first_break: int) -> None:
         rest, near = self.rest_prefix, self.near
@@ -219,6 +222,18 @@ class PythonSplit:
                 and _statements(near, match.start(), len(near), fresh, pad)):
             self.near_kept = near[: match.start()]
 
+    def _ends_between_statements_with(self, completion: str, kept: str) -> bool:
+        """:func:`_ends_between_statements` of ``kept`` (the text with ``completion``). After code on the cursor's
+        line, a completion without brackets, quotes, backslashes, ``#``, ``@`` or line breaks changes none of what
+        that function looks at (it opens and closes nothing, starts no logical line): the answer without it,
+        computed once per request, holds (Python's tokenizer is slow: it would otherwise run on every answer)."""
+        if self._code_before_cursor and _NEUTRAL.fullmatch(completion):
+            if self._ends_without is None:
+                self._ends_without = _ends_between_statements(self.lead + (self.near_kept or ""))
+            if self._ends_without:
+                return True
+        return _ends_between_statements(kept)
+
     def fits(self, completion: str) -> bool:
         """Whether the whole document compiles with ``completion`` at the cursor (memoized per answer)."""
         verdict = self._verdicts.get(completion)
@@ -232,7 +247,7 @@ class PythonSplit:
             if not _continued(kept, len(kept)):  # else the ``pass`` would join its line, not follow it
                 if _compiles(kept + self.pad):
                     return True
-                if _ends_between_statements(kept):
+                if self._ends_between_statements_with(completion, kept):
                     return False
         middle = self.lead + completion + self.near
         if not self.far:
