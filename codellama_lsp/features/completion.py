@@ -329,6 +329,7 @@ class CompletionService:
         window = alternatives_window_s(first_done - outcome.started,
                                        float(getattr(settings, "alternatives_time_factor", 0) or 0))
         votes: dict[str, int] = {}
+        cleaned: dict[str, str] = {}
         order: list[str] = []
         stats = outcome.alternative_stats = {"samples": 0, "prefill_tokens": 0, "reused_tokens": 0, "generation_ms": 0.0}
         seed = 0
@@ -367,7 +368,9 @@ class CompletionService:
             if result.stats.stop_reason == "time_budget":  # cut mid-way: not a suggestion to offer
                 stats["stopped"] = "completion_timeout"
                 break
-            text = await self.off_loop(self.clean, result.text, prefix, suffix, plan)
+            text = cleaned.get(result.text)
+            if text is None:  # samples often repeat one another: the same raw text is cleaned once
+                text = cleaned[result.text] = await self.off_loop(self.clean, result.text, prefix, suffix, plan)
             if not text.strip() or text.rstrip() == first.rstrip():
                 continue
             key = text.rstrip()
