@@ -114,6 +114,23 @@ async def test_a_configuration_change_applies_to_the_next_request(client):
     await configure(client, SHORT)
 
 
+async def test_a_request_cut_by_the_time_budget_is_explained_once(client):
+    # a slow model on a CPU answers nothing at first: the user is told why, once, not at every keystroke
+    uri = "file:///tmp/codellama-lsp-tests/budget.txt"
+    open_document(client, uri, "some words ", "plaintext")
+    await configure(client, {**SHORT, "completionTimeoutS": 0.000001})
+    shown = len(client.notes.shown)
+    for _ in range(2):
+        statuses = len(client.notes.statuses)
+        result = await client.text_document_inline_completion_async(params(uri, 0, 11))
+        status = await client.notes.wait_status(lambda s: s.get("uri") == uri, after=statuses)
+        assert status["stop_reason"] == "time_budget" and not (result and result.items)
+    message = await client.notes.wait_shown("No suggestion: completion_timeout_s (1e-06 s) ran out", after=shown)
+    assert "raise completion_timeout_s" in message
+    assert len([m for m in client.notes.shown[shown:] if "No suggestion" in m]) == 1
+    await configure(client, SHORT)
+
+
 async def test_invalid_setting_is_named_to_the_user_and_the_default_kept(client):
     shown = len(client.notes.shown)
     await configure(client, {**SHORT, "maxTokens": "lots", "temprature": 0.2})

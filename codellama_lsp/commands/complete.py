@@ -119,7 +119,11 @@ def run(args) -> int:
         return report_cli_error(exc)
 
     if not data["completion"]:
-        print(f"codellama-lsp: no suggestion: {why_empty(data, settings)}", file=sys.stderr)
+        from ..features.completion import why_empty
+
+        why = why_empty(data.get("timings") or {}, data.get("reason") or "", data.get("device"),
+                        settings.completion_timeout_s)
+        print(f"codellama-lsp: no suggestion: {why}", file=sys.stderr)
     if args.json:  # always carries the prompt too: one object a script can rely on
         print(json.dumps(data, ensure_ascii=False))
     elif args.show_prompt:
@@ -130,27 +134,6 @@ def run(args) -> int:
     else:
         print(data["completion"])
     return 0
-
-
-def why_empty(data: dict, settings) -> str:
-    """Why ``complete`` printed nothing, in one line: an empty stdout alone looks like a broken install, and the
-    usual cause on a CPU (a long first prompt cut by ``completion_timeout_s``) has a setting that fixes it."""
-    timings = data.get("timings") or {}
-    prompt, generated = timings.get("prompt_tokens", 0), timings.get("generated_tokens", 0)
-    if timings.get("stop_reason") == "time_budget":
-        where = (f"while reading the {prompt}-token prompt" if not generated
-                 else f"after {generated} tokens of the answer (cut answers are not offered)")
-        return (f"completion_timeout_s ({settings.completion_timeout_s:g} s) ran out {where} on "
-                f"{data.get('device') or 'this device'}; raise completion_timeout_s, or lower context_tokens")
-    reason = data.get("reason") or ""
-    if reason == "no_prompt":
-        return "this position takes no completion"
-    if reason == "empty":
-        if generated <= 1:
-            return "the model ended its answer at once (it had nothing to add here)"
-        return (f"the model's answer ({generated} tokens) was dropped by the clean-up (it repeated text around "
-                "the cursor or would not fit the code)")
-    return reason or "the model gave no answer"
 
 
 def _answer(settings, text: str, offset: int, path: Path, root: Path, *, resident: bool) -> dict:

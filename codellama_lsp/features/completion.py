@@ -62,6 +62,26 @@ class Selected:
     text: str
 
 
+def why_empty(stats: dict[str, Any], reason: str, device: str | None, timeout_s: float) -> str:
+    """Why a request got no suggestion, in one line for a person (``complete`` prints it; the server shows the
+    time-budget case once). An empty answer alone looks like a broken install, and the usual cause on a CPU, a
+    long first prompt cut by ``completion_timeout_s``, has settings that fix it."""
+    prompt, generated = stats.get("prompt_tokens", 0), stats.get("generated_tokens", 0)
+    if stats.get("stop_reason") == "time_budget":
+        where = (f"while reading the {prompt}-token prompt" if not generated
+                 else f"after {generated} tokens of the answer (a cut answer is not offered)")
+        return (f"completion_timeout_s ({timeout_s:g} s) ran out {where} on {device or 'this device'}; raise "
+                "completion_timeout_s, or lower context_tokens (the next request goes on from what was read)")
+    if reason == "no_prompt":
+        return "this position takes no completion"
+    if reason == "empty":
+        if generated <= 1:
+            return "the model ended its answer at once (it had nothing to add here)"
+        return (f"the model's answer ({generated} tokens) was dropped by the clean-up (it repeated text around "
+                "the cursor or would not fit the code)")
+    return reason or "the model gave no answer"
+
+
 @dataclass
 class CompletionOutcome:
     """The answer for one request. ``text`` replaces ``[replace_start, replace_end)`` of the

@@ -13,7 +13,7 @@ from typing import Any
 
 from lsprotocol import types as lsp
 
-from ..features.completion import CompletionOutcome
+from ..features.completion import CompletionOutcome, why_empty
 from ..logs import document_text
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ class StatusReporter:
         # Latest latencies by kind: a chat answer must not read as the completion latency.
         self.last_ms: dict[str, float] = {}
         self._shown_error = ""  # the last generation error shown to the user
+        self._shown_timeout = False  # a request cut by completion_timeout_s is explained once per session
 
     def send(self, stats: dict[str, Any] | None = None) -> None:
         """Send ``codellama/status``: the model, its state, and the numbers of the last request."""
@@ -70,4 +71,10 @@ class StatusReporter:
             self._server.show(outcome.error, lsp.MessageType.Error)
         if outcome.error or outcome.source == "model":
             self._shown_error = outcome.error
+        if stats["stop_reason"] == "time_budget" and not outcome.text and not self._shown_timeout:
+            # a slow model on a CPU answers nothing at first, and nothing in the editor says why
+            self._shown_timeout = True
+            info, settings = self._server.engine.info, self._server.settings
+            why = why_empty(stats, outcome.reason, info.device if info else None, settings.completion_timeout_s)
+            self._server.show(f"No suggestion: {why}.", lsp.MessageType.Warning)
         self.send(stats)
