@@ -11,7 +11,8 @@ Definitions (functions, classes, methods, types, constants) come from tree-sitte
 mtime + size, then content hash) so a restart does not re-parse, and watchdog keeps it current: file events are
 collected into a set and flushed by a ``threading.Timer`` (debounce without sleeping), then listeners are told
 which files changed; when the kernel's inotify queue overflows (a big ``git checkout``: events were lost) every
-root is rescanned, which re-reads only files whose mtime or size changed. All state is guarded by one lock: the watchdog thread writes, the asyncio loop reads.
+root is rescanned, which re-reads only files whose mtime or size changed. All state is guarded by one lock: the
+watchdog thread writes, the asyncio loop reads.
 """
 
 from __future__ import annotations

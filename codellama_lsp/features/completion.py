@@ -327,12 +327,13 @@ class CompletionService:
         if uri:
             self._shown[uri] = shown
         if wanted and not cancel.cancelled:
-            others = await self._alternatives(plan, virtual[:voffset], suffix, completion, wanted, cancel, outcome)
+            others = await self._alternatives(plan, virtual[:voffset], suffix, completion, result.text, wanted,
+                                              cancel, outcome)
             outcome.alternatives = [suggestion_edit(lead, text, suffix, replace_end) for text in others]
             shown.alternatives = others
 
-    async def _alternatives(self, plan, prefix: str, suffix: str, first: str, wanted: int, cancel: CancelToken,
-                            outcome: CompletionOutcome) -> list[str]:
+    async def _alternatives(self, plan, prefix: str, suffix: str, first: str, first_raw: str, wanted: int,
+                            cancel: CancelToken, outcome: CompletionOutcome) -> list[str]:
         """Up to ``wanted`` further suggestions, distinct from ``first`` and from each other after clean-up,
         ranked by how many samples gave them (then by when they came).
 
@@ -349,7 +350,7 @@ class CompletionService:
         window = alternatives_window_s(first_done - outcome.started,
                                        float(getattr(settings, "alternatives_time_factor", 0) or 0))
         votes: dict[str, int] = {}
-        cleaned: dict[str, str] = {}
+        cleaned = {first_raw: first}  # raw sample text -> its clean-up (the first answer's is known already)
         order: list[str] = []
         stats = outcome.alternative_stats = {"samples": 0, "prefill_tokens": 0, "reused_tokens": 0, "generation_ms": 0.0}
         seed = 0
@@ -389,7 +390,7 @@ class CompletionService:
                 stats["stopped"] = "completion_timeout"
                 break
             text = cleaned.get(result.text)
-            if text is None:  # samples often repeat one another: the same raw text is cleaned once
+            if text is None:  # samples often repeat one another and the first answer: each raw text is cleaned once
                 text = cleaned[result.text] = await self.off_loop(self.clean, result.text, prefix, suffix, plan)
             if not text.strip() or text.rstrip() == first.rstrip():
                 continue
